@@ -1,0 +1,1 @@
+"""Model types: the catalog of models, their preparation from packaged weights, and pipelines."""

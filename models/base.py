@@ -1,0 +1,170 @@
+"""The plug-in point of model types: what a loaded model of each ModelType must offer.
+
+The engine (``imagine_edge.sdk.engine``) resolves a model name to a :class:`ModelCard`, loads the
+model lazily with the card's ``load`` function, and calls it through one of the protocols below.
+The HTTP layer only ever talks to the engine, so a new model type plugs in by adding a catalog
+entry (``models/catalog.py``) whose loader returns an object satisfying its protocol; nothing in
+``server/`` changes.
+
+Invariants:
+- Protocol methods are blocking and run on the model's own worker thread, never on an event loop.
+- Generation yields :class:`GenerationChunk` increments; the engine builds both the streaming and
+  the non-streaming responses from the same chunks, so they cannot disagree.
+- ``cancel`` is checked between steps: once set, a generator returns promptly and frees its
+  per-request state (KV-cache slot).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from imagine_edge.sdk.types import (
+    ChatCompletionRequest,
+    ChatMessageToolCall,
+    CompletionRequest,
+    FinishReason,
+    ImageRequest,
+    ModelType,
+    TranslateRequest,
+)
+
+__all__ = [
+    "Embedder",
+    "Embeddings",
+    "GenerationChunk",
+    "GenerationStats",
+    "ImageGenerator",
+    "LoadedModel",
+    "ModelCard",
+    "Rankings",
+    "Reranker",
+    "TextGenerator",
+    "Transcriber",
+    "Translator",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCard:
+    """What the runtime knows about a model before loading it.
+
+    ``load`` builds the model (preparing it into the model store first if needed); it is called
+    at most once per engine, on first use.
+    """
+
+    name: str
+    model_type: ModelType
+    description: str
+    licence: str
+    load: Callable[[], LoadedModel]
+    aliases: tuple[str, ...] = ()
+    # False for models with random weights (the text-to-image default): said in /models too.
+    trained: bool = True
+    default: bool = False
+
+
+@runtime_checkable
+class LoadedModel(Protocol):
+    """A model whose sessions are open."""
+
+    @property
+    def execution_provider(self) -> str:
+        """Where the model runs, e.g. 'QNNExecutionProvider' or 'CPUExecutionProvider (...)'."""
+        ...
+
+    def resident_bytes(self) -> int:
+        """Memory held by this model's sessions and buffers, in bytes."""
+        ...
+
+    def close(self) -> None:
+        """Free the sessions and buffers."""
+        ...
+
+
+@dataclass(slots=True)
+class GenerationStats:
+    """Token counts and timings of one generation, on the final chunk."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    # Prompt tokens served from a reused KV cache instead of being recomputed.
+    cached_prompt_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class GenerationChunk:
+    """An increment of generated text; the last one has ``finish_reason`` and ``stats``."""
+
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    stats: GenerationStats | None = None
+    tool_calls: list[ChatMessageToolCall] | None = None
+
+
+class TextGenerator(LoadedModel, Protocol):
+    """ModelType.LLM."""
+
+    def generate_chat(
+        self, request: ChatCompletionRequest, cancel: threading.Event
+    ) -> Iterator[GenerationChunk]: ...
+
+    def generate_completion(
+        self, request: CompletionRequest, cancel: threading.Event
+    ) -> Iterator[GenerationChunk]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """L2-normalised float32 vectors [n, dim] in input order, with token counts."""
+
+    vectors: npt.NDArray[np.float32]
+    prompt_tokens: int
+    truncated: tuple[bool, ...] = field(default=())
+
+
+class Embedder(LoadedModel, Protocol):
+    """ModelType.EMBEDDING."""
+
+    def embed(self, texts: Sequence[str]) -> Embeddings: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Rankings:
+    """One relevance score per document (input order), with token counts."""
+
+    scores: npt.NDArray[np.float32]
+    prompt_tokens: int
+
+
+class Reranker(LoadedModel, Protocol):
+    """ModelType.RERANKER."""
+
+    def rank(self, query: str, documents: Sequence[str]) -> Rankings: ...
+
+
+class Translator(LoadedModel, Protocol):
+    """ModelType.TRANSLATE."""
+
+    def translate(
+        self, request: TranslateRequest, cancel: threading.Event
+    ) -> Iterator[GenerationChunk]: ...
+
+
+class Transcriber(LoadedModel, Protocol):
+    """ModelType.TRANSCRIBE."""
+
+    def transcribe(self, audio: bytes, cancel: threading.Event) -> str: ...
+
+
+class ImageGenerator(LoadedModel, Protocol):
+    """ModelType.TEXT_TO_IMAGE: one PNG per call, image ``index`` of the request."""
+
+    def generate_png(self, request: ImageRequest, index: int, cancel: threading.Event) -> bytes: ...

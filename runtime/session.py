@@ -1,0 +1,291 @@
+"""The session factory: the one place that creates onnxruntime inference sessions.
+
+Owns the process-wide ONNX Runtime environment (one global intra-op thread pool shared by every
+session, so several loaded models do not oversubscribe a two-core device), EP selection, and the
+EPContext cache of compiled QNN graphs.
+
+Placement policy:
+- ``target="qnn"``: every node must run on QNNExecutionProvider. CPU fallback is disabled in the
+  session config and at run time (``disable_fallback``); anything else raises
+  :class:`ModelRunError` (phase ``load``).
+- ``target="cpu"``: the CPU EP.
+- ``target="auto"``: QNN when it places every node, else the CPU EP, as an explicit decision that
+  is logged and kept in ``LoadedSession.fallback_reason`` for health and benchmark output.
+
+EPContext cache: a compiled QNN graph is written next to nothing in the repository but under the
+model store's cache directory, keyed by the model file's content hash, the onnxruntime and
+onnxruntime-qnn versions and the provider options; it is written to a temporary file and renamed,
+so a crash never leaves a half-written cache entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import onnxruntime as ort
+
+from imagine_edge.runtime.providers import (
+    CPU_EP,
+    QNN_EP,
+    QnnOptions,
+    qnn_devices,
+    qnn_unavailable_reason,
+    qnn_version,
+)
+from imagine_edge.sdk.errors import ModelRunError
+
+__all__ = ["LoadedSession", "SessionFactory", "Target", "epcontext_dir", "shared_factory"]
+
+log = logging.getLogger(__name__)
+
+Target = Literal["cpu", "qnn", "auto"]
+
+
+def epcontext_dir() -> Path:
+    """Where compiled QNN graphs are cached (outside the repository)."""
+    root = os.environ.get("IMAGINE_EDGE_CACHE")
+    if root:
+        return Path(root) / "epcontext"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("imagine-edge")) / "epcontext"
+
+
+@dataclass(slots=True)
+class LoadedSession:
+    """An open session and the facts about where it runs."""
+
+    session: ort.InferenceSession
+    provider: str
+    path: Path
+    fallback_reason: str | None = None
+    node_assignment: dict[str, int] = field(default_factory=dict)
+    # True when the session was loaded from the EPContext cache instead of compiled.
+    from_epcontext_cache: bool = False
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.session.get_inputs()]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    def describe(self) -> str:
+        """One line for health and bench: the EP, and why not QNN when it fell back."""
+        if self.fallback_reason:
+            return f"{self.provider} (fallback: {self.fallback_reason})"
+        return self.provider
+
+    def close(self) -> None:
+        # Dropping the last reference frees the session's weights and arenas.
+        self.session = None
+
+
+def _file_digest(path: Path) -> str:
+    """Hash of the graph and its external-data file (``<name>.data``), if any."""
+    h = hashlib.sha256()
+    for part in (path, path.with_name(path.name + ".data")):
+        if not part.is_file():
+            continue
+        with part.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _assignment(session: ort.InferenceSession) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for subgraph in session.get_provider_graph_assignment_info():
+        counts[subgraph.ep_name] += len(subgraph.get_nodes())
+    return dict(counts)
+
+
+class SessionFactory:
+    """Creates sessions that share one environment and one intra-op thread pool."""
+
+    def __init__(self, intra_op_threads: int | None = None) -> None:
+        self.intra_op_threads = intra_op_threads or max(1, min(os.cpu_count() or 1, 4))
+        self._pool_configured = False
+        self._lock = threading.Lock()
+
+    def _ensure_global_pool(self) -> None:
+        with self._lock:
+            if self._pool_configured:
+                return
+            try:
+                # Must happen before the first session creates the environment.
+                ort.set_global_thread_pool_sizes(self.intra_op_threads, 1)
+            except Exception as exc:  # the environment already exists: keep per-session pools
+                log.info("global thread pool not configured (%s); using per-session pools", exc)
+            self._pool_configured = True
+
+    def session_options(self, *, shared_pool: bool = True) -> ort.SessionOptions:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        if shared_pool:
+            self._ensure_global_pool()
+            so.use_per_session_threads = False
+        else:
+            so.intra_op_num_threads = self.intra_op_threads
+        return so
+
+    def create(
+        self,
+        model_path: str | os.PathLike[str],
+        target: Target = "auto",
+        *,
+        qnn_options: QnnOptions | None = None,
+        session_config: dict[str, str] | None = None,
+        free_dimensions: dict[str, int] | None = None,
+    ) -> LoadedSession:
+        """Open ``model_path`` on ``target``; see the module docstring for the policy."""
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelRunError(f"model file {path} does not exist", phase="load")
+        if target in ("qnn", "auto"):
+            try:
+                return self._create_qnn(path, qnn_options or QnnOptions(), session_config)
+            except ModelRunError as exc:
+                if target == "qnn":
+                    raise
+                reason = exc.message or "QNN failed"
+                log.warning("%s: falling back to the CPU EP: %s", path.name, reason)
+                loaded = self._create_cpu(path, session_config, free_dimensions)
+                loaded.fallback_reason = reason
+                return loaded
+        return self._create_cpu(path, session_config, free_dimensions)
+
+    def _create_cpu(
+        self,
+        path: Path,
+        session_config: dict[str, str] | None,
+        free_dimensions: dict[str, int] | None,
+    ) -> LoadedSession:
+        so = self.session_options()
+        so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+        for key, value in (session_config or {}).items():
+            so.add_session_config_entry(key, value)
+        for name, size in (free_dimensions or {}).items():
+            so.add_free_dimension_override_by_name(name, size)
+        try:
+            session = ort.InferenceSession(str(path), so, providers=[CPU_EP])
+        except Exception as exc:
+            raise ModelRunError(f"could not open {path}: {exc}", phase="load") from exc
+        return LoadedSession(
+            session=session, provider=CPU_EP, path=path, node_assignment=_assignment(session)
+        )
+
+    def _qnn_session_options(
+        self, options: QnnOptions, session_config: dict[str, str] | None
+    ) -> ort.SessionOptions:
+        devices = qnn_devices()
+        if not devices:
+            raise ModelRunError(qnn_unavailable_reason() or "QNN unavailable", phase="load")
+        # The simulator spins its own threads; a private pool keeps it off the shared one.
+        so = self.session_options(shared_pool=False)
+        so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+        for key, value in (session_config or {}).items():
+            so.add_session_config_entry(key, value)
+        so.add_provider_for_devices(devices, options.provider_options())
+        return so
+
+    def epcontext_path(self, path: Path, options: QnnOptions) -> Path:
+        """The cache file of ``path`` compiled for QNN with ``options``."""
+        key = json.dumps(
+            {
+                "model": _file_digest(path),
+                "onnxruntime": ort.__version__,
+                "onnxruntime_qnn": qnn_version(),
+                "options": options.provider_options(),
+            },
+            sort_keys=True,
+        )
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+        return epcontext_dir() / f"{path.stem}-{digest}.onnx"
+
+    def compile_qnn(self, path: Path, options: QnnOptions) -> Path:
+        """Compile ``path`` into an EPContext model (cached); returns the cached file."""
+        cached = self.epcontext_path(path, options)
+        if cached.is_file():
+            return cached
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        so = self._qnn_session_options(options, None)
+        fd, tmp_name = tempfile.mkstemp(dir=cached.parent, suffix=".onnx.tmp")
+        os.close(fd)
+        os.unlink(tmp_name)  # the compiler refuses to overwrite an existing file
+        try:
+            compiler = ort.ModelCompiler(so, str(path), embed_compiled_data_into_model=True)
+            compiler.compile_to_file(tmp_name)
+            os.replace(tmp_name, cached)
+        except Exception as exc:
+            raise ModelRunError(f"QNN could not compile {path.name}: {exc}", phase="load") from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+        log.info("compiled %s for QNN into %s", path.name, cached)
+        return cached
+
+    def _create_qnn(
+        self, path: Path, options: QnnOptions, session_config: dict[str, str] | None
+    ) -> LoadedSession:
+        from_cache = self.epcontext_path(path, options).is_file()
+        compiled = self.compile_qnn(path, options)
+        so = self._qnn_session_options(options, session_config)
+        try:
+            session = ort.InferenceSession(str(compiled), so)
+        except Exception as exc:
+            raise ModelRunError(f"QNN could not load {path.name}: {exc}", phase="load") from exc
+        session.disable_fallback()
+        assignment = _assignment(session)
+        off_npu = {ep: n for ep, n in assignment.items() if ep != QNN_EP}
+        if off_npu or not assignment:
+            raise ModelRunError(
+                f"{path.name}: not every node runs on {QNN_EP} (assignment {assignment})",
+                phase="load",
+            )
+        return LoadedSession(
+            session=session,
+            provider=QNN_EP,
+            path=path,
+            node_assignment=assignment,
+            from_epcontext_cache=from_cache,
+        )
+
+
+_shared: SessionFactory | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_factory() -> SessionFactory:
+    """The process-wide factory (one environment, one thread pool)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            threads = os.environ.get("IMAGINE_EDGE_THREADS")
+            _shared = SessionFactory(int(threads) if threads else None)
+        return _shared
+
+
+def session_summary(loaded: LoadedSession) -> dict[str, Any]:
+    """A JSON-ready description of a session, for health and benchmark reports."""
+    return {
+        "file": loaded.path.name,
+        "provider": loaded.provider,
+        "fallback_reason": loaded.fallback_reason,
+        "node_assignment": loaded.node_assignment,
+        "from_epcontext_cache": loaded.from_epcontext_cache,
+    }

@@ -1,0 +1,598 @@
+"""The Imagine SDK data-transfer objects: the one API contract imagine-edge serves.
+
+This module owns the wire shapes of every request and response (CONTRACT.md §5), shared by the
+in-process API and the HTTP server. Class names, field names, types and defaults follow the
+official ``python-imagine-sdk`` 0.5.0 client so that its JSON validates here and ours there
+(``tests/sdk`` cross-checks both directions). Where we are stricter, it is on purpose and only on
+requests: sampling ranges are validated so a bad value fails with a message naming the value and
+the valid range, instead of reaching the sampler.
+
+Invariants:
+- Responses never carry integer ids: ``id``, ``model`` and ``object`` are strings (§5).
+- ``finish_reason`` is one of :class:`FinishReason` and present on every choice (nullable).
+- Only pydantic and the standard library are imported here (no runtime, no onnxruntime).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+__all__ = [
+    "ChatCompletionRequest",
+    "ChatCompletionResponse",
+    "ChatCompletionResponseChoice",
+    "ChatCompletionResponseStreamChoice",
+    "ChatCompletionStreamResponse",
+    "ChatMessage",
+    "ChatMessageToolCall",
+    "CompletionRequest",
+    "CompletionResponse",
+    "CompletionResponseChoice",
+    "CompletionResponseStreamChoice",
+    "CompletionStreamResponse",
+    "DeltaMessage",
+    "EmbeddingObject",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
+    "FinishReason",
+    "Function",
+    "FunctionTool",
+    "HealthResponse",
+    "Image",
+    "ImageRequest",
+    "ImageResponse",
+    "ImageSamplingParams",
+    "LLMSamplingParams",
+    "ModelType",
+    "PingResponse",
+    "ReRankerObject",
+    "ReRankerRequest",
+    "ReRankerResponse",
+    "Tools",
+    "TranscribeRequest",
+    "TranscribeResponse",
+    "TranslateRequest",
+    "TranslateResponse",
+    "UsageInfo",
+    "UsageRecord",
+    "UsageRecordAggregated",
+    "UsageResponse",
+]
+
+
+class ModelType(str, Enum):  # noqa: UP042  str() must stay "ModelType.X", as in the client
+    """The kinds of model the contract knows; the value is what travels on the wire."""
+
+    EMBEDDING = "embedding"
+    LLM = "llm"
+    RERANKER = "reranker"
+    TEXT_TO_IMAGE = "text_to_image"
+    TRANSCRIBE = "transcribe"
+    TRANSLATE = "translate"
+
+    def __repr__(self) -> str:
+        return f"<ModelType.{self.name}>"
+
+
+class FinishReason(str, Enum):  # noqa: UP042  str() is "FinishReason.x", as in the client
+    """Why a choice ended. The official client accepts exactly these four values."""
+
+    stop = "stop"
+    length = "length"
+    error = "error"
+    tool_calls = "tool_calls"
+
+
+# --------------------------------------------------------------------------- common
+
+
+class UsageInfo(BaseModel):
+    """Token counts of one request."""
+
+    prompt_tokens: int | None = Field(None, description="Tokens in the prompt.")
+    total_tokens: int | None = Field(None, description="Prompt plus completion tokens.")
+    completion_tokens: int | None = Field(None, description="Tokens generated.")
+
+
+class DeltaMessage(BaseModel):
+    """The increment of a streamed message: a role on the first chunk, then text."""
+
+    role: str | None = Field(None, description="Role of the author, sent on the first chunk.")
+    content: str | None = Field(None, description="Text added by this chunk.")
+
+
+def _check_range(name: str, value: float | None, low: float, high: float, spec: str) -> None:
+    if value is not None and not low <= value <= high:
+        raise ValueError(f"{name} must be in {spec}, got {value}")
+
+
+class LLMSamplingParams(BaseModel):
+    """Sampling parameters shared by chat, completion and translate requests.
+
+    Every field is optional; None means the model's default. Ranges are validated here so that
+    a bad value is rejected with a message naming it before any work is done.
+    """
+
+    frequency_penalty: float | None = Field(
+        None,
+        description="Subtracts frequency_penalty * count from a generated token's logit, "
+        "in [-2, 2] (OpenAI semantics, over generated tokens only).",
+    )
+    presence_penalty: float | None = Field(
+        None,
+        description="Subtracts presence_penalty from the logit of every token generated at "
+        "least once, in [-2, 2].",
+    )
+    repetition_penalty: float | None = Field(
+        None,
+        description="Divides positive and multiplies negative logits of tokens seen in the "
+        "prompt or output, > 0 (1 is off).",
+    )
+    stop: list[str] | None = Field(
+        None, description="Strings that end generation; the returned text includes the stop."
+    )
+    max_seconds: int | None = Field(
+        None,
+        description="Wall-clock budget for generation in seconds, >= 1; when it runs out the "
+        "choice ends with finish_reason 'length'.",
+    )
+    ignore_eos: bool | None = Field(
+        None, description="Keep generating past the end-of-sequence token."
+    )
+    skip_special_tokens: bool | None = Field(
+        None, description="Leave special tokens out of the returned text (default true)."
+    )
+    stop_token_ids: list[list[int]] | None = Field(
+        None,
+        description="Token-id sequences that end generation when the output ends with one.",
+    )
+    max_tokens: int | None = Field(None, description="Maximum number of tokens to generate, >= 1.")
+    temperature: float | None = Field(
+        None, description="Sampling temperature in [0, 2]; 0 (or <= 1e-5) is greedy."
+    )
+    top_k: int | None = Field(None, description="Keep the k most likely tokens: -1 (off) or >= 1.")
+    top_p: float | None = Field(
+        None,
+        description="Keep the smallest set of tokens with probability mass >= top_p, in (0, 1].",
+    )
+    stream_options: dict[str, Any] | None = Field(
+        None,
+        description="Streaming options; {'include_usage': true} puts usage on the final chunk.",
+    )
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, v: float | None) -> float | None:
+        _check_range("temperature", v, 0.0, 2.0, "[0, 2]")
+        return v
+
+    @field_validator("top_p")
+    @classmethod
+    def _top_p(cls, v: float | None) -> float | None:
+        if v is not None and not 0.0 < v <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {v}")
+        return v
+
+    @field_validator("presence_penalty", "frequency_penalty")
+    @classmethod
+    def _openai_penalty(cls, v: float | None, info: Any) -> float | None:
+        _check_range(info.field_name, v, -2.0, 2.0, "[-2, 2]")
+        return v
+
+    @field_validator("repetition_penalty")
+    @classmethod
+    def _repetition_penalty(cls, v: float | None) -> float | None:
+        if v is not None and not v > 0.0:
+            raise ValueError(f"repetition_penalty must be > 0, got {v}")
+        return v
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k(cls, v: int | None) -> int | None:
+        if v is not None and v != -1 and v < 1:
+            raise ValueError(f"top_k must be -1 (off) or >= 1, got {v}")
+        return v
+
+    @field_validator("max_tokens", "max_seconds")
+    @classmethod
+    def _positive(cls, v: int | None, info: Any) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
+        return v
+
+    @field_validator("stop_token_ids")
+    @classmethod
+    def _stop_token_ids(cls, v: list[list[int]] | None) -> list[list[int]] | None:
+        for seq in v or []:
+            if not seq:
+                raise ValueError("stop_token_ids must not contain an empty sequence")
+            if any(t < 0 for t in seq):
+                raise ValueError(f"stop_token_ids must be non-negative token ids, got {seq}")
+        return v
+
+
+# --------------------------------------------------------------------------- chat
+
+
+class FunctionTool(BaseModel):
+    """A function the model may call."""
+
+    description: str | None = Field(None, description="What the function does.")
+    name: str = Field(description="The function's name.")
+    parameters: dict[str, Any] | None = Field(
+        None, description="JSON Schema of the function's arguments."
+    )
+
+
+class Tools(BaseModel):
+    """A tool offered to the model; only 'function' tools exist."""
+
+    type: str = Field(description="The tool type, 'function'.")
+    function: FunctionTool = Field(description="The function offered.")
+
+
+class Function(BaseModel):
+    """The function part of a tool call."""
+
+    name: str | None = Field(None, description="Name of the function called.")
+    arguments: str | None = Field(
+        None, description="The call's arguments as a JSON-encoded string."
+    )
+
+
+class ChatMessageToolCall(BaseModel):
+    """A tool call made by the assistant."""
+
+    id: str | None = Field(None, description="Identifier of the call, echoed by the tool reply.")
+    type: str | None = Field(None, description="The call type, 'function'.")
+    function: Function | None = Field(None, description="The function and its arguments.")
+
+
+class ChatMessage(BaseModel):
+    """One message of a conversation."""
+
+    role: str = Field(description="Author of the message: system, user, assistant or tool.")
+    content: str | list[dict[str, Any]] | None = Field(
+        description="The text, a list of OpenAI-style content parts, or null (a tool-call turn)."
+    )
+    tool_calls: list[ChatMessageToolCall] | None = Field(
+        None, description="Tool calls made by an assistant message."
+    )
+    tool_call_id: str | None = Field(None, description="The call a tool message answers.")
+    name: str | None = Field(None, description="Optional name of the author.")
+
+
+class ChatCompletionRequest(LLMSamplingParams):
+    """Body of POST chat/completions."""
+
+    messages: list[ChatMessage] = Field(description="The conversation so far.")
+    model: str = Field(description="Name (or alias) of the LLM to use.")
+    stream: bool = Field(description="Stream the answer as server-sent events.")
+    tools: list[Tools] | None = Field(None, description="Tools the model may call.")
+
+
+class ChatCompletionResponseChoice(BaseModel):
+    """One answer of a chat completion."""
+
+    index: int = Field(description="Position of the choice.")
+    message: ChatMessage = Field(description="The assistant's message.")
+    finish_reason: FinishReason | None = Field(description="Why generation ended.")
+
+
+class ChatCompletionResponse(BaseModel):
+    """Response of a non-streaming chat completion."""
+
+    id: str = Field(description="Identifier of the completion.")
+    object: str = Field(description="Always 'chat.completion'.")
+    created: float = Field(description="Creation time, seconds since the epoch.")
+    model: str = Field(description="The model that answered.")
+    choices: list[ChatCompletionResponseChoice] = Field(description="The answers.")
+    usage: UsageInfo = Field(description="Token counts.")
+
+    @property
+    def first_content(self) -> str | list[dict[str, Any]] | None:
+        """The content of the first choice's message."""
+        return self.choices[0].message.content
+
+
+class ChatCompletionResponseStreamChoice(BaseModel):
+    """One choice of a streamed chat chunk."""
+
+    index: int = Field(description="Position of the choice.")
+    delta: DeltaMessage = Field(description="What this chunk adds.")
+    finish_reason: FinishReason | None = Field(
+        description="Why generation ended; null until the last chunk."
+    )
+
+
+class ChatCompletionStreamResponse(BaseModel):
+    """One server-sent event of a streamed chat completion."""
+
+    id: str = Field(description="Identifier of the completion, the same on every chunk.")
+    model: str = Field(description="The model that answers.")
+    choices: list[ChatCompletionResponseStreamChoice] = Field(description="The choices' deltas.")
+    created: float | None = Field(None, description="Creation time, seconds since the epoch.")
+    object: str | None = Field(None, description="Always 'chat.completion.chunk'.")
+    usage: UsageInfo | None = Field(None, description="Token counts, on the final chunk.")
+
+    @property
+    def first_content(self) -> str | None:
+        """The text delta of the first choice."""
+        return self.choices[0].delta.content
+
+
+# --------------------------------------------------------------------------- completions
+
+
+class CompletionRequest(LLMSamplingParams):
+    """Body of POST completions."""
+
+    prompt: str = Field(description="The text to continue.")
+    model: str = Field(description="Name (or alias) of the LLM to use.")
+    stream: bool = Field(description="Stream the answer as server-sent events.")
+
+
+class CompletionResponseChoice(BaseModel):
+    """One continuation of a completion."""
+
+    index: int = Field(description="Position of the choice.")
+    text: str = Field(description="The generated text.")
+    finish_reason: FinishReason | None = Field(description="Why generation ended.")
+
+
+class CompletionResponse(BaseModel):
+    """Response of a non-streaming completion."""
+
+    id: str = Field(description="Identifier of the completion.")
+    object: str = Field(description="Always 'text_completion'.")
+    created: float = Field(description="Creation time, seconds since the epoch.")
+    model: str = Field(description="The model that answered.")
+    choices: list[CompletionResponseChoice] = Field(description="The continuations.")
+    usage: UsageInfo | None = Field(None, description="Token counts.")
+    generation_time: float | None = Field(None, description="Seconds spent generating.")
+
+    @property
+    def first_text(self) -> str:
+        """The text of the first choice."""
+        return self.choices[0].text
+
+
+class CompletionResponseStreamChoice(BaseModel):
+    """One choice of a streamed completion chunk (chat-style delta, not 'text')."""
+
+    index: int = Field(description="Position of the choice.")
+    delta: DeltaMessage = Field(description="What this chunk adds.")
+    finish_reason: FinishReason | None = Field(
+        description="Why generation ended; null until the last chunk."
+    )
+
+
+class CompletionStreamResponse(BaseModel):
+    """One server-sent event of a streamed completion."""
+
+    id: str = Field(description="Identifier of the completion, the same on every chunk.")
+    model: str = Field(description="The model that answers.")
+    choices: list[CompletionResponseStreamChoice] = Field(description="The choices' deltas.")
+    created: float | None = Field(None, description="Creation time, seconds since the epoch.")
+    object: str | None = Field(None, description="Always 'text_completion'.")
+    usage: UsageInfo | None = Field(None, description="Token counts, on the final chunk.")
+
+    @property
+    def first_content(self) -> str | None:
+        """The text delta of the first choice."""
+        return self.choices[0].delta.content
+
+
+# --------------------------------------------------------------------------- translate
+
+
+class TranslateRequest(CompletionRequest):
+    """Body of POST translate: the completion shape, ``prompt`` being the text to translate."""
+
+
+class TranslateResponse(CompletionResponse):
+    """Response of POST translate: the completion shape, ``text`` being the translation."""
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+class EmbeddingObject(BaseModel):
+    """One embedding vector."""
+
+    object: str = Field(description="Always 'embedding'.")
+    embedding: list[float] = Field(description="The L2-normalised vector.")
+    index: int = Field(description="Position of the input this vector embeds.")
+
+
+class EmbeddingRequest(BaseModel):
+    """Body of POST embeddings.
+
+    The official client types ``input`` as ``str`` but sends lists too (LangChain always does),
+    and never sends ``id``; both are accepted here.
+    """
+
+    id: str | None = Field(None, description="Optional client-side identifier of the request.")
+    input: str | list[str] = Field(description="A text or a list of texts to embed.")
+    model: str = Field(description="Name (or alias) of the embedding model.")
+
+
+class EmbeddingResponse(BaseModel):
+    """Response of POST embeddings: one vector per input, in input order."""
+
+    id: str = Field(description="Identifier of the request.")
+    object: str = Field(description="Always 'list'.")
+    data: list[EmbeddingObject] = Field(description="The vectors, in input order.")
+    model: str = Field(description="The model that embedded.")
+    usage: UsageInfo = Field(description="Token counts.")
+
+    @property
+    def first_embedding(self) -> list[float]:
+        """The vector of the first input."""
+        return self.data[0].embedding
+
+
+# --------------------------------------------------------------------------- reranker
+
+
+class ReRankerRequest(BaseModel):
+    """Body of POST reranker."""
+
+    query: str = Field(description="The query documents are ranked against.")
+    documents: list[str] = Field(description="The documents to rank.")
+    top_n: int | None = Field(
+        None, description="Return only the n best documents; all of them when absent."
+    )
+    model: str = Field(description="Name (or alias) of the reranker.")
+    return_documents: bool | None = Field(
+        None, description="Include each document's text in the result."
+    )
+
+    @field_validator("top_n")
+    @classmethod
+    def _top_n(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"top_n must be >= 1, got {v}")
+        return v
+
+
+class ReRankerObject(BaseModel):
+    """One ranked document."""
+
+    document: str | None = Field(None, description="The document's text, if requested.")
+    index: int = Field(description="Position of the document in the request's list.")
+    relevance_score: float = Field(description="Relevance to the query; higher is better.")
+
+
+class ReRankerResponse(BaseModel):
+    """Response of POST reranker: documents sorted by descending relevance."""
+
+    id: str = Field(description="Identifier of the request.")
+    data: list[ReRankerObject] = Field(description="Ranked documents, best first.")
+    failure: str | None = Field(None, description="Why ranking failed, if it did.")
+    model: str = Field(description="The model that ranked.")
+    object: str = Field(description="Always 'list'.")
+    usage: UsageInfo = Field(description="Token counts.")
+
+
+# --------------------------------------------------------------------------- images
+
+
+class ImageSamplingParams(BaseModel):
+    """Generation parameters of text-to-image requests (the client always sends its defaults)."""
+
+    negative_prompt: str | None = Field("blurry", description="What the image should not show.")
+    seed: int | None = Field(27, description="Seed of the first image.")
+    seed_increment: int | None = Field(
+        100, description="Image i is generated with seed + i * seed_increment."
+    )
+    n: int | None = Field(1, description="Number of images, >= 1.")
+    num_inference_steps: int | None = Field(20, description="Denoising steps, >= 1.")
+    size: str | None = Field("512x512", description="Image size as '<width>x<height>'.")
+    guidance_scale: float | None = Field(
+        6.5, description="Classifier-free guidance scale; <= 1 disables guidance."
+    )
+    cache_interval: int | None = Field(
+        None, description="Reuse UNet features every this many steps (model-dependent)."
+    )
+    response_format: str | None = Field(
+        "b64_json", description="'b64_json' for inline PNG data or 'url' for a file path."
+    )
+
+    @field_validator("n", "num_inference_steps")
+    @classmethod
+    def _positive(cls, v: int | None, info: Any) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
+        return v
+
+
+class ImageRequest(ImageSamplingParams):
+    """Body of POST images/generations."""
+
+    prompt: str = Field(description="What the image should show.")
+    model: str = Field(description="Name (or alias) of the text-to-image model.")
+    stream: bool = Field(description="Send one server-sent event per finished image.")
+
+
+class Image(BaseModel):
+    """One generated image."""
+
+    b64_json: str | None = Field(None, description="Base64 of the PNG file.")
+    url: str | None = Field(None, description="Path of the PNG file, relative to the API root.")
+
+
+class ImageResponse(BaseModel):
+    """Response of POST images/generations (and each event of its stream)."""
+
+    id: str = Field(description="Identifier of the request.")
+    model: str = Field(description="The model that generated.")
+    object: str = Field(description="Always 'text_to_image'.")
+    created: float = Field(description="Creation time, seconds since the epoch.")
+    data: list[Image] = Field(description="The images.")
+
+
+# --------------------------------------------------------------------------- transcribe
+
+
+class TranscribeRequest(BaseModel):
+    """The form fields of POST transcribe besides the audio file."""
+
+    model: str = Field(description="Name (or alias) of the speech-to-text model.")
+
+
+class TranscribeResponse(BaseModel):
+    """Response of POST transcribe."""
+
+    generation_time: float = Field(description="Seconds spent transcribing.")
+    id: str = Field(description="Identifier of the request.")
+    text: str = Field(description="The transcript.")
+    ts: str | None = Field(description="ISO 8601 time of the transcription, or null.")
+
+
+# --------------------------------------------------------------------------- health and usage
+
+
+class PingResponse(BaseModel):
+    """Response of GET ping."""
+
+    message: str = Field(description="Always 'pong'.")
+    status: str = Field(description="Always 'ok'.")
+
+
+class HealthResponse(BaseModel):
+    """Response of GET health: the hosted service's store names, filled honestly on a device."""
+
+    postgres: str = Field(description="State of a PostgreSQL store; 'not used' on a device.")
+    redis: str = Field(description="State of a Redis store; 'not used' on a device.")
+    models: str = Field(
+        description="State of the models: load state, execution provider and resident memory."
+    )
+
+
+class UsageRecordAggregated(BaseModel):
+    """Usage totals of one model over the whole requested period."""
+
+    userid: str = Field(description="The user the usage is counted for.")
+    model: str = Field(description="The model used.")
+    total_input_tokens: int = Field(description="Prompt tokens.")
+    total_output_tokens: int = Field(description="Generated tokens.")
+    total_tokens: int = Field(description="Prompt plus generated tokens.")
+    total_generation_time: float = Field(description="Seconds spent generating.")
+
+
+class UsageRecord(UsageRecordAggregated):
+    """Usage totals of one model in one time bin."""
+
+    date_bin: dt.datetime = Field(description="Start of the time bin.")
+
+
+class UsageResponse(BaseModel):
+    """Response of GET usage."""
+
+    usage: list[UsageRecord] = Field(description="Totals per model and time bin.")
+    overall: list[UsageRecordAggregated] = Field(description="Totals per model.")
