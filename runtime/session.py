@@ -114,29 +114,32 @@ def _assignment(session: ort.InferenceSession) -> dict[str, int]:
 class SessionFactory:
     """Creates sessions that share one environment and one intra-op thread pool."""
 
-    def __init__(self, intra_op_threads: int | None = None) -> None:
+    def __init__(self, intra_op_threads: int | None = None, *, shared_pool: bool = True) -> None:
         self.intra_op_threads = intra_op_threads or max(1, min(os.cpu_count() or 1, 4))
-        self._pool_configured = False
+        # With a global pool, every session of the process must opt out of per-session threads,
+        # including sessions third-party code creates (the quantizer, onnxruntime-genai): so the
+        # pool is shared only where this factory creates every session (the server, the engine).
+        self.shared_pool = shared_pool
+        self._pool_ready = False
         self._lock = threading.Lock()
 
-    def _ensure_global_pool(self) -> None:
+    def _use_global_pool(self) -> bool:
         with self._lock:
-            if self._pool_configured:
-                return
-            try:
-                # Must happen before the first session creates the environment.
-                ort.set_global_thread_pool_sizes(self.intra_op_threads, 1)
-            except Exception as exc:  # the environment already exists: keep per-session pools
-                log.info("global thread pool not configured (%s); using per-session pools", exc)
-            self._pool_configured = True
+            if not self._pool_ready and self.shared_pool:
+                try:
+                    ort.set_global_thread_pool_sizes(self.intra_op_threads, 1)
+                except Exception as exc:
+                    log.warning("no global thread pool (%s): sessions get their own threads", exc)
+                    self.shared_pool = False
+                self._pool_ready = True
+            return self.shared_pool
 
-    def session_options(self, *, shared_pool: bool = True) -> ort.SessionOptions:
+    def session_options(self) -> ort.SessionOptions:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
-        if shared_pool:
-            self._ensure_global_pool()
+        if self._use_global_pool():
             so.use_per_session_threads = False
         else:
             so.intra_op_num_threads = self.intra_op_threads
@@ -194,8 +197,7 @@ class SessionFactory:
         devices = qnn_devices()
         if not devices:
             raise ModelRunError(qnn_unavailable_reason() or "QNN unavailable", phase="load")
-        # The simulator spins its own threads; a private pool keeps it off the shared one.
-        so = self.session_options(shared_pool=False)
+        so = self.session_options()
         so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
         for key, value in (session_config or {}).items():
@@ -276,7 +278,8 @@ def shared_factory() -> SessionFactory:
     with _shared_lock:
         if _shared is None:
             threads = os.environ.get("IMAGINE_EDGE_THREADS")
-            _shared = SessionFactory(int(threads) if threads else None)
+            shared_pool = os.environ.get("IMAGINE_EDGE_SHARED_THREAD_POOL", "1") != "0"
+            _shared = SessionFactory(int(threads) if threads else None, shared_pool=shared_pool)
         return _shared
 
 

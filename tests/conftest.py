@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -17,3 +19,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 def update_goldens(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-goldens"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests run third-party ONNX Runtime sessions (the quantizer, onnxruntime-genai) beside ours
+    # in one process, which a process-wide thread pool forbids; tests/runtime checks the shared
+    # pool in a process of its own.
+    os.environ.setdefault("IMAGINE_EDGE_SHARED_THREAD_POOL", "0")
