@@ -1,0 +1,361 @@
+"""KV-cache slots of decoder graphs, and the bound forward step that runs a graph over a slot.
+
+Owns:
+- :class:`DecoderSpec`: what the runtime needs to know about a decoder graph's inputs and outputs.
+- :class:`KVSlot`: one sequence's preallocated per-layer K/V buffers ``[1, kv_heads, max_length,
+  head_size]`` and the token ids whose K/V they hold.
+- :class:`KVCachePool`: a few slots per model handed to requests, reusing the slot whose tokens
+  are the longest prefix of the new prompt (the next turn of a chat), otherwise the least
+  recently used one.
+- :class:`SharedBufferDecoder`: the forward step of graphs whose attention is the
+  ``GroupQueryAttention`` contrib op (the onnxruntime-genai builder's CPU graph).
+
+How the shared buffer works (as onnxruntime-genai binds ``past_present_share_buffer``):
+``past_key_values.N.*`` and ``present.N.*`` are bound, once per slot, to the same full-length
+buffer. GroupQueryAttention reads the valid length from the attention mask (``seqlens_k =
+sum(mask) - 1``, ``total_sequence_length`` = mask width), writes the new positions in place and
+attends only to the valid ones. A step copies no K/V, and rewinding a slot to a shorter prefix
+is just setting its length. Graphs with static shapes (QNN) instead emit only the new K/V, which
+the host writes into the slot with :meth:`KVSlot.write`.
+
+Invariants:
+- ``slot.tokens[:slot.length]`` are exactly the tokens whose K/V are in the slot's buffers.
+- A slot is leased to at most one request at a time; a released slot keeps its contents, so a
+  later request can reuse them.
+- Buffers are ``np.zeros`` (lazily mapped pages): memory is touched only as positions fill.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from imagine_edge.sdk.errors import (
+    ContextLengthError,
+    ImagineAPITooManyRequestsException,
+    ModelRunError,
+)
+
+__all__ = [
+    "Decoder",
+    "DecoderSpec",
+    "KVCachePool",
+    "KVSlot",
+    "SharedBufferDecoder",
+    "reusable_prefix",
+]
+
+_PAST_KEY: Final = re.compile(r"^past_key_values\.(\d+)\.key$")
+_DTYPES: Final = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderSpec:
+    """The shape of a decoder graph's KV cache and logits, and how we run it."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_size: int
+    vocab_size: int
+    # Positions a slot holds: the model's context, or a smaller configured limit.
+    max_length: int
+    # Prompt tokens per forward call; static graphs need exactly their prefill length.
+    prefill_chunk: int
+    # The graph computes logits for the last position only (pruned LM head).
+    last_logits_only: bool = False
+    # The graph takes explicit position ids (no rotary embedding inside attention).
+    has_position_ids: bool = False
+    kv_dtype: type[np.floating[Any]] = np.float32
+
+    @classmethod
+    def from_session(
+        cls,
+        session: ort.InferenceSession,
+        *,
+        max_length: int,
+        prefill_chunk: int = 128,
+        head_size: int | None = None,
+    ) -> DecoderSpec:
+        """Read the layout of a builder-style decoder from its session's inputs and outputs.
+
+        ``head_size`` is needed when the graph leaves the last K/V dimension symbolic.
+        """
+        inputs = {i.name: i for i in session.get_inputs()}
+        outputs = {o.name: o for o in session.get_outputs()}
+        layers = sorted(int(m.group(1)) for n in inputs if (m := _PAST_KEY.match(n)))
+        if not layers or layers != list(range(len(layers))) or "logits" not in outputs:
+            raise ModelRunError(
+                "not a decoder graph: expected inputs past_key_values.0..N.key/value and a "
+                f"'logits' output, got inputs {sorted(inputs)}",
+                phase="load",
+            )
+        past = inputs["past_key_values.0.key"]
+        kv_heads, size = past.shape[1], past.shape[3]
+        if not isinstance(size, int):
+            if head_size is None:
+                raise ModelRunError("the graph's head size is symbolic: pass head_size", "load")
+            size = head_size
+        elif head_size is not None and head_size != size:
+            raise ModelRunError(f"head_size {head_size} != the graph's {size}", phase="load")
+        logits_shape = outputs["logits"].shape
+        vocab = logits_shape[-1]
+        if not isinstance(kv_heads, int) or not isinstance(vocab, int):
+            raise ModelRunError(f"symbolic KV heads or vocabulary in {past.shape}", "load")
+        return cls(
+            num_layers=len(layers),
+            num_kv_heads=kv_heads,
+            head_size=size,
+            vocab_size=vocab,
+            max_length=max_length,
+            prefill_chunk=prefill_chunk,
+            last_logits_only=logits_shape[1] == 1,
+            has_position_ids="position_ids" in inputs,
+            kv_dtype=_DTYPES.get(past.type, np.float32),
+        )
+
+    @property
+    def slot_bytes(self) -> int:
+        """Bytes of one slot's K/V buffers at full length."""
+        per_layer = 2 * self.num_kv_heads * self.max_length * self.head_size
+        return self.num_layers * per_layer * np.dtype(self.kv_dtype).itemsize
+
+
+class KVSlot:
+    """One sequence's K/V buffers and the tokens they hold."""
+
+    def __init__(self, index: int, spec: DecoderSpec) -> None:
+        shape = (1, spec.num_kv_heads, spec.max_length, spec.head_size)
+        self.index = index
+        self.keys = [np.zeros(shape, spec.kv_dtype) for _ in range(spec.num_layers)]
+        self.values = [np.zeros(shape, spec.kv_dtype) for _ in range(spec.num_layers)]
+        self.tokens = np.zeros(spec.max_length, np.int64)
+        self.length = 0
+        self.last_used = 0
+        self.leased = False
+        # The decoder's per-slot state (an IOBinding for the shared-buffer decoder).
+        self.binding: Any = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in itertools.chain(self.keys, self.values)) + self.tokens.nbytes
+
+    def write(
+        self,
+        layer: int,
+        start: int,
+        key: npt.NDArray[np.floating[Any]],
+        value: npt.NDArray[np.floating[Any]],
+    ) -> None:
+        """Copy new K/V ``[1, kv_heads, n, head_size]`` into positions ``start..start+n``."""
+        n = key.shape[2]
+        self.keys[layer][:, :, start : start + n, :] = key
+        self.values[layer][:, :, start : start + n, :] = value
+
+
+def reusable_prefix(cached: npt.NDArray[np.int64], prompt: npt.NDArray[np.int64]) -> int:
+    """How many leading prompt tokens can be served from ``cached``.
+
+    At most ``len(prompt) - 1``: the last prompt token is always run, since its logits give the
+    first generated token.
+    """
+    n = min(len(cached), len(prompt) - 1)
+    if n <= 0:
+        return 0
+    differ = np.flatnonzero(cached[:n] != prompt[:n])
+    return int(differ[0]) if differ.size else n
+
+
+class KVCachePool:
+    """A few KV slots of one model, leased to requests with prefix reuse and LRU eviction."""
+
+    def __init__(self, spec: DecoderSpec, num_slots: int = 2) -> None:
+        if num_slots < 1:
+            raise ValueError(f"num_slots must be >= 1, got {num_slots}")
+        self.spec = spec
+        self.num_slots = num_slots
+        self._slots: list[KVSlot] = []
+        self._clock = itertools.count(1)
+        self._lock = threading.Lock()
+
+    @property
+    def slots(self) -> tuple[KVSlot, ...]:
+        return tuple(self._slots)
+
+    def _choose(self, prompt: npt.NDArray[np.int64]) -> tuple[KVSlot, int]:
+        free = [s for s in self._slots if not s.leased]
+        scored = [(reusable_prefix(s.tokens[: s.length], prompt), s) for s in free]
+        best = max(scored, key=lambda t: (t[0], t[1].last_used), default=None)
+        if best is not None and best[0] > 0:
+            return best[1], best[0]
+        if len(self._slots) < self.num_slots:
+            slot = KVSlot(len(self._slots), self.spec)
+            self._slots.append(slot)
+            return slot, 0
+        if not free:
+            raise ImagineAPITooManyRequestsException(
+                f"all {self.num_slots} KV-cache slots are busy; retry shortly"
+            )
+        return min(free, key=lambda s: s.last_used), 0
+
+    def acquire(self, prompt: npt.NDArray[np.int64]) -> tuple[KVSlot, int]:
+        """Lease a slot for ``prompt``; returns it and the number of prompt tokens it already
+        holds. The slot is rewound to those tokens; the caller runs the rest."""
+        with self._lock:
+            slot, reused = self._choose(prompt)
+            slot.leased = True
+            slot.length = reused
+            slot.last_used = next(self._clock)
+            return slot, reused
+
+    def release(self, slot: KVSlot) -> None:
+        with self._lock:
+            slot.leased = False
+            slot.last_used = next(self._clock)
+
+    @contextmanager
+    def lease(self, prompt: npt.NDArray[np.int64]) -> Iterator[tuple[KVSlot, int]]:
+        # A failed or cancelled run keeps what it computed: ``forward`` advances
+        # ``slot.length`` only after a successful step, and positions past it are rewritten.
+        slot, reused = self.acquire(prompt)
+        try:
+            yield slot, reused
+        finally:
+            self.release(slot)
+
+    def resident_bytes(self) -> int:
+        return sum(s.nbytes for s in self._slots)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._slots = [s for s in self._slots if s.leased]
+
+
+class Decoder(Protocol):
+    """A decoder graph bound to KV slots: what the generation loop drives."""
+
+    @property
+    def spec(self) -> DecoderSpec: ...
+
+    @property
+    def pool(self) -> KVCachePool: ...
+
+    @property
+    def provider(self) -> str: ...
+
+    def forward(self, slot: KVSlot, count: int) -> npt.NDArray[np.float32]:
+        """Run ``slot.tokens[slot.length : slot.length + count]``, advance ``slot.length`` and
+        return the logits of the last position (a view, valid until the next call)."""
+        ...
+
+    def resident_bytes(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class SharedBufferDecoder:
+    """The forward step of a GroupQueryAttention decoder with past and present sharing buffers."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        spec: DecoderSpec,
+        *,
+        num_slots: int = 2,
+        provider: str = "CPUExecutionProvider",
+    ) -> None:
+        self._session = session
+        self._spec = spec
+        self._pool = KVCachePool(spec, num_slots)
+        self._provider = provider
+        self._run_options = ort.RunOptions()
+        self._mask = np.ones(spec.max_length, np.int64)
+        self._positions = np.arange(spec.max_length, dtype=np.int64)
+        self._logits_one = np.zeros((1, 1, spec.vocab_size), np.float32)
+        self._last_one = self._logits_one[0, 0]
+        # Logits of every position of a prompt chunk, when the LM head is not pruned.
+        self._logits_chunk: npt.NDArray[np.float32] | None = None
+
+    @property
+    def spec(self) -> DecoderSpec:
+        return self._spec
+
+    @property
+    def pool(self) -> KVCachePool:
+        return self._pool
+
+    @property
+    def provider(self) -> str:
+        return self._provider
+
+    def _bind_slot(self, slot: KVSlot) -> Any:
+        """Bind the slot's buffers as both past and present, once for the slot's lifetime."""
+        binding = self._session.io_binding()
+        shape = list(slot.keys[0].shape)
+        dtype = self._spec.kv_dtype
+        for layer, (k, v) in enumerate(zip(slot.keys, slot.values, strict=True)):
+            for kind, buf in (("key", k), ("value", v)):
+                ptr = buf.ctypes.data
+                binding.bind_input(f"past_key_values.{layer}.{kind}", "cpu", 0, dtype, shape, ptr)
+                binding.bind_output(f"present.{layer}.{kind}", "cpu", 0, dtype, shape, ptr)
+        return binding
+
+    def _logits_target(self, count: int) -> tuple[npt.NDArray[np.float32], list[int]]:
+        if count == 1 or self._spec.last_logits_only:
+            return self._logits_one, [1, 1, self._spec.vocab_size]
+        chunk = self._logits_chunk
+        if chunk is None or chunk.shape[1] < count:
+            rows = max(count, self._spec.prefill_chunk)
+            chunk = np.empty((1, rows, self._spec.vocab_size), np.float32)
+            self._logits_chunk = chunk
+        return chunk, [1, count, self._spec.vocab_size]
+
+    def forward(self, slot: KVSlot, count: int) -> npt.NDArray[np.float32]:
+        start = slot.length
+        total = start + count
+        if count < 1 or total > self._spec.max_length:
+            raise ContextLengthError(
+                f"cannot run {count} tokens after {start}: the KV cache holds "
+                f"{self._spec.max_length} positions"
+            )
+        if slot.binding is None:
+            slot.binding = self._bind_slot(slot)
+        binding = slot.binding
+        ids_ptr = slot.tokens.ctypes.data + start * 8
+        binding.bind_input("input_ids", "cpu", 0, np.int64, [1, count], ids_ptr)
+        binding.bind_input("attention_mask", "cpu", 0, np.int64, [1, total], self._mask.ctypes.data)
+        if self._spec.has_position_ids:
+            pos_ptr = self._positions.ctypes.data + start * 8
+            binding.bind_input("position_ids", "cpu", 0, np.int64, [1, count], pos_ptr)
+        target, shape = self._logits_target(count)
+        binding.bind_output("logits", "cpu", 0, np.float32, shape, target.ctypes.data)
+        try:
+            self._session.run_with_iobinding(binding, self._run_options)
+        except Exception as exc:
+            raise ModelRunError(f"decoder step failed at position {start}: {exc}") from exc
+        slot.length = total
+        if target is self._logits_one:
+            return self._last_one
+        return target[0, count - 1]
+
+    def resident_bytes(self) -> int:
+        chunk = self._logits_chunk.nbytes if self._logits_chunk is not None else 0
+        return self._pool.resident_bytes() + chunk + self._logits_one.nbytes
+
+    def close(self) -> None:
+        self._pool.clear()
+        self._logits_chunk = None
+        self._session = None  # type: ignore[assignment]
+
+
+def prompt_array(token_ids: Sequence[int]) -> npt.NDArray[np.int64]:
+    """Token ids as the int64 array the pool and decoders take."""
+    return np.asarray(token_ids, dtype=np.int64)
