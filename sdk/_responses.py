@@ -1,0 +1,210 @@
+"""Response DTOs built from model outputs.
+
+Streaming and non-streaming text responses are both built from the same
+:class:`~imagine_edge.models.base.GenerationChunk` s, folded by :class:`TextFold`, so a stream's
+concatenated deltas always equal the non-streaming text (CONTRACT.md §2.8, §2.9).
+
+Invariants:
+- ids are '<prefix>-<uuid hex>' strings; ``created`` is epoch seconds as a float.
+- Streamed ``delta.content`` is always a string; the final chunk carries ``finish_reason`` and
+  ``usage``; an assistant message with tool calls has ``content`` "" and finish reason
+  ``tool_calls``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from imagine_edge.models.base import GenerationChunk, GenerationStats
+from imagine_edge.sdk.types import (
+    ChatCompletionResponse,
+    ChatCompletionResponseChoice,
+    ChatCompletionResponseStreamChoice,
+    ChatCompletionStreamResponse,
+    ChatMessage,
+    ChatMessageToolCall,
+    CompletionResponse,
+    CompletionResponseChoice,
+    CompletionResponseStreamChoice,
+    CompletionStreamResponse,
+    DeltaMessage,
+    FinishReason,
+    Function,
+    UsageInfo,
+)
+
+__all__ = ["Head", "TextFold", "new_id"]
+
+
+def new_id(prefix: str) -> str:
+    """A fresh response id such as 'chatcmpl-<32 hex digits>'."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The fields every chunk and the final response of one request share."""
+
+    id: str
+    model: str
+    created: float = field(default_factory=time.time)
+
+
+@dataclass(slots=True)
+class TextFold:
+    """Folds generation chunks into the final text, finish reason, tool calls and stats."""
+
+    parts: list[str] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    tool_calls: list[ChatMessageToolCall] = field(default_factory=list)
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+    def add(self, chunk: GenerationChunk) -> None:
+        """Take one chunk into account."""
+        self.parts.append(chunk.text)
+        if chunk.tool_calls:
+            self.tool_calls.extend(_complete_tool_call(c) for c in chunk.tool_calls)
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
+        if chunk.stats is not None:
+            self.stats = chunk.stats
+
+    @property
+    def text(self) -> str:
+        """The generated text so far."""
+        return "".join(self.parts)
+
+    def finish(self) -> FinishReason:
+        """The finish reason to report: tool_calls whenever calls were made; stop by default."""
+        if self.tool_calls:
+            return FinishReason.tool_calls
+        return self.finish_reason or FinishReason.stop
+
+    def usage(self) -> UsageInfo:
+        """Token counts of the generation."""
+        prompt, completion = self.stats.prompt_tokens, self.stats.completion_tokens
+        return UsageInfo(
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+        )
+
+    # ---------------------------------------------------------------- chat
+
+    def chat_chunk(
+        self, head: Head, text: str, *, first: bool, final: bool
+    ) -> ChatCompletionStreamResponse:
+        """A chat stream event: role on the first, finish reason and usage on the final."""
+        return ChatCompletionStreamResponse(
+            id=head.id,
+            object="chat.completion.chunk",
+            created=head.created,
+            model=head.model,
+            choices=[
+                ChatCompletionResponseStreamChoice(
+                    index=0,
+                    delta=DeltaMessage(role="assistant" if first else None, content=text),
+                    finish_reason=self.finish() if final else None,
+                )
+            ],
+            usage=self.usage() if final else None,
+        )
+
+    def chat_error_chunk(self, head: Head) -> ChatCompletionStreamResponse:
+        """The last event of a chat stream that failed."""
+        return ChatCompletionStreamResponse(
+            id=head.id,
+            object="chat.completion.chunk",
+            created=head.created,
+            model=head.model,
+            choices=[
+                ChatCompletionResponseStreamChoice(
+                    index=0, delta=DeltaMessage(content=""), finish_reason=FinishReason.error
+                )
+            ],
+            usage=self.usage(),
+        )
+
+    def chat_response(self, head: Head) -> ChatCompletionResponse:
+        """The non-streaming chat response."""
+        message = ChatMessage(
+            role="assistant", content=self.text, tool_calls=self.tool_calls or None
+        )
+        return ChatCompletionResponse(
+            id=head.id,
+            object="chat.completion",
+            created=head.created,
+            model=head.model,
+            choices=[
+                ChatCompletionResponseChoice(index=0, message=message, finish_reason=self.finish())
+            ],
+            usage=self.usage(),
+        )
+
+    # ---------------------------------------------------------------- completion
+
+    def completion_chunk(
+        self, head: Head, text: str, *, first: bool, final: bool
+    ) -> CompletionStreamResponse:
+        """A completion stream event (chat-style ``delta.content``, CONTRACT.md §2.8)."""
+        del first  # completions carry no role
+        return CompletionStreamResponse(
+            id=head.id,
+            object="text_completion",
+            created=head.created,
+            model=head.model,
+            choices=[
+                CompletionResponseStreamChoice(
+                    index=0,
+                    delta=DeltaMessage(content=text),
+                    finish_reason=self.finish() if final else None,
+                )
+            ],
+            usage=self.usage() if final else None,
+        )
+
+    def completion_error_chunk(self, head: Head) -> CompletionStreamResponse:
+        """The last event of a completion stream that failed."""
+        return CompletionStreamResponse(
+            id=head.id,
+            object="text_completion",
+            created=head.created,
+            model=head.model,
+            choices=[
+                CompletionResponseStreamChoice(
+                    index=0, delta=DeltaMessage(content=""), finish_reason=FinishReason.error
+                )
+            ],
+            usage=self.usage(),
+        )
+
+    def completion_response(
+        self,
+        head: Head,
+        generation_time: float,
+        *,
+        cls: type[CompletionResponse] = CompletionResponse,
+        object_name: str = "text_completion",
+    ) -> CompletionResponse:
+        """The non-streaming completion (or, with ``cls``, translate) response."""
+        return cls(
+            id=head.id,
+            object=object_name,
+            created=head.created,
+            model=head.model,
+            choices=[
+                CompletionResponseChoice(index=0, text=self.text, finish_reason=self.finish())
+            ],
+            usage=self.usage(),
+            generation_time=generation_time,
+        )
+
+
+def _complete_tool_call(call: ChatMessageToolCall) -> ChatMessageToolCall:
+    """A tool call with the id and type clients rely on (LangChain needs the id)."""
+    function = call.function or Function()
+    return ChatMessageToolCall(
+        id=call.id or f"call_{uuid.uuid4().hex[:24]}",
+        type=call.type or "function",
+        function=Function(name=function.name, arguments=function.arguments or "{}"),
+    )

@@ -1,0 +1,284 @@
+"""One worker thread per model: a bounded queue, lazy loading, execution and unloading.
+
+The engine hands a worker :class:`Job` s; the worker runs them one at a time on its own thread,
+so blocking inference never touches an event loop and two requests never share a model at once
+(outputs cannot mix). Loading happens on the same thread, on first use.
+
+Invariants:
+- A model's load (its queue occupancy) is the number of admitted jobs that are running or
+  waiting and not cancelled; it is derived from the queue, never counted separately, so a
+  cancelled job frees its slot the instant its consumer cancels it.
+- Every job ends with exactly one ``on_done`` (recording) followed by exactly one delivery to its
+  call (result or error), even when the job was cancelled before it ran or the engine closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from imagine_edge.models.base import LoadedModel, ModelCard
+from imagine_edge.sdk._calls import Call
+from imagine_edge.sdk.errors import (
+    ImagineAPITooManyRequestsException,
+    ImagineException,
+    ModelRunError,
+    ModelUnavailableError,
+)
+from imagine_edge.sdk.usage import Status
+
+__all__ = ["Job", "JobContext", "ModelState", "ModelWorker", "Outcome"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class JobContext:
+    """What a job body reports besides its result: token counts and model-side timings."""
+
+    cancel: threading.Event
+    started: float = 0.0  # time.monotonic() when the body started (after loading)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a job ended, handed to ``Job.on_done`` before the call receives it."""
+
+    status: Status
+    result: Any
+    error: ImagineException | None
+    context: JobContext
+    queue_seconds: float
+    load_seconds: float
+    generation_seconds: float
+
+
+# A job body runs the model: it may emit stream events on the call, fills the context, and
+# returns the call's result. It runs on the worker thread.
+Body = Callable[[LoadedModel, Call[Any, Any], JobContext], Any]
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    """One admitted request."""
+
+    call: Call[Any, Any]
+    body: Body
+    on_done: Callable[[Job, Outcome], None]
+    admitted: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    """A snapshot of a model for health reports and the CLI banner."""
+
+    name: str
+    state: str  # 'not loaded', 'loading', 'loaded' or 'failed: <why>'
+    execution_provider: str | None
+    resident_bytes: int | None
+    queued: int
+
+
+class _Control:
+    """Work on the model itself (load, unload) run in queue order on the worker thread."""
+
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.future: Future[Any] = Future()
+
+    def run(self) -> None:
+        try:
+            self.future.set_result(self.fn())
+        except BaseException as e:
+            self.future.set_exception(e)
+
+
+class ModelWorker:
+    """The thread that owns one model and runs its jobs in admission order."""
+
+    def __init__(self, card: ModelCard, max_queue: int) -> None:
+        self.card = card
+        self._max_queue = max_queue
+        self._cond = threading.Condition()
+        self._pending: deque[Job | _Control] = deque()
+        self._running: Job | None = None
+        self._model: LoadedModel | None = None
+        self._state = "not loaded"
+        self._closing = False
+        self._avg_seconds = 1.0  # moving average of job durations: the Retry-After estimate
+        self._thread = threading.Thread(
+            target=self._loop, name=f"imagine-edge:{card.name}", daemon=True
+        )
+        self._thread.start()
+
+    # -------------------------------------------------------------- callers' side
+
+    def _occupancy(self) -> int:
+        waiting = sum(1 for j in self._pending if isinstance(j, Job) and not j.call.cancelled)
+        running = self._running is not None and not self._running.call.cancelled
+        return waiting + int(running)
+
+    def submit(self, job: Job) -> None:
+        """Admit a job, or raise 429 when the model's queue is full."""
+        with self._cond:
+            if self._closing:
+                raise ModelUnavailableError(f"model {self.card.name!r} is shutting down")
+            occupied = self._occupancy()
+            if occupied >= self._max_queue:
+                wait = max(1.0, self._avg_seconds)
+                raise ImagineAPITooManyRequestsException(
+                    f"model {self.card.name!r} is busy: {occupied} requests are running or "
+                    f"queued (limit {self._max_queue}); retry after {round(wait)} s",
+                    retry_after=wait,
+                )
+            job.call.on_cancel = self._wake
+            self._pending.append(job)
+            self._cond.notify_all()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def control(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the worker thread after the jobs admitted before it; blocks."""
+        item = _Control(fn)
+        with self._cond:
+            if self._closing:
+                raise ModelUnavailableError(f"model {self.card.name!r} is shutting down")
+            self._pending.append(item)
+            self._cond.notify_all()
+        result: T = item.future.result()
+        return result
+
+    def load(self) -> None:
+        """Load the model now (it otherwise loads on first use)."""
+        self.control(self._ensure_loaded)
+
+    def unload(self) -> None:
+        """Free the model's sessions once the jobs admitted before this call are done."""
+        self.control(self._close_model)
+
+    def state(self) -> ModelState:
+        """The model's load state, execution provider, memory and queue occupancy."""
+        with self._cond:
+            model, state, queued = self._model, self._state, self._occupancy()
+        return ModelState(
+            name=self.card.name,
+            state=state,
+            execution_provider=None if model is None else model.execution_provider,
+            resident_bytes=None if model is None else model.resident_bytes(),
+            queued=queued,
+        )
+
+    def close(self) -> None:
+        """Cancel every job, stop the thread and free the model."""
+        with self._cond:
+            self._closing = True
+            jobs = [j for j in self._pending if isinstance(j, Job)]
+            if self._running is not None:
+                jobs.append(self._running)
+            self._cond.notify_all()
+        for job in jobs:
+            job.call.cancel()
+        self._thread.join()
+
+    # -------------------------------------------------------------- worker thread
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending) or self._closing)
+                if not self._pending:
+                    break
+                item = self._pending.popleft()
+                self._running = item if isinstance(item, Job) else None
+            try:
+                if isinstance(item, _Control):
+                    item.run()
+                else:
+                    self._execute(item)
+            finally:
+                with self._cond:
+                    self._running = None
+        self._close_model()
+
+    def _ensure_loaded(self) -> LoadedModel:
+        if self._model is not None:
+            return self._model
+        with self._cond:
+            self._state = "loading"
+        try:
+            model = self.card.load()
+        except ImagineException as e:
+            with self._cond:
+                self._state = f"failed: {e}"
+            raise
+        except Exception as e:
+            logger.exception("loading model %s failed", self.card.name)
+            with self._cond:
+                self._state = f"failed: {type(e).__name__}: {e}"
+            raise ModelRunError(
+                f"model {self.card.name!r} could not be loaded: {type(e).__name__}: {e}",
+                phase="load",
+            ) from e
+        with self._cond:
+            self._model, self._state = model, "loaded"
+        logger.info("loaded %s on %s", self.card.name, model.execution_provider)
+        return model
+
+    def _close_model(self) -> None:
+        with self._cond:
+            model, self._model, self._state = self._model, None, "not loaded"
+        if model is not None:
+            model.close()
+            logger.info("unloaded %s", self.card.name)
+
+    def _execute(self, job: Job) -> None:
+        call, ctx = job.call, JobContext(cancel=job.call.cancel_event)
+        queue_seconds = time.monotonic() - job.admitted
+        load_seconds, result = 0.0, None
+        error: ImagineException | None = None
+        if call.cancelled:
+            error = ImagineException(f"request {call.id} was cancelled before it ran")
+        else:
+            try:
+                start = time.monotonic()
+                model = self._ensure_loaded()
+                ctx.started = time.monotonic()
+                load_seconds = ctx.started - start
+                result = job.body(model, call, ctx)
+            except ImagineException as e:
+                error = e
+            except Exception as e:
+                logger.exception("request %s failed on model %s", call.id, self.card.name)
+                error = ModelRunError(f"{type(e).__name__}: {e}", phase="run")
+        generation_seconds = time.monotonic() - ctx.started if ctx.started else 0.0
+        if ctx.started:
+            self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * generation_seconds
+        status = Status.OK if error is None else Status.ERROR
+        if call.cancelled:
+            status = Status.CANCELLED
+        outcome = Outcome(
+            status, result, error, ctx, queue_seconds, load_seconds, generation_seconds
+        )
+        try:
+            job.on_done(job, outcome)
+        except Exception:
+            logger.exception("could not record request %s", call.id)
+        if error is not None:
+            call.fail(error)
+        else:
+            call.finish(result)

@@ -1,0 +1,601 @@
+"""The engine: model cards, name resolution, one worker per model, responses, recording.
+
+Everything that serves a request goes through :class:`Engine`, in process or behind the HTTP
+server. It resolves a model name (or alias) to a :class:`~imagine_edge.models.base.ModelCard`,
+checks limits, admits the request into the model's bounded queue (429 when full), and returns a
+:class:`~imagine_edge.sdk._calls.Call` without blocking; the model loads lazily on its own worker
+thread (``sdk/_worker.py``), builds the response DTOs there and records the request through the
+:class:`~imagine_edge.sdk.usage.Recorder`.
+
+Name resolution: a card's name or alias (case-insensitive), or the official client's default name
+of a type (CONTRACT.md §1.11), which means that type's local default. An unknown name is a
+404 (:class:`ModelNotFoundError`); a type with no model at all is a 409
+(:class:`ModelUnavailableError`) that says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, Never, cast
+
+import numpy as np
+from pydantic import BaseModel
+
+from imagine_edge.models.base import (
+    Embedder,
+    GenerationChunk,
+    ImageGenerator,
+    ModelCard,
+    Reranker,
+    TextGenerator,
+    Transcriber,
+    Translator,
+)
+from imagine_edge.sdk._calls import Call
+from imagine_edge.sdk._responses import Head, TextFold, new_id
+from imagine_edge.sdk._worker import Job, JobContext, ModelState, ModelWorker, Outcome
+from imagine_edge.sdk.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    ModelRunError,
+    ModelUnavailableError,
+)
+from imagine_edge.sdk.limits import Limits
+from imagine_edge.sdk.types import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionStreamResponse,
+    CompletionRequest,
+    CompletionResponse,
+    CompletionStreamResponse,
+    EmbeddingObject,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    HealthResponse,
+    Image,
+    ImageRequest,
+    ImageResponse,
+    ModelType,
+    PingResponse,
+    ReRankerObject,
+    ReRankerRequest,
+    ReRankerResponse,
+    TranscribeResponse,
+    TranslateRequest,
+    TranslateResponse,
+    UsageInfo,
+    UsageResponse,
+)
+from imagine_edge.sdk.usage import Endpoint, Recorder, RequestRecord, default_data_dir
+
+__all__ = ["CLIENT_DEFAULT_NAMES", "Engine", "ModelState"]
+
+logger = logging.getLogger(__name__)
+
+# The names the official client sends when the caller gives no model (CONTRACT.md §1.11).
+CLIENT_DEFAULT_NAMES: Final[Mapping[ModelType, str]] = {
+    ModelType.LLM: "Llama-3.1-8B",
+    ModelType.EMBEDDING: "BAAI/bge-large-en-v1.5",
+    ModelType.RERANKER: "BAAI/bge-reranker-base",
+    ModelType.TEXT_TO_IMAGE: "sdxl-turbo",
+    ModelType.TRANSCRIBE: "whisper-tiny",
+    ModelType.TRANSLATE: "Helsinki-NLP/opus-mt-en-es",
+}
+_FILE_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_KEEP_IMAGE_FILES: Final = 256
+TextEvent = Callable[[str, bool, bool], Any]  # (text, first, final) -> stream event
+
+
+class Engine:
+    """Serves the Imagine contract from a set of model cards; thread-safe."""
+
+    def __init__(
+        self,
+        cards: Sequence[ModelCard],
+        *,
+        data_dir: Path | None = None,
+        recorder: Recorder | None = None,
+        limits: Limits | None = None,
+        max_queue: int = 16,
+        userid: str = "local",
+    ) -> None:
+        self._cards = {card.name: card for card in cards}
+        if len(self._cards) != len(cards):
+            raise ValueError(f"model names must be unique, got {[c.name for c in cards]}")
+        self._defaults = {t: self._pick_default(t) for t in ModelType}
+        self._index = self._build_index()
+        self.limits = limits or Limits()
+        self.data_dir = data_dir if data_dir is not None else default_data_dir()
+        self._recorder = recorder
+        self._userid = userid
+        self._max_queue = max_queue
+        self._workers: dict[str, ModelWorker] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_catalog(cls, names: Sequence[str] | None = None, **kwargs: Any) -> Engine:
+        """An engine over the catalog's models (all, or those named), loaded on first use."""
+        from imagine_edge.models import catalog  # deferred: the catalog imports preparation code
+
+        factory: Callable[[], Sequence[ModelCard]] | None = getattr(catalog, "model_cards", None)
+        if factory is None:
+            raise ModelUnavailableError(
+                "the model catalog (imagine_edge.models.catalog) does not offer model_cards() "
+                "yet, so this build has no model to serve"
+            )
+        cards = list(factory())
+        if names:
+            everything = cls(cards, **kwargs)
+            cards = [everything.lookup_strict(name) for name in names]
+        return cls(cards, **kwargs)
+
+    # ------------------------------------------------------------------ names
+
+    def _pick_default(self, model_type: ModelType) -> ModelCard | None:
+        of_type = [c for c in self._cards.values() if c.model_type == model_type]
+        return next((c for c in of_type if c.default), of_type[0] if of_type else None)
+
+    def _build_index(self) -> dict[str, str]:
+        index: dict[str, str] = {}
+        for card in self._cards.values():
+            for key in (card.name, *card.aliases):
+                if index.setdefault(key.lower(), card.name) != card.name:
+                    raise ValueError(f"name {key!r} is used by {index[key.lower()]!r} too")
+        for model_type, card in self._defaults.items():
+            if card is not None:
+                index.setdefault(CLIENT_DEFAULT_NAMES[model_type].lower(), card.name)
+        return index
+
+    @property
+    def cards(self) -> tuple[ModelCard, ...]:
+        """Every model this engine can serve."""
+        return tuple(self._cards.values())
+
+    def default_card(self, model_type: ModelType) -> ModelCard | None:
+        """The model used for ``model_type`` when a request names its client default."""
+        return self._defaults[model_type]
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias (card aliases and the client's default names) -> the model it means."""
+        return {alias: card.name for card in self._cards.values() for alias in card.aliases} | {
+            CLIENT_DEFAULT_NAMES[t]: card.name for t, card in self._defaults.items() if card
+        }
+
+    def lookup(self, name: str) -> ModelCard | None:
+        """The card called ``name`` or aliased so, of any type."""
+        found = self._index.get(name.strip().lower())
+        return None if found is None else self._cards[found]
+
+    def lookup_strict(self, name: str) -> ModelCard:
+        """Like :meth:`lookup`, raising 404 with the known names."""
+        card = self.lookup(name)
+        if card is None:
+            known = ", ".join(self._cards) or "none"
+            raise ModelNotFoundError(f"unknown model {name!r}; the models here are: {known}")
+        return card
+
+    def resolve(self, name: str, model_type: ModelType) -> ModelCard:
+        """The card that serves a request for ``name`` with a model of ``model_type``."""
+        if self._defaults[model_type] is None:
+            served = sorted({c.model_type.value for c in self._cards.values()})
+            raise ModelUnavailableError(
+                f"no {model_type.value} model is available here (requested {name!r}); this "
+                f"build serves: {', '.join(served) or 'no models'}"
+            )
+        card = self.lookup(name)
+        if card is None:
+            names = ", ".join(c.name for c in self._cards.values() if c.model_type == model_type)
+            raise ModelNotFoundError(
+                f"unknown {model_type.value} model {name!r}; available: {names} (or "
+                f"{CLIENT_DEFAULT_NAMES[model_type]!r} for the default)"
+            )
+        if card.model_type != model_type:
+            raise InvalidRequestError(
+                f"model {name!r} is a {card.model_type.value} model; this request needs a "
+                f"{model_type.value} model such as {self._defaults[model_type].name!r}"  # type: ignore[union-attr]
+            )
+        return card
+
+    def models(self, model_type: ModelType | None = None) -> dict[ModelType, list[str]]:
+        """Model names by type; every type is present, with [] when it has no model."""
+        types = list(ModelType) if model_type is None else [model_type]
+        return {t: [c.name for c in self._cards.values() if c.model_type == t] for t in types}
+
+    # ------------------------------------------------------------------ state and stores
+
+    @property
+    def recorder(self) -> Recorder:
+        """The usage store, opened on first use."""
+        with self._lock:
+            if self._recorder is None:
+                self._recorder = Recorder(self.data_dir / "usage.sqlite3", userid=self._userid)
+            return self._recorder
+
+    def model_states(self) -> list[ModelState]:
+        """Load state, execution provider, memory and queue of every model."""
+        with self._lock:
+            workers = dict(self._workers)
+        return [
+            workers[name].state()
+            if name in workers
+            else ModelState(name, "not loaded", None, None, 0)
+            for name in self._cards
+        ]
+
+    def ping(self) -> PingResponse:
+        """The liveness answer."""
+        return PingResponse(message="pong", status="ok")
+
+    def health(self) -> HealthResponse:
+        """Store and model health; there is no PostgreSQL or Redis on a device."""
+        parts = []
+        for s in self.model_states():
+            detail = s.state
+            if s.execution_provider is not None:
+                mib = (s.resident_bytes or 0) / 2**20
+                detail += f" on {s.execution_provider}, {mib:.1f} MiB"
+            parts.append(f"{s.name} ({self._cards[s.name].model_type.value}): {detail}")
+        return HealthResponse(
+            postgres="not used", redis="not used", models="; ".join(parts) or "no models"
+        )
+
+    def usage(
+        self,
+        aggregation_duration: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        model: str | None = None,
+    ) -> UsageResponse:
+        """Usage per model and time bin; ``model`` may be an alias."""
+        card = None if model is None else self.lookup(model)
+        name = card.name if card is not None else model
+        return self.recorder.usage(aggregation_duration, since, until, name)
+
+    def history(self, endpoint: Endpoint, max_items: int = 1) -> list[list[Any]]:
+        """The last ``max_items`` [response, request] pairs of ``endpoint``, newest first."""
+        if not 1 <= max_items <= self.limits.max_history_items:
+            raise InvalidRequestError(
+                f"max_items must be in [1, {self.limits.max_history_items}], got {max_items}"
+            )
+        return self.recorder.history(endpoint, max_items)
+
+    def image_path(self, file_id: str) -> Path | None:
+        """The PNG file of a generated image, if it still exists."""
+        if not _FILE_ID.match(file_id):
+            return None
+        path = self.data_dir / "images" / f"{file_id}.png"
+        return path if path.is_file() else None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _worker(self, card: ModelCard) -> ModelWorker:
+        with self._lock:
+            if self._closed:
+                raise ModelUnavailableError("the engine is closed")
+            worker = self._workers.get(card.name)
+            if worker is None:
+                worker = self._workers[card.name] = ModelWorker(card, self._max_queue)
+            return worker
+
+    def load(self, names: Sequence[str] | None = None) -> None:
+        """Load models now: those named, else each type's default (they otherwise load lazily)."""
+        cards = (
+            [self.lookup_strict(n) for n in names]
+            if names is not None
+            else [c for c in self._defaults.values() if c is not None]
+        )
+        for card in cards:
+            self._worker(card).load()
+
+    def unload(self, name: str) -> None:
+        """Free a model's sessions after its admitted requests; it reloads on next use."""
+        card = self.lookup_strict(name)
+        with self._lock:
+            worker = self._workers.get(card.name)
+        if worker is not None:
+            worker.unload()
+
+    def close(self) -> None:
+        """Cancel all requests, stop the workers, free every model and close the store."""
+        with self._lock:
+            self._closed, workers = True, list(self._workers.values())
+            self._workers.clear()
+        for worker in workers:
+            worker.close()
+        with self._lock:
+            if self._recorder is not None:
+                self._recorder.close()
+                self._recorder = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ admission
+
+    def _submit(
+        self,
+        card: ModelCard,
+        endpoint: Endpoint,
+        request: BaseModel | Mapping[str, Any],
+        call: Call[Any, Any],
+        body: Callable[[Any, Call[Any, Any], JobContext], Any],
+    ) -> Call[Any, Any]:
+        created = time.time()
+        request_json = (
+            request.model_dump(mode="json", exclude_none=True)
+            if isinstance(request, BaseModel)
+            else dict(request)
+        )
+
+        def on_done(job: Job, out: Outcome) -> None:
+            ctx = out.context
+            self.recorder.record(
+                RequestRecord(
+                    id=call.id, endpoint=endpoint, model=card.name, model_type=card.model_type,
+                    status=out.status, created=created, prompt_tokens=ctx.prompt_tokens,
+                    completion_tokens=ctx.completion_tokens, queue_seconds=out.queue_seconds,
+                    load_seconds=out.load_seconds, prefill_seconds=ctx.prefill_seconds,
+                    decode_seconds=ctx.decode_seconds, generation_seconds=out.generation_seconds,
+                    request=request_json, response=_stored_response(out.result),
+                    error=None if out.error is None else str(out.error),
+                )
+            )  # fmt: skip
+
+        self._worker(card).submit(Job(call, body, on_done))
+        return call
+
+    @staticmethod
+    def _fold(
+        chunks: Iterator[GenerationChunk],
+        fold: TextFold,
+        call: Call[Any, Any],
+        ctx: JobContext,
+        event: TextEvent | None,
+    ) -> None:
+        """Run a generation into ``fold``, emitting stream events when ``event`` is given."""
+        first = True
+        try:
+            for chunk in chunks:
+                fold.add(chunk)
+                final = chunk.finish_reason is not None
+                if event is not None and (chunk.text or final):
+                    call.emit(event(chunk.text, first, final))
+                    first = False
+                if final or call.cancelled:
+                    break
+        finally:
+            # Closing the generator at once frees the model's per-request state (KV cache).
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        if event is not None and fold.finish_reason is None and not call.cancelled:
+            call.emit(event("", first, True))
+        stats = fold.stats
+        ctx.prompt_tokens, ctx.completion_tokens = stats.prompt_tokens, stats.completion_tokens
+        ctx.prefill_seconds, ctx.decode_seconds = stats.prefill_seconds, stats.decode_seconds
+
+    # ------------------------------------------------------------------ text generation
+
+    def chat(
+        self, request: ChatCompletionRequest
+    ) -> Call[ChatCompletionStreamResponse, ChatCompletionResponse]:
+        """Admit a chat completion; events are chunks when ``request.stream``."""
+        card = self.resolve(request.model, ModelType.LLM)
+        if not request.messages:
+            raise InvalidRequestError("messages must contain at least one message")
+        self.limits.check_count("messages", len(request.messages), self.limits.max_messages)
+        head, fold = Head(new_id("chatcmpl"), card.name), TextFold()
+        call: Call[ChatCompletionStreamResponse, ChatCompletionResponse] = Call(
+            head.id, lambda _: fold.chat_error_chunk(head)
+        )
+
+        def event(text: str, first: bool, final: bool) -> ChatCompletionStreamResponse:
+            return fold.chat_chunk(head, text, first=first, final=final)
+
+        def body(model: TextGenerator, call: Call[Any, Any], ctx: JobContext) -> Any:
+            chunks = model.generate_chat(request, ctx.cancel)
+            self._fold(chunks, fold, call, ctx, event if request.stream else None)
+            return fold.chat_response(head)
+
+        return self._submit(card, Endpoint.CHAT, request, call, body)
+
+    def completion(
+        self, request: CompletionRequest
+    ) -> Call[CompletionStreamResponse, CompletionResponse]:
+        """Admit a text completion; events are chunks when ``request.stream``."""
+        card = self.resolve(request.model, ModelType.LLM)
+        head, fold = Head(new_id("cmpl"), card.name), TextFold()
+        call: Call[CompletionStreamResponse, CompletionResponse] = Call(
+            head.id, lambda _: fold.completion_error_chunk(head)
+        )
+
+        def event(text: str, first: bool, final: bool) -> CompletionStreamResponse:
+            return fold.completion_chunk(head, text, first=first, final=final)
+
+        def body(model: TextGenerator, call: Call[Any, Any], ctx: JobContext) -> Any:
+            chunks = model.generate_completion(request, ctx.cancel)
+            self._fold(chunks, fold, call, ctx, event if request.stream else None)
+            return fold.completion_response(head, time.monotonic() - ctx.started)
+
+        return self._submit(card, Endpoint.COMPLETIONS, request, call, body)
+
+    def translate(self, request: TranslateRequest) -> Call[Never, TranslateResponse]:
+        """Admit a translation (never streamed: the contract has no translate stream)."""
+        card = self.resolve(request.model, ModelType.TRANSLATE)
+        if request.stream:
+            raise InvalidRequestError("translate does not stream; send stream: false")
+        head, fold = Head(new_id("tr"), card.name), TextFold()
+
+        def body(model: Translator, call: Call[Any, Any], ctx: JobContext) -> Any:
+            self._fold(model.translate(request, ctx.cancel), fold, call, ctx, None)
+            return fold.completion_response(
+                head,
+                time.monotonic() - ctx.started,
+                cls=TranslateResponse,
+                object_name="translation",
+            )
+
+        return self._submit(card, Endpoint.TRANSLATE, request, Call(head.id, None), body)
+
+    # ------------------------------------------------------------------ embeddings, reranker
+
+    def embeddings(self, request: EmbeddingRequest) -> Call[Never, EmbeddingResponse]:
+        """Admit an embedding request for one text or a list (vectors in input order)."""
+        card = self.resolve(request.model, ModelType.EMBEDDING)
+        texts = [request.input] if isinstance(request.input, str) else list(request.input)
+        if not texts:
+            raise InvalidRequestError("input must be a text or a non-empty list of texts")
+        self.limits.check_count("input texts", len(texts), self.limits.max_embedding_inputs)
+        call_id = new_id("emb")
+
+        def body(model: Embedder, call: Call[Any, Any], ctx: JobContext) -> Any:
+            out = model.embed(texts)
+            if out.vectors.shape[0] != len(texts):
+                raise ModelRunError(f"{card.name} returned {out.vectors.shape[0]} vectors for "
+                                    f"{len(texts)} texts")  # fmt: skip
+            ctx.prompt_tokens = out.prompt_tokens
+            data = [
+                EmbeddingObject(object="embedding", embedding=vector.tolist(), index=i)
+                for i, vector in enumerate(out.vectors)
+            ]
+            usage = UsageInfo(prompt_tokens=out.prompt_tokens, total_tokens=out.prompt_tokens)
+            return EmbeddingResponse(
+                id=call_id, object="list", data=data, model=card.name, usage=usage
+            )
+
+        return self._submit(card, Endpoint.EMBEDDINGS, request, Call(call_id, None), body)
+
+    def rerank(self, request: ReRankerRequest) -> Call[Never, ReRankerResponse]:
+        """Admit a rerank: documents sorted by descending score, ``top_n`` of them (or all)."""
+        card = self.resolve(request.model, ModelType.RERANKER)
+        docs = request.documents
+        if not docs:
+            raise InvalidRequestError("documents must contain at least one document")
+        self.limits.check_count("documents", len(docs), self.limits.max_rerank_documents)
+        call_id = new_id("rr")
+
+        def body(model: Reranker, call: Call[Any, Any], ctx: JobContext) -> Any:
+            out = model.rank(request.query, docs)
+            scores = np.asarray(out.scores, dtype=np.float64)
+            if scores.shape != (len(docs),):
+                raise ModelRunError(f"{card.name} returned scores of shape {scores.shape} for "
+                                    f"{len(docs)} documents")  # fmt: skip
+            ctx.prompt_tokens = out.prompt_tokens
+            # Stable sort on the negated scores: ties keep the documents' input order.
+            order = np.argsort(-scores, kind="stable")[: request.top_n or len(docs)]
+            data = [
+                ReRankerObject(
+                    index=int(i),
+                    relevance_score=float(scores[i]),
+                    document=docs[i] if request.return_documents else None,
+                )
+                for i in order
+            ]
+            usage = UsageInfo(prompt_tokens=out.prompt_tokens, total_tokens=out.prompt_tokens)
+            return ReRankerResponse(
+                id=call_id, data=data, model=card.name, object="list", usage=usage
+            )
+
+        return self._submit(card, Endpoint.RERANKER, request, Call(call_id, None), body)
+
+    # ------------------------------------------------------------------ images, audio
+
+    def images(
+        self, request: ImageRequest, url_for: Callable[[str], str] | None = None
+    ) -> Call[ImageResponse, ImageResponse]:
+        """Admit an image generation; one event per finished image when ``request.stream``.
+
+        With ``response_format`` 'url' the PNG is kept under the data directory and its URL is
+        ``url_for(file_id)`` (a file:// URI by default).
+        """
+        card = self.resolve(request.model, ModelType.TEXT_TO_IMAGE)
+        self.limits.check_image_size(request.size)
+        count = self.limits.check_images(request.n)
+        steps = request.num_inference_steps or 1
+        if steps > self.limits.max_image_steps:
+            raise InvalidRequestError(
+                f"num_inference_steps must be in [1, {self.limits.max_image_steps}], got {steps}"
+            )
+        fmt = request.response_format or "b64_json"
+        if fmt not in ("b64_json", "url"):
+            raise InvalidRequestError(f"response_format must be 'b64_json' or 'url', got {fmt!r}")
+        head = Head(new_id("img"), card.name)
+
+        def response(data: list[Image], object_name: str = "text_to_image") -> ImageResponse:
+            return ImageResponse(
+                id=head.id, model=head.model, object=object_name, created=head.created, data=data
+            )
+
+        def body(model: ImageGenerator, call: Call[Any, Any], ctx: JobContext) -> Any:
+            images = []
+            for i in range(count):
+                if call.cancelled:
+                    break
+                png = model.generate_png(request, i, ctx.cancel)
+                if fmt == "url":
+                    images.append(Image(url=self._save_image(f"{head.id}-{i}", png, url_for)))
+                else:
+                    images.append(Image(b64_json=base64.b64encode(png).decode("ascii")))
+                if request.stream:
+                    call.emit(response([images[-1]]))
+            return response(images)
+
+        call: Call[ImageResponse, ImageResponse] = Call(head.id, lambda _: response([], "error"))
+        return self._submit(card, Endpoint.IMAGES, request, call, body)
+
+    def _save_image(self, file_id: str, png: bytes, url_for: Callable[[str], str] | None) -> str:
+        folder = self.data_dir / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{file_id}.png"
+        path.write_bytes(png)
+        old = sorted(folder.glob("*.png"), key=lambda p: p.stat().st_mtime)[:-_KEEP_IMAGE_FILES]
+        for stale in old:
+            stale.unlink(missing_ok=True)
+        return url_for(file_id) if url_for is not None else path.resolve().as_uri()
+
+    def transcribe(self, audio: bytes, model: str) -> Call[Never, TranscribeResponse]:
+        """Admit a transcription of an audio file (format sniffed by the model)."""
+        card = self.resolve(model, ModelType.TRANSCRIBE)
+        if not audio:
+            raise InvalidRequestError("file must not be empty")
+        self.limits.check_audio(audio)
+        call_id = new_id("asr")
+
+        def body(loaded: Transcriber, call: Call[Any, Any], ctx: JobContext) -> Any:
+            text = loaded.transcribe(audio, ctx.cancel)
+            return TranscribeResponse(
+                id=call_id,
+                text=text,
+                generation_time=time.monotonic() - ctx.started,
+                ts=dt.datetime.now(dt.UTC).isoformat(),
+            )
+
+        request = {"model": model, "file_bytes": len(audio)}
+        return self._submit(card, Endpoint.TRANSCRIBE, request, Call(call_id, None), body)
+
+
+def _stored_response(result: Any) -> dict[str, Any] | None:
+    """The response as kept in the history; image data is left out (it can be megabytes)."""
+    if not isinstance(result, BaseModel):
+        return None
+    if isinstance(result, ImageResponse):
+        result = result.model_copy(
+            update={
+                "data": [
+                    Image(url=i.url, b64_json=None if i.b64_json is None else "<omitted>")
+                    for i in result.data
+                ]
+            }
+        )
+    return cast(dict[str, Any], result.model_dump(mode="json"))
