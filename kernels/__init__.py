@@ -1,0 +1,199 @@
+"""Sampling kernels for the LLM token loop: one call per generated token, exact and nearly free.
+
+Stage order (pinned, vLLM's; the full spec is `docs/sampling.md`, the executable spec is
+`kernels/_reference.py`):
+
+1. stop-id mask: while ``state.num_generated < config.min_tokens`` the given EOS/stop ids are -inf;
+2. repetition penalty (HF/vLLM) over distinct prompt and generated ids;
+3. presence/frequency penalties (OpenAI) over generated ids;
+4. temperature; at or below 1e-5 the result is the argmax and stages 5-7 are skipped;
+5. top-k (-1 or 0 = off); 6. top-p (1 = off); 7. the draw from the caller's uniform variate.
+
+Ties break towards the lowest token id everywhere. Randomness is an input: each request draws
+`uniform` from its own seeded ``numpy.random.Generator``, and both backends return the same token
+id for the same uniform (probabilities are exact integer weights, see the docs).
+
+Backends: "native" (the C extension `_native`, GIL released) or "reference" (numpy), chosen once
+at import. ``IMAGINE_EDGE_KERNELS=reference|native|auto`` overrides the choice; when the extension
+is missing, asking for native (or auto) logs one warning and falls back to the reference, and
+`active_backend()` / `native_unavailable_reason()` report it. Every backend exposes the same
+`sample` / `sample_batch`; `get_backend(name)` returns a specific one (tests run both).
+
+Importing this package never needs the extension and imports only numpy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Final, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from imagine_edge.kernels import _reference
+from imagine_edge.kernels._config import (
+    GREEDY_TEMPERATURE,
+    MAX_VOCAB_SIZE,
+    SamplingConfig,
+    SequenceState,
+)
+from imagine_edge.kernels._stop import StopStringMatcher, StopTokens, ends_with_stop_ids
+
+__all__ = [
+    "BACKEND",
+    "ENV_VAR",
+    "GREEDY_TEMPERATURE",
+    "MAX_VOCAB_SIZE",
+    "STAGE_ORDER",
+    "Backend",
+    "BackendName",
+    "SamplingConfig",
+    "SequenceState",
+    "StopStringMatcher",
+    "StopTokens",
+    "active_backend",
+    "available_backends",
+    "ends_with_stop_ids",
+    "get_backend",
+    "native_unavailable_reason",
+    "sample",
+    "sample_batch",
+]
+
+_log = logging.getLogger(__name__)
+
+BackendName = Literal["native", "reference"]
+ENV_VAR: Final = "IMAGINE_EDGE_KERNELS"
+STAGE_ORDER: Final = (
+    "stop_mask",
+    "repetition_penalty",
+    "presence_frequency_penalty",
+    "temperature",
+    "top_k",
+    "top_p",
+    "draw",
+)
+
+
+class Backend(Protocol):
+    """What each backend module provides (the signatures of `sample` and `sample_batch` below)."""
+
+    def sample(
+        self,
+        logits: npt.NDArray[np.float32],
+        config: SamplingConfig,
+        state: SequenceState,
+        uniform: float,
+        *,
+        eos_token_ids: Sequence[int] = (),
+    ) -> int: ...
+
+    def sample_batch(
+        self,
+        logits: npt.NDArray[np.float32],
+        configs: Sequence[SamplingConfig],
+        states: Sequence[SequenceState],
+        uniforms: npt.NDArray[np.float64] | Sequence[float],
+        *,
+        eos_token_ids: Sequence[int] = (),
+    ) -> npt.NDArray[np.int32]: ...
+
+
+def _load_native() -> tuple[ModuleType | None, str | None]:
+    try:
+        from imagine_edge.kernels import _native_backend
+    except ImportError as e:
+        return None, f"the C extension is not built or failed to load ({e})"
+    return _native_backend, None
+
+
+_NATIVE, _NATIVE_ERROR = _load_native()
+
+
+def _choose() -> BackendName:
+    requested = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if requested not in ("auto", "native", "reference"):
+        _log.warning("%s=%r is not auto, native or reference; using auto", ENV_VAR, requested)
+        requested = "auto"
+    if requested == "reference":
+        return "reference"
+    if _NATIVE is None:
+        _log.warning(
+            "native sampling kernels unavailable, using the numpy reference: %s", _NATIVE_ERROR
+        )
+        return "reference"
+    return "native"
+
+
+BACKEND: Final[BackendName] = _choose()
+"""The backend `sample` and `sample_batch` use, fixed at import."""
+
+
+def active_backend() -> BackendName:
+    """The backend in use: "native" or "reference"."""
+    return BACKEND
+
+
+def native_unavailable_reason() -> str | None:
+    """Why the native backend cannot load, or None when it can."""
+    return _NATIVE_ERROR
+
+
+def available_backends() -> tuple[BackendName, ...]:
+    """Backends that can run in this process (the reference always can)."""
+    return ("reference",) if _NATIVE is None else ("native", "reference")
+
+
+def get_backend(name: BackendName) -> Backend:
+    """A specific backend, regardless of the active one. Raises ValueError if unavailable."""
+    if name == "reference":
+        return _reference
+    if name == "native" and _NATIVE is not None:
+        backend: Backend = _NATIVE
+        return backend
+    if name == "native":
+        raise ValueError(f"the native backend is unavailable: {_NATIVE_ERROR}")
+    raise ValueError(f"backend must be 'native' or 'reference', got {name!r}")
+
+
+_ACTIVE: Final[Backend] = get_backend(BACKEND)
+
+
+def sample(
+    logits: npt.NDArray[np.float32],
+    config: SamplingConfig,
+    state: SequenceState,
+    uniform: float,
+    *,
+    eos_token_ids: Sequence[int] = (),
+) -> int:
+    """Sample one token id from a `[V]` float32 row of logits.
+
+    Modifies `logits` in place: afterwards it holds the masked and penalized logits and, unless
+    greedy, the temperature-scaled ones with -inf at every token top-k or top-p dropped (the
+    distribution actually drawn from). `uniform` in [0, 1) comes from the request's seeded
+    generator; `eos_token_ids` are masked while ``state.num_generated < config.min_tokens``.
+    Does not call `state.accept`. Raises ValueError for bad arguments, NaN or +inf logits, or a
+    row where every token is -inf (logits are then left partly processed).
+    """
+    return _ACTIVE.sample(logits, config, state, uniform, eos_token_ids=eos_token_ids)
+
+
+def sample_batch(
+    logits: npt.NDArray[np.float32],
+    configs: Sequence[SamplingConfig],
+    states: Sequence[SequenceState],
+    uniforms: npt.NDArray[np.float64] | Sequence[float],
+    *,
+    eos_token_ids: Sequence[int] = (),
+) -> npt.NDArray[np.int32]:
+    """`sample` for each row of `[B, V]` logits, with per-row configs, states and uniforms.
+
+    Rows are modified in place as in `sample`; the EOS ids are shared by all rows and masked per
+    row by that row's `min_tokens`. Returns int32 token ids of shape `[B]`. A ValueError names
+    the failing row; earlier rows have been processed.
+    """
+    return _ACTIVE.sample_batch(logits, configs, states, uniforms, eos_token_ids=eos_token_ids)

@@ -1,0 +1,79 @@
+"""The native backend: argument checks and buffer packing around the C extension `_native`.
+
+Importing this module raises ImportError when the extension is not built; `kernels/__init__.py`
+handles that. Each thread owns a reusable workspace (scratch the C code needs, 16 bytes per vocab
+entry), so the hot path allocates nothing after the first call and concurrent callers never share
+scratch (the C code runs with the GIL released).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from imagine_edge.kernels import _native
+from imagine_edge.kernels._checks import check_batch, check_row, check_uniform, stop_mask_ids
+from imagine_edge.kernels._config import SamplingConfig, SequenceState
+
+__all__ = ["sample", "sample_batch"]
+
+_NO_IDS = np.zeros(0, dtype=np.int32)
+_local = threading.local()
+
+
+def _workspace(vocab: int) -> npt.NDArray[np.uint8]:
+    ws: npt.NDArray[np.uint8] | None = getattr(_local, "workspace", None)
+    need = _native.workspace_bytes(vocab)
+    if ws is None or ws.shape[0] < need:
+        ws = np.empty(need, dtype=np.uint8)
+        _local.workspace = ws
+    return ws
+
+
+def _row(config: SamplingConfig, state: SequenceState) -> _native.Row:
+    # Private state fields: the public properties build read-only views, too slow per token.
+    n_rep, n_gen = state._n_rep, state._n_gen
+    return (
+        config.native_plan,
+        state._num_generated < config.min_tokens,
+        state._rep_ids[:n_rep],
+        state._gen_ids[:n_gen],
+        state._gen_counts[:n_gen],
+    )
+
+
+def sample(
+    logits: npt.NDArray[np.float32],
+    config: SamplingConfig,
+    state: SequenceState,
+    uniform: float,
+    *,
+    eos_token_ids: Sequence[int] = (),
+) -> int:
+    """Run the whole chain on one `[V]` row and return the drawn token id. See `kernels.sample`."""
+    row = check_row(logits, state)
+    u = check_uniform(uniform)
+    masked = state._num_generated < config.min_tokens
+    mask = stop_mask_ids(eos_token_ids, state.vocab_size) if masked else _NO_IDS
+    return _native.sample(row, _row(config, state), mask, u, _workspace(state.vocab_size))
+
+
+def sample_batch(
+    logits: npt.NDArray[np.float32],
+    configs: Sequence[SamplingConfig],
+    states: Sequence[SequenceState],
+    uniforms: npt.NDArray[np.float64] | Sequence[float],
+    *,
+    eos_token_ids: Sequence[int] = (),
+) -> npt.NDArray[np.int32]:
+    """`sample` over each row of `[B, V]` logits with per-row configs, states and uniforms."""
+    batch, draws = check_batch(logits, configs, states, uniforms)
+    rows, vocab = batch.shape
+    mask = stop_mask_ids(eos_token_ids, vocab)
+    out = np.empty(rows, dtype=np.int32)
+    packed = tuple(_row(c, s) for c, s in zip(configs, states, strict=True))
+    _native.sample_batch(batch, vocab, packed, mask, draws, _workspace(vocab), out)
+    return out
