@@ -1,0 +1,246 @@
+"""``imagine-edge bench``: run scenarios, print the table, write JSON and the PNG chart.
+
+Examples::
+
+    imagine-edge bench --type llm --compare        # ours against onnxruntime-genai and llama.cpp
+    imagine-edge bench --all --http auto           # every type, in process and over HTTP
+    imagine-edge bench --all --smoke               # a few seconds in all
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from imagine_edge.benchmarks.machine import machine_info
+from imagine_edge.benchmarks.report import render_table, write_chart, write_json
+from imagine_edge.benchmarks.scenarios import SCENARIOS, BenchConfig, Point
+from imagine_edge.sdk.types import ModelType
+
+__all__ = ["bench_command", "run_bench"]
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="imagine-edge bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        choices=[t.value for t in ModelType],
+        help="model type to benchmark (repeatable)",
+    )
+    p.add_argument("--all", action="store_true", help="every model type that has a model")
+    p.add_argument("--model", help="model name (default: the type's default model)")
+    p.add_argument(
+        "--http",
+        metavar="URL",
+        help="also measure over HTTP: a server's API root, or 'auto' to start one",
+    )
+    p.add_argument("--http-only", action="store_true", help="skip the in-process run")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="run peer engines on the same weights, side by side, with ratios",
+    )
+    p.add_argument("--smoke", action="store_true", help="a run of a few seconds")
+    p.add_argument("--duration", type=float, help="measured seconds per point")
+    p.add_argument("--warmup", type=int, help="warm-up calls per point")
+    p.add_argument("--prompt-lengths", type=_ints, help="LLM prompt tokens, e.g. 32,128,512")
+    p.add_argument("--max-tokens", type=int, help="LLM output tokens")
+    p.add_argument("--concurrency", type=_ints, help="LLM closed-loop clients, e.g. 1,2,4,8")
+    p.add_argument("--batch-sizes", type=_ints, help="embedding batch sizes")
+    p.add_argument("--documents", type=_ints, help="reranker document counts")
+    p.add_argument("--audio", help="WAV file for the transcribe scenario")
+    p.add_argument("--image-size", help="text-to-image size, e.g. 64x64")
+    p.add_argument("--out", type=Path, default=Path("bench-out"), help="folder for JSON and PNG")
+    return p
+
+
+def _config(args: argparse.Namespace) -> BenchConfig:
+    config = BenchConfig.smoke() if args.smoke else BenchConfig()
+    overrides = {
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "llm_prompt_lengths": args.prompt_lengths,
+        "llm_max_tokens": args.max_tokens,
+        "llm_concurrency": args.concurrency,
+        "embedding_batch_sizes": args.batch_sizes,
+        "reranker_documents": args.documents,
+        "audio_file": args.audio,
+        "image_size": args.image_size,
+    }
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _local_server() -> Iterator[str]:
+    """Start ``imagine-edge serve`` on a free loopback port; yield its API root."""
+    import httpx
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imagine_edge", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/api/v2"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with code {proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("the server did not answer /ping within 120 s")
+        yield url
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+
+
+class _Bar:
+    """A tqdm progress bar on stderr, or nothing when tqdm is missing."""
+
+    def __init__(self) -> None:
+        try:
+            from tqdm import tqdm
+
+            self._bar: Any = tqdm(unit="call", file=sys.stderr, leave=False)
+        except ImportError:
+            self._bar = None
+
+    def describe(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.set_description(text)
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _placement(client: Any, model: str) -> str:
+    """What the runtime says about where ``model`` runs (EP, placement, quantization)."""
+    try:
+        health = client.health_check().models
+    except Exception as exc:  # placement is informative; a failing health call must not end a run
+        return f"unknown ({exc})"
+    lines = [part.strip() for part in health.replace(";", "\n").splitlines() if model in part]
+    return "; ".join(lines) or health
+
+
+def _run_scenario(
+    client: Any,
+    transport: str,
+    model_type: ModelType,
+    model: str | None,
+    config: BenchConfig,
+    bar: _Bar,
+) -> dict[str, Any]:
+    name = model or client.get_available_models_by_type(model_type)[model_type][0]
+    bar.describe(f"{model_type.value} {transport}")
+    scenario: dict[str, Any] = {
+        "model_type": model_type.value,
+        "model": name,
+        "transport": transport,
+        "execution_provider": "not loaded",
+        "points": [],
+        "peers": [],
+    }
+    try:
+        points: list[Point] = SCENARIOS[model_type].run(client, name, config, bar)
+        scenario["points"] = [p.to_json() for p in points]
+    except Exception as exc:  # one failing scenario is reported, the others still run
+        scenario["error"] = f"{type(exc).__name__}: {exc}"
+    scenario["execution_provider"] = _placement(client, name)
+    return scenario
+
+
+def _types(args: argparse.Namespace, client: Any) -> list[ModelType]:
+    available = client.get_available_models_by_type()
+    present = [t for t in ModelType if available.get(t)]
+    if args.types:
+        return [ModelType(t) for t in args.types]
+    return present
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Run what ``args`` asks for and return the report (JSON-ready)."""
+    from imagine_edge.sdk.client import ImagineEdge
+
+    config = _config(args)
+    report: dict[str, Any] = {
+        "schema_version": 1,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "config": dataclasses.asdict(config),
+        "scenarios": [],
+    }
+    bar = _Bar()
+    try:
+        local = ImagineEdge()
+        types = _types(args, local)
+        if not args.http_only:
+            for model_type in types:
+                scenario = _run_scenario(local, "in-process", model_type, args.model, config, bar)
+                if args.compare and not scenario.get("error"):
+                    from imagine_edge.benchmarks.peers import compare
+
+                    compare(scenario, config, bar)
+                report["scenarios"].append(scenario)
+        local.close()
+        if args.http:
+            server = _local_server() if args.http == "auto" else contextlib.nullcontext(args.http)
+            with server as url:
+                remote = ImagineEdge(base_url=url, api_key=os.environ.get("IMAGINE_EDGE_API_KEY"))
+                for model_type in types:
+                    report["scenarios"].append(
+                        _run_scenario(remote, "http", model_type, args.model, config, bar)
+                    )
+                remote.close()
+    finally:
+        bar.close()
+    return report
+
+
+def bench_command(argv: list[str]) -> int:
+    """Run ``imagine-edge bench ARGV``; returns the exit code."""
+    args = _parser().parse_args(argv)
+    report = run_bench(args)
+    sys.stdout.write(render_table(report) + "\n")
+    write_json(report, args.out / "bench.json")
+    write_chart(report, args.out / "bench.png")
+    sys.stdout.write(f"\nwrote {args.out / 'bench.json'} and {args.out / 'bench.png'}\n")
+    failed = [s for s in report["scenarios"] if s.get("error")]
+    return 1 if failed or not report["scenarios"] else 0

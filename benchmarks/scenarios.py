@@ -1,0 +1,429 @@
+"""One benchmark scenario per ModelType, written against the official client's API.
+
+Each scenario drives a client (``ImagineEdge()`` in process, or ``ImagineEdge(base_url=...)``
+over HTTP: the same methods) and returns :class:`Point` s: one measured configuration each, with
+latency summaries (warm-up excluded) and throughput. Samples are wall-clock times around the
+client call, so over HTTP they include the server's overhead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from imagine_edge.benchmarks.stats import summarize
+from imagine_edge.sdk.types import ModelType
+
+__all__ = ["SCENARIOS", "BenchConfig", "Point", "Progress", "Scenario"]
+
+# Realistic English for prompts and sentences: deterministic, no data set needed.
+_TEXT = (
+    "The river town woke slowly under a low grey sky. Fishermen carried their nets down to the "
+    "water while the baker opened his shutters and the smell of bread drifted across the square. "
+    "Children ran past the old church, late for school again, and an elderly woman scolded them "
+    "from her window. At the harbour a cargo ship was unloading crates of oranges, timber and "
+    "machine parts, and the dock workers argued about the weather, the price of fuel and the "
+    "football match of the previous night. By noon the clouds had lifted, the market was full, "
+    "and the town hall clock, which had been five minutes slow for as long as anyone could "
+    "remember, struck twelve while the mayor was still reading his speech about the new bridge."
+)
+_WORDS = _TEXT.split()
+
+
+def prompt_of(tokens: int) -> str:
+    """About ``tokens`` tokens of English (about 1.3 BPE tokens per word)."""
+    words = max(1, int(tokens / 1.3))
+    return " ".join(_WORDS[i % len(_WORDS)] for i in range(words))
+
+
+def sentences(count: int, low: int = 10, high: int = 40) -> list[str]:
+    """``count`` distinct sentences of ``low`` to ``high`` words, deterministically."""
+    out = []
+    for i in range(count):
+        length = low + (i * 7) % (high - low + 1)
+        start = (i * 13) % len(_WORDS)
+        out.append(" ".join(_WORDS[(start + j) % len(_WORDS)] for j in range(length)))
+    return out
+
+
+class Progress(Protocol):
+    def update(self, n: int = 1) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """What to measure and for how long; ``smoke`` shrinks everything to seconds."""
+
+    duration: float = 10.0  # measured seconds per point (after warm-up)
+    warmup: int = 2  # calls per point excluded from the samples
+    min_samples: int = 3
+    llm_prompt_lengths: tuple[int, ...] = (32, 128, 512)
+    llm_max_tokens: int = 128
+    llm_concurrency: tuple[int, ...] = (1, 2, 4, 8)
+    embedding_batch_sizes: tuple[int, ...] = (1, 8, 32)
+    reranker_documents: tuple[int, ...] = (10, 50, 100)
+    image_size: str = "64x64"
+    image_steps: int = 4
+    audio_file: str | None = None
+
+    @classmethod
+    def smoke(cls) -> BenchConfig:
+        return cls(
+            duration=0.2,
+            warmup=1,
+            min_samples=1,
+            llm_prompt_lengths=(32,),
+            llm_max_tokens=8,
+            llm_concurrency=(1, 2),
+            embedding_batch_sizes=(1, 4),
+            reranker_documents=(10,),
+            image_steps=1,
+        )
+
+
+@dataclass(slots=True)
+class Point:
+    """One measured configuration of a scenario."""
+
+    label: str
+    params: dict[str, Any]
+    metrics: dict[str, dict[str, float | int]] = field(default_factory=dict)
+    throughput: dict[str, float] = field(default_factory=dict)
+    errors: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "params": self.params,
+            "metrics": self.metrics,
+            "throughput": self.throughput,
+            "errors": self.errors,
+        }
+
+
+def _timed_calls(
+    call: Callable[[], float | dict[str, float]],
+    config: BenchConfig,
+    progress: Progress,
+) -> tuple[list[dict[str, float]], float]:
+    """Warm up, then call until ``duration`` passed and ``min_samples`` were taken.
+
+    ``call`` returns its own latency or a dict of measurements; returns the samples and the
+    measured wall time.
+    """
+    for _ in range(config.warmup):
+        call()
+    samples: list[dict[str, float]] = []
+    start = time.perf_counter()
+    while len(samples) < config.min_samples or time.perf_counter() - start < config.duration:
+        result = call()
+        samples.append(result if isinstance(result, dict) else {"latency_s": result})
+        progress.update()
+    return samples, time.perf_counter() - start
+
+
+def _metrics(samples: Sequence[dict[str, float]]) -> dict[str, dict[str, float | int]]:
+    names = sorted({k for s in samples for k in s})
+    return {n: summarize([s[n] for s in samples if n in s]) for n in names}
+
+
+def _latency(call: Callable[[], object]) -> Callable[[], float]:
+    def timed() -> float:
+        start = time.perf_counter()
+        call()
+        return time.perf_counter() - start
+
+    return timed
+
+
+class Scenario(Protocol):
+    model_type: ModelType
+
+    def run(
+        self, client: Any, model: str, config: BenchConfig, progress: Progress
+    ) -> list[Point]: ...
+
+
+def _stream_sample(chunks: Iterator[Any], start: float) -> dict[str, float]:
+    """TTFT, inter-token latency, end-to-end latency and decode rate of one streamed answer."""
+    arrivals: list[float] = []
+    completion_tokens = None
+    for chunk in chunks:
+        now = time.perf_counter()
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(now)
+        if chunk.usage is not None and chunk.usage.completion_tokens is not None:
+            completion_tokens = chunk.usage.completion_tokens
+    end = time.perf_counter()
+    tokens = completion_tokens if completion_tokens is not None else len(arrivals)
+    sample = {"e2e_s": end - start, "completion_tokens": float(tokens)}
+    if arrivals:
+        sample["ttft_s"] = arrivals[0] - start
+        if tokens > 1 and end > arrivals[0]:
+            decode = end - arrivals[0]
+            sample["tpot_s"] = decode / (tokens - 1)
+            sample["decode_tokens_per_s"] = (tokens - 1) / decode
+        gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+        if gaps:
+            sample["itl_s"] = sum(gaps) / len(gaps)
+    return sample
+
+
+@dataclass(frozen=True, slots=True)
+class LLMScenario:
+    model_type: ModelType = ModelType.LLM
+
+    def run(self, client: Any, model: str, config: BenchConfig, progress: Progress) -> list[Point]:
+        return [
+            self._point(client, model, prompt_of(length), length, concurrency, config, progress)
+            for length in config.llm_prompt_lengths
+            for concurrency in config.llm_concurrency
+        ]
+
+    def _point(
+        self,
+        client: Any,
+        model: str,
+        prompt: str,
+        length: int,
+        concurrency: int,
+        config: BenchConfig,
+        progress: Progress,
+    ) -> Point:
+        def one() -> dict[str, float]:
+            start = time.perf_counter()
+            stream = client.completion_stream(
+                prompt,
+                model=model,
+                max_tokens=config.llm_max_tokens,
+                ignore_eos=True,
+                temperature=0.7,
+                top_k=50,
+                top_p=0.9,
+                repetition_penalty=1.1,
+            )
+            return _stream_sample(stream, start)
+
+        samples, errors, wall = _closed_loop(one, concurrency, config, progress)
+        point = Point(
+            label=f"prompt {length} / concurrency {concurrency}",
+            params={
+                "prompt_tokens": length,
+                "concurrency": concurrency,
+                "max_tokens": config.llm_max_tokens,
+            },
+            metrics=_metrics(samples),
+            errors=errors,
+        )
+        tokens = sum(s["completion_tokens"] for s in samples)
+        point.throughput = {
+            "output_tokens_per_s": tokens / wall if wall else 0.0,
+            "requests_per_s": len(samples) / wall if wall else 0.0,
+        }
+        return point
+
+
+def _closed_loop(
+    call: Callable[[], dict[str, float]],
+    concurrency: int,
+    config: BenchConfig,
+    progress: Progress,
+) -> tuple[list[dict[str, float]], int, float]:
+    """``concurrency`` clients each calling back to back for ``duration`` after warm-up."""
+    for _ in range(config.warmup):
+        call()
+    samples: list[dict[str, float]] = []
+    errors = 0
+    lock = threading.Lock()
+    start = time.perf_counter()
+    deadline = start + config.duration
+
+    def worker() -> None:
+        nonlocal errors
+        taken = 0
+        while taken < config.min_samples or time.perf_counter() < deadline:
+            try:
+                sample = call()
+            except Exception:  # a rejected (429) or failed request counts, it does not stop us
+                with lock:
+                    errors += 1
+                time.sleep(0.05)
+                if time.perf_counter() > deadline + config.duration:
+                    return
+                continue
+            taken += 1
+            with lock:
+                samples.append(sample)
+            progress.update()
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return samples, errors, time.perf_counter() - start
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingScenario:
+    model_type: ModelType = ModelType.EMBEDDING
+
+    def run(self, client: Any, model: str, config: BenchConfig, progress: Progress) -> list[Point]:
+        pool = sentences(256)
+        points = []
+        for batch in config.embedding_batch_sizes:
+            texts = pool[:batch]
+            samples, _ = _timed_calls(
+                _latency(lambda texts=texts: client.embeddings(texts, model=model)),
+                config,
+                progress,
+            )
+            point = Point(
+                label=f"batch {batch}", params={"batch_size": batch}, metrics=_metrics(samples)
+            )
+            p50 = point.metrics["latency_s"]["p50"]
+            point.throughput = {"sentences_per_s": batch / p50 if p50 else 0.0}
+            points.append(point)
+        return points
+
+
+@dataclass(frozen=True, slots=True)
+class RerankerScenario:
+    model_type: ModelType = ModelType.RERANKER
+
+    def run(self, client: Any, model: str, config: BenchConfig, progress: Progress) -> list[Point]:
+        pool = sentences(max(config.reranker_documents))
+        points = []
+        for count in config.reranker_documents:
+            docs = pool[:count]
+            samples, _ = _timed_calls(
+                _latency(
+                    lambda docs=docs: client.reranker(
+                        "Where did the cargo ship unload oranges?", docs, model=model
+                    )
+                ),
+                config,
+                progress,
+            )
+            point = Point(
+                label=f"{count} documents", params={"documents": count}, metrics=_metrics(samples)
+            )
+            p50 = point.metrics["latency_s"]["p50"]
+            point.throughput = {"documents_per_s": count / p50 if p50 else 0.0}
+            points.append(point)
+        return points
+
+
+def _default_audio() -> Path | None:
+    spec = importlib.util.find_spec("moonshine_voice")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).rglob("beckett.wav"))
+        if found:
+            return found[0]
+    return None
+
+
+def _wav_seconds(path: Path) -> float:
+    import wave
+
+    with wave.open(str(path), "rb") as w:
+        return w.getnframes() / float(w.getframerate())
+
+
+@dataclass(frozen=True, slots=True)
+class TranscribeScenario:
+    model_type: ModelType = ModelType.TRANSCRIBE
+
+    def run(self, client: Any, model: str, config: BenchConfig, progress: Progress) -> list[Point]:
+        audio = Path(config.audio_file) if config.audio_file else _default_audio()
+        if audio is None:
+            raise FileNotFoundError("no audio: pass --audio FILE.wav (or install moonshine-voice)")
+        seconds = _wav_seconds(audio)
+
+        def one() -> dict[str, float]:
+            start = time.perf_counter()
+            with audio.open("rb") as f:
+                client.transcribe(f, model=model)
+            latency = time.perf_counter() - start
+            return {"latency_s": latency, "rtf": latency / seconds}
+
+        samples, _ = _timed_calls(one, config, progress)
+        point = Point(
+            label=audio.name, params={"audio_seconds": seconds}, metrics=_metrics(samples)
+        )
+        point.throughput = {"audio_seconds_per_s": 1.0 / point.metrics["rtf"]["p50"]}
+        return [point]
+
+
+@dataclass(frozen=True, slots=True)
+class TranslateScenario:
+    model_type: ModelType = ModelType.TRANSLATE
+
+    def run(self, client: Any, model: str, config: BenchConfig, progress: Progress) -> list[Point]:
+        pool = sentences(64, 8, 24)
+        index = 0
+
+        def one() -> dict[str, float]:
+            nonlocal index
+            text = pool[index % len(pool)]
+            index += 1
+            start = time.perf_counter()
+            response = client.translate(text, model)
+            latency = time.perf_counter() - start
+            tokens = (response.usage.completion_tokens or 0) if response.usage else 0
+            return {"latency_s": latency, "output_tokens": float(tokens)}
+
+        samples, wall = _timed_calls(one, config, progress)
+        point = Point(label="sentences of 8-24 words", params={}, metrics=_metrics(samples))
+        point.throughput = {
+            "sentences_per_s": len(samples) / wall if wall else 0.0,
+            "output_tokens_per_s": sum(s["output_tokens"] for s in samples) / wall if wall else 0.0,
+        }
+        return [point]
+
+
+@dataclass(frozen=True, slots=True)
+class TextToImageScenario:
+    model_type: ModelType = ModelType.TEXT_TO_IMAGE
+
+    def run(self, client: Any, model: str, config: BenchConfig, progress: Progress) -> list[Point]:
+        steps = config.image_steps
+
+        def one() -> dict[str, float]:
+            start = time.perf_counter()
+            client.images_generate(
+                "a lighthouse on a cliff at sunset",
+                model=model,
+                num_inference_steps=steps,
+                size=config.image_size,
+                n=1,
+            )
+            latency = time.perf_counter() - start
+            return {"seconds_per_image": latency, "seconds_per_step": latency / steps}
+
+        samples, _ = _timed_calls(one, config, progress)
+        point = Point(
+            label=f"{config.image_size}, {steps} steps",
+            params={"size": config.image_size, "steps": steps},
+            metrics=_metrics(samples),
+        )
+        point.throughput = {"images_per_s": 1.0 / point.metrics["seconds_per_image"]["p50"]}
+        return [point]
+
+
+SCENARIOS: dict[ModelType, Scenario] = {
+    ModelType.LLM: LLMScenario(),
+    ModelType.EMBEDDING: EmbeddingScenario(),
+    ModelType.RERANKER: RerankerScenario(),
+    ModelType.TRANSCRIBE: TranscribeScenario(),
+    ModelType.TRANSLATE: TranslateScenario(),
+    ModelType.TEXT_TO_IMAGE: TextToImageScenario(),
+}

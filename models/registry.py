@@ -1,0 +1,84 @@
+"""Engine-facing model cards built from the catalog, with each model type's loader.
+
+A catalog entry (``models/catalog.py``) says how to prepare a model; this module says how to load
+a prepared one: ``LOADERS`` maps an entry's name to ``"module:function"``, a function taking the
+model's :class:`~imagine_edge.models.store.Manifest` and returning an object that satisfies the
+model type's protocol (``models/base.py``). Loaders are imported only when a model is first used.
+
+A model that is not prepared yet is prepared in a child process (``imagine-edge models prepare``)
+rather than in the serving one: preparation imports torch and runs the quantizer's own ONNX
+Runtime sessions, neither of which belongs in a process that serves requests and shares one
+thread pool among its sessions.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Final
+
+from imagine_edge.models.base import LoadedModel, ModelCard
+from imagine_edge.models.catalog import CATALOG, CatalogEntry
+from imagine_edge.models.store import Manifest, lookup, prepared
+from imagine_edge.sdk.errors import ModelRunError
+
+__all__ = ["LOADERS", "load_entry", "model_cards"]
+
+log = logging.getLogger(__name__)
+
+LOADERS: Final[dict[str, str]] = {
+    "smollm2-135m-instruct": "imagine_edge.models.llm:load",
+}
+
+
+def _loader(name: str) -> Callable[[Manifest], LoadedModel]:
+    module, _, function = LOADERS[name].partition(":")
+    loader: Callable[[Manifest], LoadedModel] = getattr(importlib.import_module(module), function)
+    return loader
+
+
+def _prepare_in_child(entry: CatalogEntry) -> None:
+    log.info("%s is not prepared yet: preparing it now (once)", entry.name)
+    done = subprocess.run(
+        [sys.executable, "-m", "imagine_edge", "models", "prepare", entry.name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ModelRunError(
+            f"preparing {entry.name} failed: {done.stderr.strip()[-2000:]}", phase="load"
+        )
+
+
+def load_entry(entry: CatalogEntry) -> LoadedModel:
+    """Load ``entry``'s prepared model, preparing it first (in a child process) if needed."""
+    found = lookup(entry.name)
+    missing = found.manifest is None or any(
+        v not in found.manifest.variants for v in entry.default_variants
+    )
+    if missing:
+        _prepare_in_child(entry)
+    return _loader(entry.name)(prepared(entry.name))
+
+
+def model_cards() -> list[ModelCard]:
+    """One card per catalog entry that has a loader; loading happens on first use."""
+    return [
+        ModelCard(
+            name=entry.name,
+            model_type=entry.model_type,
+            description=entry.description,
+            licence=entry.licence,
+            load=functools.partial(load_entry, entry),
+            aliases=entry.aliases,
+            trained=getattr(entry, "trained", True),
+            default=entry.default,
+        )
+        for entry in CATALOG
+        if entry.name in LOADERS
+    ]
