@@ -21,7 +21,11 @@ $(BIN)/python:
 # Dependencies first (with the build backend, so the editable build needs no isolated env).
 $(STAMPS)/deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet scikit-build-core ninja
-	$(BIN)/pip install --quiet $$($(BIN)/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; o = p['optional-dependencies']; print(' '.join(repr(d) for d in p['dependencies'] + o['prepare'] + o['test'] + ['ruff>=0.6', 'mypy>=1.11']))")
+	$(BIN)/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	  o = p['optional-dependencies']; \
+	  print('\n'.join(p['dependencies'] + o['prepare'] + o['test'] + o['bench'] + o['lint']))" \
+	  > $(VENV)/requirements.txt
+	$(BIN)/pip install --quiet -r $(VENV)/requirements.txt
 	@mkdir -p $(STAMPS) && touch $@
 
 # The editable install builds the C extension with CMake; re-run when the native sources change.
