@@ -1,0 +1,379 @@
+"""OpenAI-compatible routes under ``/v1``: chat/completions, completions, embeddings, models.
+
+The ``openai`` Python client and tools built on it work against the same engine. Requests are
+parsed into OpenAI-shaped edge DTOs, translated into the Imagine DTOs the engine takes, and the
+engine's responses are rendered back in OpenAI's shapes (integer ``created``, ``content`` null
+beside tool calls, tool calls streamed as deltas, usage on a trailing ``choices: []`` chunk when
+``stream_options.include_usage`` is set, base64 embeddings on request).
+
+Not supported, with a 422 that says so: ``n`` > 1, ``logprobs``, token-id inputs, embedding
+``dimensions``, and ``response_format`` other than text. ``seed``, ``user`` and
+``tool_choice`` other than 'none' are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import Response
+
+from imagine_edge.sdk._calls import Call
+from imagine_edge.sdk._validation import validation_message
+from imagine_edge.sdk.engine import Engine
+from imagine_edge.sdk.errors import ImagineException, InvalidRequestError, ModelNotFoundError
+from imagine_edge.sdk.types import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionStreamResponse,
+    ChatMessageToolCall,
+    CompletionRequest,
+    CompletionResponse,
+    CompletionStreamResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Tools,
+    UsageInfo,
+)
+from imagine_edge.server.errors import error_response
+from imagine_edge.server.routes_imagine import result_or_cancel
+from imagine_edge.server.sse import error_event, sse_response
+
+__all__ = ["openai_router"]
+
+
+class _Sampling(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    stop: str | list[str] | None = None
+    n: int | None = None
+    logprobs: bool | int | None = None
+    seed: int | None = None
+    # Common extensions (vLLM, llama.cpp) passed through extra_body.
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+
+    def imagine_params(self) -> dict[str, Any]:
+        if self.n not in (None, 1):
+            raise InvalidRequestError(f"n must be 1 (one choice per request), got {self.n}")
+        if self.logprobs:
+            raise InvalidRequestError("logprobs are not supported")
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        params = self.model_dump(
+            include={
+                "max_tokens",
+                "temperature",
+                "top_p",
+                "frequency_penalty",
+                "presence_penalty",
+                "top_k",
+                "repetition_penalty",
+                "model",
+                "stream",
+            }
+        )
+        return {**params, "stop": stop}
+
+
+class OpenAIMessage(BaseModel):
+    """An OpenAI chat message (``content`` may be omitted beside tool calls)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[ChatMessageToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class OpenAIChatRequest(_Sampling):
+    """Body of POST /v1/chat/completions."""
+
+    messages: list[OpenAIMessage]
+    max_completion_tokens: int | None = None
+    tools: list[Tools] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+
+class OpenAICompletionRequest(_Sampling):
+    """Body of POST /v1/completions."""
+
+    prompt: str | list[str]
+
+
+class OpenAIEmbeddingRequest(BaseModel):
+    """Body of POST /v1/embeddings."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, description="Not supported: vectors keep their size.")
+
+
+def _imagine(cls: type[BaseModel], **fields: Any) -> Any:
+    try:
+        return cls(**fields)
+    except ValidationError as e:
+        raise InvalidRequestError(validation_message(e.errors())) from e
+
+
+def _chat_request(body: OpenAIChatRequest) -> ChatCompletionRequest:
+    if body.response_format and body.response_format.get("type", "text") != "text":
+        raise InvalidRequestError(
+            "response_format must be {'type': 'text'}; others are not supported"
+        )
+    params = body.imagine_params()
+    if body.max_completion_tokens is not None:
+        params["max_tokens"] = body.max_completion_tokens
+    tools = None if body.tool_choice == "none" else body.tools
+    messages = [m.model_dump(exclude_none=True) | {"content": m.content} for m in body.messages]
+    return _imagine(ChatCompletionRequest, messages=messages, tools=tools, **params)  # type: ignore[no-any-return]
+
+
+def _completion_request(body: OpenAICompletionRequest) -> CompletionRequest:
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    if len(prompts) != 1:
+        raise InvalidRequestError(f"prompt must be one text, got a list of {len(prompts)}")
+    return _imagine(CompletionRequest, prompt=prompts[0], **body.imagine_params())  # type: ignore[no-any-return]
+
+
+def _usage(usage: UsageInfo | None) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _tool_calls(calls: list[ChatMessageToolCall] | None) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": c.id,
+            "type": c.type or "function",
+            "function": {
+                "name": c.function.name if c.function else None,
+                "arguments": c.function.arguments if c.function else "{}",
+            },
+        }
+        for c in calls or []
+    ]
+
+
+def _chat_json(r: ChatCompletionResponse) -> dict[str, Any]:
+    message = r.choices[0].message
+    calls = _tool_calls(message.tool_calls)
+    out: dict[str, Any] = {
+        "role": "assistant",
+        "content": (message.content or None) if calls else (message.content or ""),
+    }
+    if calls:
+        out["tool_calls"] = calls
+    choice = {
+        "index": 0,
+        "message": out,
+        "finish_reason": r.choices[0].finish_reason,
+        "logprobs": None,
+    }
+    return {
+        "id": r.id,
+        "object": "chat.completion",
+        "created": int(r.created),
+        "model": r.model,
+        "choices": [choice],
+        "usage": _usage(r.usage),
+    }
+
+
+def _completion_json(r: CompletionResponse) -> dict[str, Any]:
+    choice = r.choices[0]
+    return {
+        "id": r.id,
+        "object": "text_completion",
+        "created": int(r.created),
+        "model": r.model,
+        "choices": [
+            {
+                "index": 0,
+                "text": choice.text,
+                "finish_reason": choice.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": _usage(r.usage),
+    }
+
+
+class _OpenAIRenderer:
+    """OpenAI stream chunks; the final chunk is held until the result gives the tool calls."""
+
+    def __init__(self, call: Call[Any, Any], chat: bool, include_usage: bool) -> None:
+        self._call, self._chat, self._include_usage = call, chat, include_usage
+        self._final: ChatCompletionStreamResponse | CompletionStreamResponse | None = None
+
+    def _chunk(self, e: Any, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        key = "delta" if self._chat else "text"
+        value: Any = delta if self._chat else delta.get("content", "")
+        return {
+            "id": e.id,
+            "object": "chat.completion.chunk" if self._chat else "text_completion",
+            "created": int(e.created or time.time()),
+            "model": e.model,
+            "choices": [{"index": 0, key: value, "finish_reason": finish, "logprobs": None}],
+        }
+
+    def event(
+        self, e: ChatCompletionStreamResponse | CompletionStreamResponse
+    ) -> list[Mapping[str, Any]]:
+        choice = e.choices[0]
+        delta = {k: v for k, v in choice.delta.model_dump().items() if v is not None}
+        if choice.finish_reason is not None:
+            self._final = e
+            return [self._chunk(e, delta, None)] if delta.get("content") else []
+        return [self._chunk(e, delta, None)]
+
+    def end(self) -> list[Mapping[str, Any]]:
+        final = self._final
+        if final is None:
+            return []
+        frames: list[Mapping[str, Any]] = []
+        result = self._call.consumed_result()
+        if self._chat and (calls := _tool_calls(result.choices[0].message.tool_calls)):
+            indexed = [{"index": i, **c} for i, c in enumerate(calls)]
+            frames.append(self._chunk(final, {"tool_calls": indexed}, None))
+        frames.append(self._chunk(final, {}, final.choices[0].finish_reason))
+        if self._include_usage:
+            frames.append({**frames[-1], "choices": [], "usage": _usage(final.usage)})
+        return frames
+
+    def error(self, exc: ImagineException) -> Mapping[str, Any]:
+        assert self._call.error_event is not None
+        return error_event(self._chunk(self._call.error_event(exc), {}, "error"), exc, openai=True)
+
+
+async def _run(
+    request: Request,
+    engine_call: Any,
+    render: Any,
+    *,
+    stream: bool,
+    chat: bool,
+    include_usage: bool,
+    heartbeat: float,
+) -> Response:
+    try:
+        call: Call[Any, Any] = engine_call()
+    except ImagineException as exc:
+        return error_response(exc, stream=stream, openai=True)
+    if stream:
+        renderer = _OpenAIRenderer(call, chat, include_usage)
+        return await sse_response(call, renderer, heartbeat=heartbeat, openai=True)
+    return JSONResponse(render(await result_or_cancel(call, request)))
+
+
+def openai_router(engine: Engine, *, heartbeat: float) -> APIRouter:
+    """The ``/v1`` routes over ``engine``."""
+    router = APIRouter()
+
+    @router.post("/chat/completions")
+    async def chat(body: OpenAIChatRequest, request: Request) -> Response:
+        req = _chat_request(body)
+        usage = bool((body.stream_options or {}).get("include_usage"))
+        return await _run(
+            request,
+            lambda: engine.chat(req),
+            _chat_json,
+            stream=req.stream,
+            chat=True,
+            include_usage=usage,
+            heartbeat=heartbeat,
+        )
+
+    @router.post("/completions")
+    async def completions(body: OpenAICompletionRequest, request: Request) -> Response:
+        req = _completion_request(body)
+        usage = bool((body.stream_options or {}).get("include_usage"))
+        return await _run(
+            request,
+            lambda: engine.completion(req),
+            _completion_json,
+            stream=req.stream,
+            chat=False,
+            include_usage=usage,
+            heartbeat=heartbeat,
+        )
+
+    @router.post("/embeddings")
+    async def embeddings(body: OpenAIEmbeddingRequest, request: Request) -> Response:
+        texts = body.input
+        if not isinstance(texts, str) and not all(isinstance(t, str) for t in texts):
+            raise InvalidRequestError(
+                "input must be a text or a list of texts; token ids are not supported"
+            )
+        if body.dimensions is not None:
+            raise InvalidRequestError("dimensions is not supported: vectors keep their native size")
+        req = _imagine(EmbeddingRequest, input=texts, model=body.model)
+
+        def render(r: EmbeddingResponse) -> dict[str, Any]:
+            def vector(values: list[float]) -> Any:
+                if body.encoding_format == "float":
+                    return values
+                return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
+
+            data = [
+                {"object": "embedding", "index": d.index, "embedding": vector(d.embedding)}
+                for d in r.data
+            ]
+            tokens = r.usage.prompt_tokens or 0
+            return {
+                "object": "list",
+                "data": data,
+                "model": r.model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+
+        return await _run(
+            request,
+            lambda: engine.embeddings(req),
+            render,
+            stream=False,
+            chat=False,
+            include_usage=False,
+            heartbeat=heartbeat,
+        )
+
+    def model_json(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "imagine-edge"}
+
+    @router.get("/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [model_json(c.name) for c in engine.cards]}
+
+    @router.get("/models/{model_id:path}")
+    async def model(model_id: str) -> dict[str, Any]:
+        card = engine.lookup(model_id)
+        if card is None:
+            raise ModelNotFoundError(f"unknown model {model_id!r}")
+        return model_json(card.name)
+
+    return router
