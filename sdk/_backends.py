@@ -1,0 +1,462 @@
+"""What the clients run on: the in-process engine or a server over HTTP, sync and async.
+
+The four backends offer the same operations with the same DTOs and exceptions, so
+``ImagineEdge`` and ``AsyncImagineEdge`` hold no transport logic. Over HTTP an error body's
+``error`` field names the imagine-edge exception class, which is raised again here: a
+``ModelNotFoundError`` in process is a ``ModelNotFoundError`` through a server too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import posixpath
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Final
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from imagine_edge.models.base import ModelCard
+from imagine_edge.sdk import errors
+from imagine_edge.sdk._calls import Call
+from imagine_edge.sdk._validation import validation_message
+from imagine_edge.sdk.engine import CLIENT_DEFAULT_NAMES, Engine
+from imagine_edge.sdk.types import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionStreamResponse,
+    CompletionRequest,
+    CompletionResponse,
+    CompletionStreamResponse,
+    EmbeddingResponse,
+    HealthResponse,
+    ImageResponse,
+    ModelType,
+    PingResponse,
+    ReRankerResponse,
+    TranscribeResponse,
+    TranslateResponse,
+    UsageResponse,
+)
+from imagine_edge.sdk.usage import Endpoint
+
+__all__ = [
+    "API_KEY_ENV",
+    "AsyncHttpBackend",
+    "AsyncLocalBackend",
+    "ClientBase",
+    "HttpBackend",
+    "LocalBackend",
+    "audio_of",
+    "build",
+    "chat_messages",
+    "engine_factory",
+]
+
+DEFAULT_PREFIX: Final = "/api/v2"
+
+
+def build(cls: type[BaseModel], **fields: Any) -> Any:
+    """``cls(**fields)``, a validation failure raised as InvalidRequestError (as a server's 422)."""
+    try:
+        return cls(**fields)
+    except ValidationError as e:
+        raise errors.InvalidRequestError(validation_message(e.errors())) from e
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    submit: Callable[[Engine, Any], Call[Any, Any]]
+    response: type[BaseModel]
+    event: type[BaseModel] | None = None
+
+
+_OPS: Final[Mapping[Endpoint, _Op]] = {
+    Endpoint.CHAT: _Op(Engine.chat, ChatCompletionResponse, ChatCompletionStreamResponse),
+    Endpoint.COMPLETIONS: _Op(Engine.completion, CompletionResponse, CompletionStreamResponse),
+    Endpoint.TRANSLATE: _Op(Engine.translate, TranslateResponse),
+    Endpoint.EMBEDDINGS: _Op(Engine.embeddings, EmbeddingResponse),
+    Endpoint.RERANKER: _Op(Engine.rerank, ReRankerResponse),
+    Endpoint.IMAGES: _Op(Engine.images, ImageResponse, ImageResponse),
+}
+
+
+# ---------------------------------------------------------------------------------- shared
+
+API_KEY_ENV: Final = "IMAGINE_EDGE_API_KEY"
+
+
+def chat_messages(messages: Iterable[Any]) -> list[Any]:
+    # ChatMessage objects of this package or of the official client, or plain dicts.
+    return [m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else m for m in messages]
+
+
+def audio_of(input_file: str | BinaryIO) -> tuple[bytes, str]:
+    if isinstance(input_file, str):
+        with open(input_file, "rb") as f:
+            return f.read(), os.path.basename(input_file)
+    name = getattr(input_file, "name", None)
+    return input_file.read(), os.path.basename(name) if isinstance(name, str) else "upload"
+
+
+class ClientBase:
+    """What both clients share: the official default model names and request building."""
+
+    @property
+    def default_model_llm(self) -> str:
+        return CLIENT_DEFAULT_NAMES[ModelType.LLM]
+
+    @property
+    def default_model_embedding(self) -> str:
+        return CLIENT_DEFAULT_NAMES[ModelType.EMBEDDING]
+
+    @property
+    def default_model_reranker(self) -> str:
+        return CLIENT_DEFAULT_NAMES[ModelType.RERANKER]
+
+    @property
+    def default_model_tti(self) -> str:
+        return CLIENT_DEFAULT_NAMES[ModelType.TEXT_TO_IMAGE]
+
+    @property
+    def default_model_transcribe(self) -> str:
+        return CLIENT_DEFAULT_NAMES[ModelType.TRANSCRIBE]
+
+    @property
+    def default_model_translate(self) -> str:
+        return CLIENT_DEFAULT_NAMES[ModelType.TRANSLATE]
+
+    def _completion_request(
+        self, prompt: str, model: str | None, stream: bool, **params: Any
+    ) -> CompletionRequest:
+        model = model or self.default_model_llm
+        request: CompletionRequest = build(
+            CompletionRequest, prompt=prompt, model=model, stream=stream, **params
+        )
+        return request
+
+    def _chat_request(
+        self, messages: Iterable[Any], model: str | None, stream: bool, **params: Any
+    ) -> ChatCompletionRequest:
+        model = model or self.default_model_llm
+        request: ChatCompletionRequest = build(
+            ChatCompletionRequest, messages=chat_messages(messages), model=model,
+            stream=stream, **params,
+        )  # fmt: skip
+        return request
+
+
+def engine_factory(models: Sequence[ModelCard] | None, engine: Engine | None) -> tuple[Any, bool]:
+    if engine is not None:
+        return (lambda: engine), False
+    if models is not None:
+        cards = list(models)
+        return (lambda: Engine(cards)), True
+    return Engine.from_catalog, True
+
+
+# ---------------------------------------------------------------------------------- in process
+
+
+class LocalBackend:
+    """Runs requests on an in-process engine, created on first use."""
+
+    def __init__(self, make_engine: Callable[[], Engine], owned: bool) -> None:
+        self._make_engine, self._owned = make_engine, owned
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = self._make_engine()
+        return self._engine
+
+    def run(self, endpoint: Endpoint, request: BaseModel) -> Any:
+        return _OPS[endpoint].submit(self.engine, request).result()
+
+    def stream(self, endpoint: Endpoint, request: BaseModel) -> Iterator[Any]:
+        yield from _OPS[endpoint].submit(self.engine, request).events()
+
+    def transcribe(self, audio: bytes, filename: str, model: str) -> TranscribeResponse:
+        return self.engine.transcribe(audio, model).result()
+
+    def ping(self) -> PingResponse:
+        return self.engine.ping()
+
+    def health(self) -> HealthResponse:
+        return self.engine.health()
+
+    def models(self, model_type: ModelType | None) -> dict[ModelType, list[str]]:
+        return self.engine.models(model_type)
+
+    def usage(self, *args: Any) -> UsageResponse:
+        return self.engine.usage(*args)
+
+    def history(self, endpoint: Endpoint, max_items: int) -> list[list[Any]]:
+        return self.engine.history(endpoint, max_items)
+
+    def close(self) -> None:
+        if self._engine is not None and self._owned:
+            self._engine.close()
+        self._engine = None
+
+
+class AsyncLocalBackend:
+    """The in-process engine, awaited: inference on the workers, store reads in threads."""
+
+    def __init__(self, make_engine: Callable[[], Engine], owned: bool) -> None:
+        self._local = LocalBackend(make_engine, owned)
+
+    async def run(self, endpoint: Endpoint, request: BaseModel) -> Any:
+        return await _OPS[endpoint].submit(self._local.engine, request).aresult()
+
+    async def stream(self, endpoint: Endpoint, request: BaseModel) -> AsyncIterator[Any]:
+        async for event in _OPS[endpoint].submit(self._local.engine, request).aevents():
+            yield event
+
+    async def transcribe(self, audio: bytes, filename: str, model: str) -> TranscribeResponse:
+        return await self._local.engine.transcribe(audio, model).aresult()
+
+    async def ping(self) -> PingResponse:
+        return self._local.ping()
+
+    async def health(self) -> HealthResponse:
+        return await asyncio.to_thread(self._local.health)
+
+    async def models(self, model_type: ModelType | None) -> dict[ModelType, list[str]]:
+        return self._local.models(model_type)
+
+    async def usage(self, *args: Any) -> UsageResponse:
+        return await asyncio.to_thread(self._local.usage, *args)
+
+    async def history(self, endpoint: Endpoint, max_items: int) -> list[list[Any]]:
+        return await asyncio.to_thread(self._local.history, endpoint, max_items)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._local.close)
+
+
+# ---------------------------------------------------------------------------------- over HTTP
+
+
+def api_root(base_url: str) -> str:
+    """The API root: ``base_url`` itself, or with the server's default prefix when it has none."""
+    base = base_url.rstrip("/")
+    return base if urlsplit(base).path else base + DEFAULT_PREFIX
+
+
+@contextlib.contextmanager
+def _transport_errors() -> Iterator[None]:
+    """httpx's errors as the official client reports them (CONTRACT.md §4.2)."""
+    try:
+        yield
+    except httpx.ConnectError as e:
+        raise errors.ImagineConnectionException(str(e)) from e
+    except httpx.RequestError as e:
+        raise errors.ImagineException(f"Unexpected exception ({type(e).__name__}): {e}") from e
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    name = body.get("error") if isinstance(body, dict) else None
+    raise _error(response.status_code, str(detail or response.text), name, response.headers)
+
+
+def _error(
+    status: int, message: str, name: object, headers: Mapping[str, str]
+) -> errors.ImagineException:
+    cls = getattr(errors, name, None) if isinstance(name, str) and name in errors.__all__ else None
+    if status == 429 or cls is errors.ImagineAPITooManyRequestsException:
+        return errors.ImagineAPITooManyRequestsException(
+            message, retry_after=float(headers.get("retry-after", "1") or 1)
+        )
+    if cls is errors.ModelRunError:
+        phase, _, rest = message.partition(": ")
+        return errors.ModelRunError(rest, phase)
+    if isinstance(cls, type) and issubclass(cls, errors.InferenceError):
+        return cls(message)
+    if status in (500, 502, 503, 504):
+        return errors.ImagineAPIStatusException(message, status, headers)
+    return errors.ImagineAPIException(message, status, headers)
+
+
+def _event(op: _Op, line: str) -> BaseModel | None:
+    if not line.startswith("data: ") or line[6:].strip() == "[DONE]":
+        return None  # comments (keep-alives), blank lines, the end marker
+    payload = json.loads(line[6:])
+    failure = payload.get("error")
+    if isinstance(failure, dict):
+        raise _error(int(failure.get("status", 500)), str(failure.get("message")),
+                     failure.get("type"), {})  # fmt: skip
+    assert op.event is not None
+    return op.event.model_validate(payload)
+
+
+def _image_urls(root: str, response: BaseModel) -> Any:
+    # The server answers '/<last segment>/files/<id>.png', relative to the root's parent.
+    if isinstance(response, ImageResponse):
+        for image in response.data:
+            if image.url is not None and image.url.startswith("/"):
+                image.url = posixpath.dirname(root) + image.url
+    return response
+
+
+def _usage_params(
+    aggregation_duration: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    model: str | None,
+) -> dict[str, str]:
+    params = {"aggregation_duration": aggregation_duration, "model": model,
+              "from": None if since is None else str(since),
+              "to": None if until is None else str(until)}  # fmt: skip
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _models(body: dict[str, Any], model_type: ModelType | None) -> dict[ModelType, list[str]]:
+    types = list(ModelType) if model_type is None else [model_type]
+    return {t: list(body.get(t.value, [])) for t in types}
+
+
+class HttpBackend:
+    """Talks to an imagine-edge server (or any server of the contract) with httpx."""
+
+    def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
+        self.root = api_root(base_url)
+        self._client = httpx.Client(timeout=timeout, headers=_headers(api_key))
+
+    def _url(self, path: str) -> str:
+        return f"{self.root}/{path}"
+
+    def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        with _transport_errors():
+            response = self._client.get(self._url(path), params=params)
+        _raise_for(response)
+        return response.json()
+
+    def run(self, endpoint: Endpoint, request: BaseModel) -> Any:
+        body = request.model_dump(mode="json", exclude_none=True)
+        with _transport_errors():
+            response = self._client.post(self._url(endpoint.value), json=body)
+        _raise_for(response)
+        return _image_urls(self.root, _OPS[endpoint].response.model_validate(response.json()))
+
+    def stream(self, endpoint: Endpoint, request: BaseModel) -> Iterator[Any]:
+        body = request.model_dump(mode="json", exclude_none=True)
+        op = _OPS[endpoint]
+        with (
+            _transport_errors(),
+            self._client.stream("POST", self._url(endpoint.value), json=body) as response,
+        ):
+            if not response.is_success:
+                response.read()
+                _raise_for(response)
+            for line in response.iter_lines():
+                if (event := _event(op, line)) is not None:
+                    yield _image_urls(self.root, event)
+
+    def transcribe(self, audio: bytes, filename: str, model: str) -> TranscribeResponse:
+        with _transport_errors():
+            response = self._client.post(
+                self._url("transcribe"), data={"model": model}, files={"file": (filename, audio)}
+            )
+        _raise_for(response)
+        return TranscribeResponse.model_validate(response.json())
+
+    def ping(self) -> PingResponse:
+        return PingResponse.model_validate(self._get("ping"))
+
+    def health(self) -> HealthResponse:
+        return HealthResponse.model_validate(self._get("health"))
+
+    def models(self, model_type: ModelType | None) -> dict[ModelType, list[str]]:
+        params = None if model_type is None else {"model_type": model_type.value}
+        return _models(self._get("models", params), model_type)
+
+    def usage(self, *args: Any) -> UsageResponse:
+        return UsageResponse.model_validate(self._get("usage", _usage_params(*args)))
+
+    def history(self, endpoint: Endpoint, max_items: int) -> list[list[Any]]:
+        result: list[list[Any]] = self._get(endpoint.value, {"max_items": max_items})
+        return result
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class AsyncHttpBackend:
+    """:class:`HttpBackend`, awaited (httpx.AsyncClient)."""
+
+    def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
+        self.root = api_root(base_url)
+        self._client = httpx.AsyncClient(timeout=timeout, headers=_headers(api_key))
+
+    def _url(self, path: str) -> str:
+        return f"{self.root}/{path}"
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with _transport_errors():
+            response = await self._client.request(method, self._url(path), **kwargs)
+        _raise_for(response)
+        return response
+
+    async def run(self, endpoint: Endpoint, request: BaseModel) -> Any:
+        body = request.model_dump(mode="json", exclude_none=True)
+        response = await self._send("POST", endpoint.value, json=body)
+        return _image_urls(self.root, _OPS[endpoint].response.model_validate(response.json()))
+
+    async def stream(self, endpoint: Endpoint, request: BaseModel) -> AsyncIterator[Any]:
+        body = request.model_dump(mode="json", exclude_none=True)
+        op = _OPS[endpoint]
+        with _transport_errors():
+            async with self._client.stream("POST", self._url(endpoint.value), json=body) as r:
+                if not r.is_success:
+                    await r.aread()
+                    _raise_for(r)
+                async for line in r.aiter_lines():
+                    if (event := _event(op, line)) is not None:
+                        yield _image_urls(self.root, event)
+
+    async def transcribe(self, audio: bytes, filename: str, model: str) -> TranscribeResponse:
+        files = {"file": (filename, audio)}
+        response = await self._send("POST", "transcribe", data={"model": model}, files=files)
+        return TranscribeResponse.model_validate(response.json())
+
+    async def ping(self) -> PingResponse:
+        return PingResponse.model_validate((await self._send("GET", "ping")).json())
+
+    async def health(self) -> HealthResponse:
+        return HealthResponse.model_validate((await self._send("GET", "health")).json())
+
+    async def models(self, model_type: ModelType | None) -> dict[ModelType, list[str]]:
+        params = None if model_type is None else {"model_type": model_type.value}
+        body = (await self._send("GET", "models", params=params)).json()
+        return _models(body, model_type)
+
+    async def usage(self, *args: Any) -> UsageResponse:
+        response = await self._send("GET", "usage", params=_usage_params(*args))
+        return UsageResponse.model_validate(response.json())
+
+    async def history(self, endpoint: Endpoint, max_items: int) -> list[list[Any]]:
+        params = {"max_items": max_items}
+        result: list[list[Any]] = (await self._send("GET", endpoint.value, params=params)).json()
+        return result
+
+    async def close(self) -> None:
+        await self._client.aclose()
