@@ -123,15 +123,10 @@ class Engine:
     @classmethod
     def from_catalog(cls, names: Sequence[str] | None = None, **kwargs: Any) -> Engine:
         """An engine over the catalog's models (all, or those named), loaded on first use."""
-        from imagine_edge.models import catalog  # deferred: the catalog imports preparation code
+        # Deferred: the registry imports the catalog and the model store.
+        from imagine_edge.models.registry import model_cards
 
-        factory: Callable[[], Sequence[ModelCard]] | None = getattr(catalog, "model_cards", None)
-        if factory is None:
-            raise ModelUnavailableError(
-                "the model catalog (imagine_edge.models.catalog) does not offer model_cards() "
-                "yet, so this build has no model to serve"
-            )
-        cards = list(factory())
+        cards = model_cards()
         if names:
             everything = cls(cards, **kwargs)
             cards = [everything.lookup_strict(name) for name in names]
@@ -342,15 +337,24 @@ class Engine:
             ctx = out.context
             self.recorder.record(
                 RequestRecord(
-                    id=call.id, endpoint=endpoint, model=card.name, model_type=card.model_type,
-                    status=out.status, created=created, prompt_tokens=ctx.prompt_tokens,
-                    completion_tokens=ctx.completion_tokens, queue_seconds=out.queue_seconds,
-                    load_seconds=out.load_seconds, prefill_seconds=ctx.prefill_seconds,
-                    decode_seconds=ctx.decode_seconds, generation_seconds=out.generation_seconds,
-                    request=request_json, response=_stored_response(out.result),
+                    id=call.id,
+                    endpoint=endpoint,
+                    model=card.name,
+                    model_type=card.model_type,
+                    status=out.status,
+                    created=created,
+                    prompt_tokens=ctx.prompt_tokens,
+                    completion_tokens=ctx.completion_tokens,
+                    queue_seconds=out.queue_seconds,
+                    load_seconds=out.load_seconds,
+                    prefill_seconds=ctx.prefill_seconds,
+                    decode_seconds=ctx.decode_seconds,
+                    generation_seconds=out.generation_seconds,
+                    request=request_json,
+                    response=_stored_response(out.result),
                     error=None if out.error is None else str(out.error),
                 )
-            )  # fmt: skip
+            )
 
         self._worker(card).submit(Job(call, body, on_done))
         return call
@@ -462,8 +466,9 @@ class Engine:
         def body(model: Embedder, call: Call[Any, Any], ctx: JobContext) -> Any:
             out = model.embed(texts)
             if out.vectors.shape[0] != len(texts):
-                raise ModelRunError(f"{card.name} returned {out.vectors.shape[0]} vectors for "
-                                    f"{len(texts)} texts")  # fmt: skip
+                raise ModelRunError(
+                    f"{card.name} returned {out.vectors.shape[0]} vectors for {len(texts)} texts"
+                )
             ctx.prompt_tokens = out.prompt_tokens
             data = [
                 EmbeddingObject(object="embedding", embedding=vector.tolist(), index=i)
@@ -489,8 +494,9 @@ class Engine:
             out = model.rank(request.query, docs)
             scores = np.asarray(out.scores, dtype=np.float64)
             if scores.shape != (len(docs),):
-                raise ModelRunError(f"{card.name} returned scores of shape {scores.shape} for "
-                                    f"{len(docs)} documents")  # fmt: skip
+                raise ModelRunError(
+                    f"{card.name} returned scores of shape {scores.shape} for {len(docs)} documents"
+                )
             ctx.prompt_tokens = out.prompt_tokens
             # Stable sort on the negated scores: ties keep the documents' input order.
             order = np.argsort(-scores, kind="stable")[: request.top_n or len(docs)]

@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -23,6 +23,7 @@ from imagine_edge.sdk.errors import ImagineException
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
     ChatCompletionResponse,
+    ChatMessage,
     CompletionRequest,
     CompletionResponse,
     EmbeddingRequest,
@@ -57,6 +58,21 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (429, "The model's queue is full; see Retry-After"),
     ]
 }
+
+
+class ChatMessageIn(ChatMessage):
+    """A request message. The official client omits ``content`` when it is None, so an
+    assistant tool-call turn arrives without it (CONTRACT.md §2.9): missing means null."""
+
+    content: str | list[dict[str, Any]] | None = Field(
+        None, description="The text, a list of OpenAI-style content parts, or null."
+    )
+
+
+class ChatRequestIn(ChatCompletionRequest):
+    """Body of POST chat/completions, as the official client sends it."""
+
+    messages: list[ChatMessageIn] = Field(description="The conversation so far.")  # type: ignore[assignment]
 
 
 async def result_or_cancel(call: Call[Any, E], request: Request) -> E:
@@ -168,7 +184,7 @@ def imagine_router(
         )
 
     @router.post("/chat/completions", response_model=ChatCompletionResponse)
-    async def chat(body: ChatCompletionRequest, request: Request) -> Response:
+    async def chat(body: ChatRequestIn, request: Request) -> Response:
         return await _respond(
             request, lambda: engine.chat(body), stream=body.stream, heartbeat=heartbeat
         )

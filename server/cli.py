@@ -1,0 +1,104 @@
+"""``imagine-edge serve``: run the API server on the catalog's models.
+
+Binds 127.0.0.1 by default. Any other interface needs an API key (``--api-key`` or
+``IMAGINE_EDGE_API_KEY``), which is then required as a Bearer token and never printed or logged.
+Before serving, the chosen models (``--model``, else each type's default) are loaded so that the
+banner can say where each one runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from imagine_edge.sdk._backends import API_KEY_ENV
+from imagine_edge.sdk.engine import CLIENT_DEFAULT_NAMES, Engine, ModelState
+from imagine_edge.sdk.errors import ImagineException
+
+__all__ = ["is_loopback", "serve_command"]
+
+logger = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagine-edge serve", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (8000)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        metavar="NAME",
+        help="serve this catalog model (repeatable); default: every catalog model",
+    )
+    parser.add_argument(
+        "--api-key", help=f"require this Bearer token (default: ${API_KEY_ENV}, if set)"
+    )
+    parser.add_argument(
+        "--lazy", action="store_true", help="load models on first use instead of at start"
+    )
+    parser.add_argument("--max-queue", type=int, default=16, help="requests per model (16)")
+    parser.add_argument("--log-level", default="info", help="uvicorn log level (info)")
+    return parser
+
+
+def _banner(url: str, engine: Engine, states: Sequence[ModelState], key: bool) -> str:
+    lines = [f"imagine-edge serving the Imagine API at {url}/api/v2 and OpenAI's at {url}/v1"]
+    cards = {c.name: c for c in engine.cards}
+    for state in states:
+        card = cards[state.name]
+        where = state.execution_provider or state.state
+        default = ""
+        if engine.default_card(card.model_type) is card:
+            default = f" (default; answers to {CLIENT_DEFAULT_NAMES[card.model_type]!r} too)"
+        lines.append(f"  {card.model_type.value:<13} {card.name}: {where}{default}")
+    lines.append("  API key required" if key else "  no API key (loopback only)")
+    return "\n".join(lines) + "\n"
+
+
+def serve_command(argv: list[str]) -> int:
+    """Parse ``argv``, load the models, print the banner and serve until interrupted."""
+    args = _parser().parse_args(argv)
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    if not is_loopback(args.host) and api_key is None:
+        sys.stderr.write(
+            f"refusing to bind {args.host} without an API key: pass --api-key or set "
+            f"{API_KEY_ENV} (or bind 127.0.0.1)\n"
+        )
+        return 2
+    try:
+        engine = Engine.from_catalog(args.models, max_queue=args.max_queue)
+        if not args.lazy:
+            engine.load(args.models)
+    except ImagineException as e:
+        sys.stderr.write(f"cannot serve: {e}\n")
+        return 1
+
+    import uvicorn  # deferred: only the serve command needs it
+
+    from imagine_edge.server.app import create_app
+
+    try:
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        url = f"http://{host}:{args.port}"
+        sys.stdout.write(_banner(url, engine, engine.model_states(), api_key is not None))
+        sys.stdout.flush()
+        app = create_app(engine, api_key=api_key)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    finally:
+        engine.close()
+    return 0
