@@ -160,11 +160,16 @@ class Call(Generic[E, R]):
         finally:
             self.cancel()
 
-    async def aevents(self, heartbeat: float | None = None) -> AsyncIterator[E | Heartbeat]:
-        """Stream events, awaiting; HEARTBEAT after ``heartbeat`` quiet seconds."""
+    async def aevents(
+        self, heartbeat: float | None = None, first_wait: float | None = None
+    ) -> AsyncIterator[E | Heartbeat]:
+        """Stream events, awaiting; HEARTBEAT after ``heartbeat`` quiet seconds (after
+        ``first_wait`` seconds, if given, for the first item)."""
+        wait = heartbeat if first_wait is None else first_wait
         try:
             while True:
-                item = await self._aget(heartbeat)
+                item = await self._aget(wait)
+                wait = heartbeat
                 if isinstance(item, _Done):
                     return
                 yield item

@@ -5,8 +5,9 @@ client's line), quiet gaps carry ``: keep-alive`` comments (the client's read ti
 between bytes), a failure after the stream started is a last event with ``finish_reason``
 'error', and ``data: [DONE]`` precedes the end of the response. Nothing is compressed.
 
-A call's first item is awaited (for at most one heartbeat) before the response starts, so a bad
-request found by the model (a prompt over the context, say) still gets its 4xx status.
+A call's first item is awaited (for at most a second) before the response starts, so a bad
+request found by the model (a prompt over the context, say) usually still gets its 4xx status;
+later, it becomes the failure event.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ E_contra = TypeVar("E_contra", contravariant=True)
 
 KEEPALIVE: Final = b": keep-alive\n\n"
 DONE: Final = b"data: [DONE]\n\n"
+_FIRST_WAIT: Final = 1.0
 _HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -91,7 +93,9 @@ async def sse_response(
     call: Call[E, Any], renderer: StreamRenderer[E], *, heartbeat: float, openai: bool
 ) -> Response:
     """Stream ``call`` as server-sent events, or answer its early 4xx error as JSON."""
-    events = call.aevents(heartbeat)
+    # A queued call must not hold back the response headers for long: a client's connect or
+    # read timeout may be short. One second is enough to catch a model's early refusal.
+    events = call.aevents(heartbeat, first_wait=min(heartbeat, _FIRST_WAIT))
     first: E | Heartbeat | ImagineException | None
     try:
         first = await anext(events)
