@@ -95,6 +95,22 @@ static PyObject *py_workspace_bytes(PyObject *self, PyObject *arg) {
     return PyLong_FromSize_t(n);
 }
 
+static PyObject *py_isa(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyUnicode_FromString(ie_isa());
+}
+
+static PyObject *py_select_isa(PyObject *self, PyObject *arg) {
+    (void)self;
+    const char *name = NULL;
+    if (arg != Py_None && (name = PyUnicode_AsUTF8(arg)) == NULL) return NULL;
+    if (ie_select_isa(name) != 0) {
+        return PyErr_Format(PyExc_ValueError, "instruction set %R is unavailable here", arg);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_sample(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *logits_o, *row, *mask_o, *ws_o;
@@ -181,6 +197,9 @@ fail_outer:
 }
 
 static PyMethodDef methods[] = {
+    {"isa", py_isa, METH_NOARGS, "isa() -> the instruction set in use (avx2, sse2, neon, generic)."},
+    {"select_isa", py_select_isa, METH_O,
+     "select_isa(name or None) -> None; None picks the best available. Results never change."},
     {"workspace_bytes", py_workspace_bytes, METH_O,
      "workspace_bytes(vocab) -> bytes of scratch one sample call needs."},
     {"sample", py_sample, METH_VARARGS,
@@ -198,6 +217,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
+    ie_select_isa(NULL); /* choose at import, before any thread can sample */
     if (PyModule_AddIntConstant(m, "WEIGHT_BITS", IE_WEIGHT_BITS) < 0 ||
         PyModule_AddIntConstant(m, "MAX_VOCAB", (long)IE_MAX_VOCAB) < 0) {
         Py_DECREF(m);

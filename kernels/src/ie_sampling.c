@@ -4,18 +4,12 @@
  *
  * Passes over the row: the penalties touch only history tokens; greedy is one vectorized argmax
  * pass; with top-k, one read pass selects the candidates and one write pass fills -inf; without
- * it, one pass scales in place and finds the maximum, then ie_sample_row takes over.
+ * it, ie_sample_row (ie_weights.c) takes the whole row.
  */
 #include "ie_internal.h"
 
 #define IE_TOP_K_SLACK 2048        /* candidates buffered beyond k before re-selecting */
 #define IE_SMALL_CANDIDATES 1024   /* up to this many top-k survivors go the sorted-list way */
-
-size_t ie_workspace_bytes(int64_t vocab) {
-    if (vocab < 1 || vocab > IE_MAX_VOCAB) return 0;
-    const size_t vpad = (size_t)(vocab + IE_LANES - 1) / IE_LANES * IE_LANES;
-    return vpad * sizeof(int32_t) + (size_t)vocab * sizeof(ie_cand);
-}
 
 static ie_status apply_mask(float *logits, int64_t vocab, const int32_t *ids, int64_t n) {
     for (int64_t j = 0; j < n; j++) {
@@ -50,62 +44,44 @@ static ie_status apply_penalties(float *logits, int64_t vocab, const ie_params *
     return IE_OK;
 }
 
-/* First index of the maximum (lowest id wins ties), in one vectorized pass. */
+/* First index of the maximum (lowest id wins ties), in one vectorized pass with two independent
+ * running maxima; each lane keeps its first maximum (strict comparison). */
 static ie_status argmax(const float *logits, int64_t vocab, int32_t *token) {
-    ie_vf best = ie_splatf(-INFINITY);
-    ie_vi best_id = ie_splati(0), ids = {0, 1, 2, 3, 4, 5, 6, 7}, bad = ie_splati(0);
+    ie_vf best[2] = {ie_splatf(-INFINITY), ie_splatf(-INFINITY)};
+    ie_vi best_id[2] = {ie_splati(0), ie_splati(0)}, ids = ie_iota(), nan = ie_splati(0);
+    const ie_vi step = ie_splati(IE_LANES);
     int64_t i = 0;
-    for (; i + IE_LANES <= vocab; i += IE_LANES, ids += IE_LANES) {
-        ie_vf x = ie_loadf(logits + i);
-        ie_vi gt = x > best; /* strict: each lane keeps its first maximum */
-        best = ie_selectf(gt, x, best);
-        best_id = (gt & ids) | (~gt & best_id);
-        bad |= ie_nonfinite(x);
+    for (; i + 2 * IE_LANES <= vocab; i += 2 * IE_LANES) {
+        for (int k = 0; k < 2; k++, ids += step) {
+            const ie_vf x = ie_loadf(logits + i + k * IE_LANES);
+            const ie_vi gt = x > best[k];
+            best[k] = ie_maxf(x, best[k]);
+            best_id[k] = (gt & ids) | (~gt & best_id[k]);
+            nan |= x != x;
+        }
     }
     float top = -INFINITY;
     int32_t top_id = 0;
-    for (int l = 0; l < IE_LANES; l++) {
-        if (best[l] > top || (best[l] == top && best_id[l] < top_id)) {
-            top = best[l];
-            top_id = best_id[l];
+    for (int k = 0; k < 2; k++) {
+        for (int l = 0; l < IE_LANES; l++) {
+            const float v = best[k][l];
+            if (v > top || (v == top && best_id[k][l] < top_id)) {
+                top = v;
+                top_id = best_id[k][l];
+            }
         }
     }
     for (; i < vocab; i++) { /* tail ids exceed all lane ids: strict comparison keeps ties */
         const float x = logits[i];
-        if (x != x || x == INFINITY) return IE_ERR_NONFINITE;
+        if (x != x) return IE_ERR_NONFINITE;
         if (x > top) {
             top = x;
             top_id = (int32_t)i;
         }
     }
-    if (ie_any(bad)) return IE_ERR_NONFINITE;
+    if (ie_any(nan) || top == INFINITY) return IE_ERR_NONFINITE; /* +inf would be the maximum */
     if (top == -INFINITY) return IE_ERR_NO_CANDIDATE;
     *token = top_id;
-    return IE_OK;
-}
-
-/* Temperature in place (multiply by float(1/t)) and the maximum, in one pass. */
-static ie_status scale_and_max(float *logits, int64_t vocab, float inv_t, float *x_max) {
-    ie_vf best = ie_splatf(-INFINITY);
-    ie_vi bad = ie_splati(0);
-    int64_t i = 0;
-    for (; i + IE_LANES <= vocab; i += IE_LANES) {
-        ie_vf x = ie_loadf(logits + i) * inv_t;
-        ie_storef(logits + i, x);
-        best = ie_selectf(x > best, x, best);
-        bad |= ie_nonfinite(x);
-    }
-    float top = -INFINITY;
-    for (int l = 0; l < IE_LANES; l++) top = best[l] > top ? best[l] : top;
-    for (; i < vocab; i++) {
-        const float x = logits[i] * inv_t;
-        logits[i] = x;
-        if (x != x || x == INFINITY) return IE_ERR_NONFINITE;
-        top = x > top ? x : top;
-    }
-    if (ie_any(bad)) return IE_ERR_NONFINITE;
-    if (top == -INFINITY) return IE_ERR_NO_CANDIDATE;
-    *x_max = top;
     return IE_OK;
 }
 
@@ -130,8 +106,8 @@ static ie_status select_top_k(const float *logits, int64_t vocab, float inv_t, i
     int64_t n = 0, i = 0;
     for (; i + 4 * IE_LANES <= vocab; i += 4 * IE_LANES) {
         const float *p = logits + i;
-        ie_vf x0 = ie_loadf(p) * inv_t, x1 = ie_loadf(p + 8) * inv_t;
-        ie_vf x2 = ie_loadf(p + 16) * inv_t, x3 = ie_loadf(p + 24) * inv_t;
+        ie_vf x0 = ie_loadf(p) * inv_t, x1 = ie_loadf(p + IE_LANES) * inv_t;
+        ie_vf x2 = ie_loadf(p + 2 * IE_LANES) * inv_t, x3 = ie_loadf(p + 3 * IE_LANES) * inv_t;
         bad |= ie_nonfinite(x0) | ie_nonfinite(x1) | ie_nonfinite(x2) | ie_nonfinite(x3);
         const ie_vf t = ie_splatf(threshold);
         if (!ie_any((x0 > t) | (x1 > t) | (x2 > t) | (x3 > t))) continue;
@@ -162,22 +138,17 @@ static ie_status sample_top_k(float *logits, int64_t vocab, const ie_params *p, 
     ie_status status = select_top_k(logits, vocab, inv_t, p->top_k, c, &n);
     if (status != IE_OK) return status;
     for (int64_t i = 0; i < vocab; i++) logits[i] = -INFINITY;
-    float x_max = -INFINITY;
-    for (int64_t j = 0; j < n; j++) {
-        logits[c[j].id] = c[j].x;
-        x_max = c[j].x > x_max ? c[j].x : x_max;
+    for (int64_t j = 0; j < n; j++) logits[c[j].id] = c[j].x;
+    if (n <= IE_SMALL_CANDIDATES) {
+        return IE_ISA(ie_sample_candidates)(logits, c, n, p->top_p, uniform, token);
     }
-    if (n <= IE_SMALL_CANDIDATES) return ie_sample_candidates(logits, c, n, p->top_p, uniform, token);
-    return ie_sample_row(logits, vocab, x_max, p->top_p, uniform, w, c, token);
+    /* Many survivors: the row already holds x or -inf, so continue as a whole row at scale 1. */
+    return IE_ISA(ie_sample_row)(logits, vocab, 1.0f, p->top_p, uniform, w, c, token);
 }
 
-ie_status ie_sample(float *logits, int64_t vocab, const ie_params *p, const ie_history *h,
-                    const int32_t *mask_ids, int64_t n_mask, double uniform, void *workspace,
-                    size_t workspace_bytes, int32_t *token) {
-    const size_t need = ie_workspace_bytes(vocab);
-    if (need == 0 || workspace_bytes < need || ((uintptr_t)workspace % sizeof(int64_t)) != 0) {
-        return IE_ERR_BAD_ARG;
-    }
+ie_status IE_ISA(ie_sample_one)(float *logits, int64_t vocab, const ie_params *p,
+                                const ie_history *h, const int32_t *mask_ids, int64_t n_mask,
+                                double uniform, void *workspace, int32_t *token) {
     ie_status status = p->mask_active ? apply_mask(logits, vocab, mask_ids, n_mask) : IE_OK;
     if (status == IE_OK) status = apply_penalties(logits, vocab, p, h);
     if (status != IE_OK) return status;
@@ -185,27 +156,9 @@ ie_status ie_sample(float *logits, int64_t vocab, const ie_params *p, const ie_h
 
     const float inv_t = (float)(1.0 / p->temperature);
     int32_t *w = (int32_t *)workspace;
-    ie_cand *c = (ie_cand *)(w + (vocab + IE_LANES - 1) / IE_LANES * IE_LANES);
+    ie_cand *c = (ie_cand *)(w + 2 * ((vocab + IE_PAD - 1) / IE_PAD * IE_PAD));
     if (p->top_k > 0 && p->top_k < vocab) {
         return sample_top_k(logits, vocab, p, inv_t, uniform, w, c, token);
     }
-    float x_max = 0.0f;
-    status = scale_and_max(logits, vocab, inv_t, &x_max);
-    if (status != IE_OK) return status;
-    return ie_sample_row(logits, vocab, x_max, p->top_p, uniform, w, c, token);
-}
-
-ie_status ie_sample_batch(float *logits, int64_t batch, int64_t vocab, const ie_params *params,
-                          const ie_history *histories, const int32_t *mask_ids, int64_t n_mask,
-                          const double *uniforms, void *workspace, size_t workspace_bytes,
-                          int32_t *tokens, int64_t *failed_row) {
-    for (int64_t b = 0; b < batch; b++) {
-        ie_status status = ie_sample(logits + b * vocab, vocab, &params[b], &histories[b], mask_ids,
-                                     n_mask, uniforms[b], workspace, workspace_bytes, &tokens[b]);
-        if (status != IE_OK) {
-            *failed_row = b;
-            return status;
-        }
-    }
-    return IE_OK;
+    return IE_ISA(ie_sample_row)(logits, vocab, inv_t, p->top_p, uniform, w, c, token);
 }

@@ -51,6 +51,13 @@ typedef enum ie_status {
     IE_ERR_BAD_ARG = 4       /* vocab or workspace out of range */
 } ie_status;
 
+/* The instruction set the chain runs with: "avx2", "sse2", "neon" or "generic". */
+const char *ie_isa(void);
+
+/* Selects the instruction set by name (NULL: the best available); 0 on success, -1 when this
+ * build or CPU lacks it. Results never depend on it. Not thread-safe: call before sampling. */
+int ie_select_isa(const char *name);
+
 /* Bytes of workspace one call needs for this vocabulary size (rows of a batch reuse it). */
 size_t ie_workspace_bytes(int64_t vocab);
 
