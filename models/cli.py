@@ -12,7 +12,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from imagine_edge.models.catalog import CATALOG, default_entries, get_entry
+from imagine_edge.models import catalog
+from imagine_edge.models.catalog import default_entries, get_entry
 from imagine_edge.models.store import cache_root, lookup, prepared
 from imagine_edge.sdk.errors import ImagineException
 
@@ -56,7 +57,7 @@ def _prepare(names: Sequence[str], variants: Sequence[str] | None) -> int:
 
 def _list() -> int:
     _emit(f"model store: {cache_root()}")
-    for entry in CATALOG:
+    for entry in catalog.CATALOG:
         try:
             found = lookup(entry.name)
         except ImagineException as e:

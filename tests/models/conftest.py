@@ -1,0 +1,18 @@
+"""Fixtures of the model-store tests: the real SmolLM2, prepared through the store.
+
+The first run prepares it into the user's cache (or ``$IMAGINE_EDGE_CACHE``), which takes a
+minute or two; later runs are cache hits.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from imagine_edge.models.store import Manifest, prepared
+
+SMOLLM2 = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def smollm2_manifest() -> Manifest:
+    return prepared(SMOLLM2, ["cpu"])
