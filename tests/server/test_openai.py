@@ -1,0 +1,97 @@
+"""The ``openai`` client against the /v1 routes."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+
+
+@pytest.fixture(scope="module")
+def oai(live):
+    return openai.OpenAI(base_url=live.root + "/v1", api_key="unused", max_retries=0)
+
+
+def test_chat(oai):
+    response = oai.chat.completions.create(
+        model="echo-llm", messages=[{"role": "user", "content": "hello from openai"}]
+    )
+    assert response.choices[0].message.content == "hello from openai"
+    assert response.choices[0].finish_reason == "stop"
+    assert response.usage.completion_tokens == 3
+    assert isinstance(response.created, int)
+
+
+def test_chat_streams_with_usage(oai):
+    stream = oai.chat.completions.create(
+        model="Llama-3.1-8B",
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "a b c"}],
+        stream=True,
+        stream_options={"include_usage": True},
+        max_completion_tokens=2,
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "a b"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "length"
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.completion_tokens == 2
+
+
+def test_tool_calls_plain_and_streamed(oai):
+    messages = [{"role": "user", "content": "use tool Rome"}]
+    response = oai.chat.completions.create(model="echo-llm", messages=messages, tools=TOOLS)
+    message = response.choices[0].message
+    assert response.choices[0].finish_reason == "tool_calls"
+    assert message.content is None
+    assert json.loads(message.tool_calls[0].function.arguments) == {"text": "Rome"}
+    chunks = list(
+        oai.chat.completions.create(model="echo-llm", messages=messages, tools=TOOLS, stream=True)
+    )
+    calls = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert [(c.index, c.function.name) for c in calls] == [(0, "lookup")]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    none = oai.chat.completions.create(
+        model="echo-llm", messages=messages, tools=TOOLS, tool_choice="none"
+    )
+    assert none.choices[0].message.content == "use tool Rome"
+
+
+def test_completions(oai):
+    response = oai.completions.create(model="echo-llm", prompt="x y z", max_tokens=2)
+    assert response.choices[0].text == "x y"
+    chunks = list(oai.completions.create(model="echo-llm", prompt="x y z", stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == "x y z"
+
+
+def test_embeddings_base64_and_float(oai, live):
+    encoded = oai.embeddings.create(model="hash-embedder", input=["one", "two"])
+    floats = oai.embeddings.create(
+        model="hash-embedder", input=["one", "two"], encoding_format="float"
+    )
+    assert [d.index for d in floats.data] == [0, 1]
+    np.testing.assert_allclose(encoded.data[1].embedding, floats.data[1].embedding, rtol=1e-6)
+    imagine = httpx.post(live.endpoint + "/embeddings",
+                         json={"model": "hash-embedder", "input": "two"}).json()  # fmt: skip
+    np.testing.assert_allclose(floats.data[1].embedding, imagine["data"][0]["embedding"])
+
+
+def test_models_and_errors(oai):
+    names = [m.id for m in oai.models.list()]
+    assert "echo-llm" in names
+    assert oai.models.retrieve("Llama-3.1-8B").id == "echo-llm"
+    with pytest.raises(openai.NotFoundError) as missing:
+        oai.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+    assert "gpt-9" in missing.value.message
+    with pytest.raises(openai.UnprocessableEntityError) as bad:
+        oai.chat.completions.create(
+            model="echo-llm", messages=[{"role": "user", "content": "x"}], n=2
+        )
+    assert "n must be 1" in bad.value.message
