@@ -108,3 +108,9 @@ def make_live(tmp_path: object) -> object:
 def wait() -> object:
     """``wait(condition, what)``: poll until true (a bounded wait, not a timing assertion)."""
     return wait_until
+
+
+@pytest.fixture(scope="session")
+def serve() -> object:
+    """``serve(app)``: a context manager running ``app`` on a free local port; yields its root."""
+    return serving

@@ -1,0 +1,64 @@
+"""The real packaged LLM behind the server, driven by the official and the openai clients."""
+
+from __future__ import annotations
+
+import importlib
+
+import imagine
+import openai
+import pytest
+
+from imagine_edge.sdk.engine import Engine
+from imagine_edge.sdk.types import ModelType
+from imagine_edge.server.app import create_app
+
+pytestmark = pytest.mark.model
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def _llm_card_or_skip():
+    from imagine_edge.models.registry import LOADERS, model_cards
+    from imagine_edge.models.store import lookup
+
+    card = next((c for c in model_cards() if c.model_type == ModelType.LLM), None)
+    if card is None:
+        pytest.skip("the model registry has no LLM card yet")
+    module, _, function = LOADERS[card.name].partition(":")
+    if not hasattr(importlib.import_module(module), function):
+        pytest.skip(f"the LLM loader {LOADERS[card.name]} is not implemented yet")
+    if lookup(card.name).manifest is None:
+        pytest.skip(f"{card.name} is not prepared: run `make prepare`")
+    return card
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory, serve):
+    card = _llm_card_or_skip()
+    engine = Engine([card], data_dir=tmp_path_factory.mktemp("real"))
+    try:
+        engine.load()
+        with serve(create_app(engine)) as root:
+            yield root
+    finally:
+        engine.close()
+
+
+def test_official_client_chats_with_the_real_model(real):
+    client = imagine.ImagineClient(endpoint=real + "/api/v2", api_key="k")
+    answer = client.chat(QUESTION, max_tokens=24, temperature=0.0)
+    assert "Paris" in answer.first_content
+    assert answer.usage.prompt_tokens > 5
+    assert answer.usage.completion_tokens > 0
+    chunks = list(client.chat_stream(QUESTION, max_tokens=24, temperature=0.0))
+    assert "".join(c.first_content for c in chunks) == answer.first_content
+    assert chunks[-1].choices[0].finish_reason == answer.choices[0].finish_reason
+    assert client.get_available_models(imagine.ModelType.LLM) == [answer.model]
+
+
+def test_openai_client_streams_from_the_real_model(real):
+    client = openai.OpenAI(base_url=real + "/v1", api_key="k", max_retries=0)
+    stream = client.chat.completions.create(
+        model="Llama-3.1-8B", messages=QUESTION, max_tokens=24, temperature=0.0, stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert "Paris" in text
