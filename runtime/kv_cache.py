@@ -19,7 +19,12 @@ is just setting its length. Graphs with static shapes (QNN) instead emit only th
 the host writes into the slot with :meth:`KVSlot.write`.
 
 Invariants:
-- ``slot.tokens[:slot.length]`` are exactly the tokens whose K/V are in the slot's buffers.
+- ``slot.tokens[:slot.length]`` are exactly the tokens whose K/V are in the slot's buffers, and
+  ``slot.prefill_logits`` are the logits after ``tokens[:prefill_length]`` when that is > 0.
+- A request whose prompt is exactly a slot's last prefilled prompt runs no token at all and
+  samples from the kept logits: repeating a request gives bit-identical numbers. A partly reused
+  prompt runs its new tokens against cached K/V; its logits may differ from a cold run's in the
+  last bits (different kernel shapes), as with any prefix cache.
 - A slot is leased to at most one request at a time; a released slot keeps its contents, so a
   later request can reuse them.
 - Buffers are ``np.zeros`` (lazily mapped pages): memory is touched only as positions fill.
@@ -30,7 +35,7 @@ from __future__ import annotations
 import itertools
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -55,7 +60,10 @@ __all__ = [
 ]
 
 _PAST_KEY: Final = re.compile(r"^past_key_values\.(\d+)\.key$")
-_DTYPES: Final = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+_DTYPES: Final[dict[str, type[np.floating[Any]]]] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,12 +149,29 @@ class KVSlot:
         self.length = 0
         self.last_used = 0
         self.leased = False
+        # The logits at the end of the last prefill (position ``prefill_length - 1``), so that
+        # a repeated prompt skips even its last token and samples from the very same numbers.
+        self.prefill_logits = np.zeros(spec.vocab_size, np.float32)
+        self.prefill_length = 0
         # The decoder's per-slot state (an IOBinding for the shared-buffer decoder).
         self.binding: Any = None
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in itertools.chain(self.keys, self.values)) + self.tokens.nbytes
+        arrays = itertools.chain(self.keys, self.values, (self.tokens, self.prefill_logits))
+        return sum(a.nbytes for a in arrays)
+
+    def reusable(self, prompt: npt.NDArray[np.int64]) -> int:
+        """How many leading tokens of ``prompt`` this slot can serve (see reusable_prefix)."""
+        n = len(prompt)
+        if self.prefill_length == n <= self.length and np.array_equal(self.tokens[:n], prompt):
+            return n
+        return reusable_prefix(self.tokens[: self.length], prompt)
+
+    def save_prefill(self, logits: npt.NDArray[np.float32]) -> None:
+        """Keep the logits that end the prefill of ``tokens[:length]``."""
+        np.copyto(self.prefill_logits, logits)
+        self.prefill_length = self.length
 
     def write(
         self,
@@ -164,8 +189,8 @@ class KVSlot:
 def reusable_prefix(cached: npt.NDArray[np.int64], prompt: npt.NDArray[np.int64]) -> int:
     """How many leading prompt tokens can be served from ``cached``.
 
-    At most ``len(prompt) - 1``: the last prompt token is always run, since its logits give the
-    first generated token.
+    At most ``len(prompt) - 1``: the last prompt token is run, since its logits give the first
+    generated token (unless the slot kept them: :meth:`KVSlot.reusable`).
     """
     n = min(len(cached), len(prompt) - 1)
     if n <= 0:
@@ -192,7 +217,7 @@ class KVCachePool:
 
     def _choose(self, prompt: npt.NDArray[np.int64]) -> tuple[KVSlot, int]:
         free = [s for s in self._slots if not s.leased]
-        scored = [(reusable_prefix(s.tokens[: s.length], prompt), s) for s in free]
+        scored = [(s.reusable(prompt), s) for s in free]
         best = max(scored, key=lambda t: (t[0], t[1].last_used), default=None)
         if best is not None and best[0] > 0:
             return best[1], best[0]
@@ -208,11 +233,14 @@ class KVCachePool:
 
     def acquire(self, prompt: npt.NDArray[np.int64]) -> tuple[KVSlot, int]:
         """Lease a slot for ``prompt``; returns it and the number of prompt tokens it already
-        holds. The slot is rewound to those tokens; the caller runs the rest."""
+        holds. The slot is rewound to those tokens; the caller runs the rest. When that number
+        is the whole prompt, ``slot.prefill_logits`` are the logits to sample from."""
         with self._lock:
             slot, reused = self._choose(prompt)
             slot.leased = True
             slot.length = reused
+            if reused < slot.prefill_length:
+                slot.prefill_length = 0  # the kept logits belong to positions being rewritten
             slot.last_used = next(self._clock)
             return slot, reused
 
@@ -233,6 +261,13 @@ class KVCachePool:
 
     def resident_bytes(self) -> int:
         return sum(s.nbytes for s in self._slots)
+
+    def forget(self) -> None:
+        """Drop what the free slots hold (keeping their buffers): no prefix is reused after."""
+        with self._lock:
+            for slot in self._slots:
+                if not slot.leased:
+                    slot.length = slot.prefill_length = 0
 
     def clear(self) -> None:
         with self._lock:
@@ -272,7 +307,7 @@ class SharedBufferDecoder:
         num_slots: int = 2,
         provider: str = "CPUExecutionProvider",
     ) -> None:
-        self._session = session
+        self._session: Any = session
         self._spec = spec
         self._pool = KVCachePool(spec, num_slots)
         self._provider = provider
@@ -280,7 +315,7 @@ class SharedBufferDecoder:
         self._mask = np.ones(spec.max_length, np.int64)
         self._positions = np.arange(spec.max_length, dtype=np.int64)
         self._logits_one = np.zeros((1, 1, spec.vocab_size), np.float32)
-        self._last_one = self._logits_one[0, 0]
+        self._last_one: npt.NDArray[np.float32] = self._logits_one[0, 0]
         # Logits of every position of a prompt chunk, when the LM head is not pruned.
         self._logits_chunk: npt.NDArray[np.float32] | None = None
 
@@ -344,7 +379,8 @@ class SharedBufferDecoder:
         slot.length = total
         if target is self._logits_one:
             return self._last_one
-        return target[0, count - 1]
+        last: npt.NDArray[np.float32] = target[0, count - 1]
+        return last
 
     def resident_bytes(self) -> int:
         chunk = self._logits_chunk.nbytes if self._logits_chunk is not None else 0
@@ -353,9 +389,4 @@ class SharedBufferDecoder:
     def close(self) -> None:
         self._pool.clear()
         self._logits_chunk = None
-        self._session = None  # type: ignore[assignment]
-
-
-def prompt_array(token_ids: Sequence[int]) -> npt.NDArray[np.int64]:
-    """Token ids as the int64 array the pool and decoders take."""
-    return np.asarray(token_ids, dtype=np.int64)
+        self._session = None

@@ -208,7 +208,7 @@ class ScriptedDecoder:
         slot.length += count
         index = slot.length - self.prompt_length
         self._logits[:] = 0.0
-        self._logits[self.script[index] if index < len(self.script) else EOS] = 30.0
+        self._logits[self.script[index] if 0 <= index < len(self.script) else EOS] = 30.0
         return self._logits
 
     def resident_bytes(self) -> int:

@@ -116,6 +116,24 @@ def test_reusable_prefix_always_leaves_one_token_to_run():
     assert reusable_prefix(cached[:0], np.array([1, 2])) == 0
 
 
+def test_a_repeated_prompt_reuses_the_kept_prefill_logits(decoder):
+    ids = [4, 5, 6, 7, 8, 9]
+    slot, _ = decoder.pool.acquire(np.array(ids))
+    logits = _run(decoder, slot, ids, chunk=4)
+    slot.save_prefill(logits)
+    slot.tokens[slot.length] = 77
+    decoder.forward(slot, 1)  # a generated token after the prompt
+    decoder.pool.release(slot)
+
+    again, reused = decoder.pool.acquire(np.array(ids))
+    assert (again, reused, again.length) == (slot, len(ids), len(ids))
+    np.testing.assert_array_equal(again.prefill_logits, logits)
+    decoder.pool.release(again)
+    # A shorter prompt rewinds below the kept logits: they are dropped, one token is rerun.
+    shorter, reused = decoder.pool.acquire(np.array(ids[:4]))
+    assert (reused, shorter.prefill_length) == (3, 0)
+
+
 def _spec(max_length: int = 32) -> DecoderSpec:
     return DecoderSpec(
         num_layers=1,
