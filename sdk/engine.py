@@ -193,9 +193,11 @@ class Engine:
                 f"{CLIENT_DEFAULT_NAMES[model_type]!r} for the default)"
             )
         if card.model_type != model_type:
+            default = self._defaults[model_type]
+            assert default is not None  # checked above
             raise InvalidRequestError(
-                f"model {name!r} is a {card.model_type.value} model; this request needs a "
-                f"{model_type.value} model such as {self._defaults[model_type].name!r}"  # type: ignore[union-attr]
+                f"model {name!r} is of type {card.model_type.value!r}; this request needs a "
+                f"model of type {model_type.value!r}, such as {default.name!r}"
             )
         return card
 
