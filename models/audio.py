@@ -1,0 +1,172 @@
+"""Audio in: container sniffing, decoding, resampling to 16 kHz, and Whisper's log-mel features.
+
+Owns everything between the bytes of an uploaded file and the encoder's input:
+
+- :func:`sniff_format` tells WAV, FLAC, OGG and MP3 apart from their first bytes (never from a
+  file name); anything else is rejected with a message naming the accepted formats.
+- :func:`decode_audio` decodes with ``soundfile`` (libsndfile; its wheels bundle MP3 support),
+  mixes down to mono float32, and :func:`resample` converts to 16 kHz with
+  ``scipy.signal.resample_poly`` (polyphase, Kaiser window).
+- :func:`log_mel` is Whisper's front end in numpy: periodic Hann window of 400 samples, hop 160,
+  centred reflect-padded STFT, power spectrum, Slaney mel filterbank (:func:`mel_filters`),
+  ``log10`` clamped at 1e-10, floored at 8 below the maximum and scaled as ``(x + 4) / 4``.
+
+Invariants: every array returned is C-contiguous float32; sample rates are positive ints.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from imagine_edge.sdk.errors import InvalidRequestError
+
+__all__ = [
+    "HOP_LENGTH",
+    "N_FFT",
+    "SAMPLE_RATE",
+    "AudioFormat",
+    "decode_audio",
+    "load_audio",
+    "log_mel",
+    "mel_filters",
+    "resample",
+    "sniff_format",
+]
+
+SAMPLE_RATE: Final = 16_000
+N_FFT: Final = 400
+HOP_LENGTH: Final = 160
+
+AudioFormat = Literal["WAV", "FLAC", "OGG", "MP3"]
+Floats = npt.NDArray[np.float32]
+
+
+def _id3_length(data: bytes) -> int:
+    """Bytes taken by a leading ID3v2 tag (header + syncsafe size + footer), else 0."""
+    if len(data) < 10 or data[:3] != b"ID3":
+        return 0
+    size = 0
+    for b in data[6:10]:
+        size = (size << 7) | (b & 0x7F)
+    footer = 10 if data[5] & 0x10 else 0
+    return 10 + size + footer
+
+
+def sniff_format(data: bytes) -> AudioFormat:
+    """The container of ``data`` from its magic bytes; InvalidRequestError when unsupported."""
+    if len(data) >= 12 and data[:4] in (b"RIFF", b"RIFX", b"RF64") and data[8:12] == b"WAVE":
+        return "WAV"
+    if data[:4] == b"OggS":
+        return "OGG"
+    skip = _id3_length(data)  # FLAC and MP3 files may both start with an ID3 tag
+    body = data[skip:]
+    if body[:4] == b"fLaC":
+        return "FLAC"
+    if skip or (len(body) >= 2 and body[0] == 0xFF and body[1] & 0xE0 == 0xE0):
+        return "MP3"
+    head = data[:12].hex(" ") or "no bytes"
+    raise InvalidRequestError(
+        f"audio format not recognised (first bytes: {head}); supported: WAV, FLAC, OGG, MP3"
+    )
+
+
+def decode_audio(data: bytes) -> tuple[Floats, int]:
+    """Decode ``data`` to mono float32 samples in [-1, 1] and their sample rate."""
+    import soundfile as sf  # type: ignore[import-untyped]  # no stubs; loaded on first use
+
+    fmt = sniff_format(data)
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise InvalidRequestError(f"could not decode the {fmt} audio: {e}") from e
+    if samples.size == 0:
+        raise InvalidRequestError(f"the {fmt} audio has no samples")
+    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+
+
+def resample(samples: Floats, rate: int, target: int = SAMPLE_RATE) -> Floats:
+    """``samples`` at ``rate`` Hz resampled to ``target`` Hz (polyphase FIR filtering)."""
+    if rate <= 0 or target <= 0:
+        raise ValueError(f"sample rates must be positive, got {rate} -> {target}")
+    if rate == target:
+        return np.ascontiguousarray(samples, dtype=np.float32)
+    from scipy.signal import resample_poly  # type: ignore[import-untyped]  # no stubs
+
+    g = math.gcd(rate, target)
+    out = resample_poly(samples, target // g, rate // g)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def load_audio(data: bytes) -> Floats:
+    """The bytes of an audio file as mono float32 samples at 16 kHz."""
+    samples, rate = decode_audio(data)
+    return resample(samples, rate)
+
+
+def _hz_to_mel(hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    # Slaney's scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above.
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+    mel = hz / f_sp
+    above = hz >= min_log_hz
+    mel[above] = min_log_mel + np.log(hz[above] / min_log_hz) / logstep
+    return mel
+
+
+def _mel_to_hz(mel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+    hz = mel * f_sp
+    above = mel >= min_log_mel
+    hz[above] = min_log_hz * np.exp(logstep * (mel[above] - min_log_mel))
+    return hz
+
+
+def mel_filters(n_mels: int = 80, rate: int = SAMPLE_RATE, n_fft: int = N_FFT) -> Floats:
+    """Slaney-normalised triangular mel filters ``[n_mels, n_fft // 2 + 1]`` (librosa's default,
+    which Whisper was trained with)."""
+    if n_mels < 1:
+        raise ValueError(f"n_mels must be >= 1, got {n_mels}")
+    fft_hz = np.linspace(0.0, rate / 2, n_fft // 2 + 1)
+    edges = _mel_to_hz(np.linspace(0.0, float(_hz_to_mel(np.array([rate / 2]))[0]), n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]  # equal area per filter
+    return np.ascontiguousarray(weights, dtype=np.float32)
+
+
+_FILTERS: dict[int, Floats] = {}
+
+
+def log_mel(samples: Floats, n_mels: int = 80, pad_samples: int = 0) -> Floats:
+    """Whisper's log-mel spectrogram ``[n_mels, (len(samples) + pad_samples) // 160]``.
+
+    ``samples`` are 16 kHz mono; ``pad_samples`` zeros are appended first (Whisper appends 30 s
+    so every window of the audio has 3000 frames computed from real context).
+    """
+    audio = np.asarray(samples, dtype=np.float32)
+    if pad_samples:
+        audio = np.concatenate([audio, np.zeros(pad_samples, np.float32)])
+    if audio.size <= N_FFT // 2:
+        raise InvalidRequestError(f"audio too short: {audio.size} samples at 16 kHz, need > 200")
+    padded = np.pad(audio, N_FFT // 2, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH][:-1]
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
+    spectrum = np.fft.rfft(frames * window, axis=-1)
+    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+    filters = _FILTERS.get(n_mels)
+    if filters is None:
+        filters = _FILTERS.setdefault(n_mels, mel_filters(n_mels))
+    mel = filters @ power.T
+    logs = np.log10(np.maximum(mel, 1e-10))
+    logs = np.maximum(logs, logs.max() - 8.0)
+    return np.ascontiguousarray((logs + 4.0) / 4.0, dtype=np.float32)

