@@ -144,9 +144,9 @@ class Engine:
             for key in (card.name, *card.aliases):
                 if index.setdefault(key.lower(), card.name) != card.name:
                     raise ValueError(f"name {key!r} is used by {index[key.lower()]!r} too")
-        for model_type, card in self._defaults.items():
-            if card is not None:
-                index.setdefault(CLIENT_DEFAULT_NAMES[model_type].lower(), card.name)
+        for model_type, default in self._defaults.items():
+            if default is not None:
+                index.setdefault(CLIENT_DEFAULT_NAMES[model_type].lower(), default.name)
         return index
 
     @property
