@@ -139,13 +139,15 @@ def imagine_router(
     @router.get("/models", response_model=dict[str, Any])
     async def models(model_type: ModelType | None = None) -> dict[str, Any]:
         # Keyed by type value, [] for a type without models; "aliases" and "defaults" say
-        # which local model each client default name means (the client drops unknown keys).
+        # which local model each client default name means, "untrained" which models have
+        # random weights (the client drops keys that are not model types).
         by_type = engine.models(model_type)
         defaults = {t.value: engine.default_card(t) for t in by_type}
         return {
             **{t.value: names for t, names in by_type.items()},
             "aliases": engine.aliases(),
             "defaults": {t: c.name for t, c in defaults.items() if c is not None},
+            "untrained": [c.name for c in engine.cards if not c.trained],
         }
 
     @router.get("/usage", response_model=UsageResponse)

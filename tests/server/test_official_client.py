@@ -63,6 +63,7 @@ def test_models_keyed_by_type_with_aliases(client, live):
     assert body["llm"] == ["echo-llm"]
     assert body["aliases"]["Llama-3.1-8B"] == "echo-llm"
     assert body["defaults"]["llm"] == "echo-llm"
+    assert "solid-image" in body["untrained"]  # the fakes say they are not trained
 
 
 def test_chat_answers_with_usage(client):
