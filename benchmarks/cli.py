@@ -27,7 +27,7 @@ from imagine_edge.benchmarks.report import render_table, write_chart, write_json
 from imagine_edge.benchmarks.scenarios import SCENARIOS, BenchConfig, Point
 from imagine_edge.sdk.types import ModelType
 
-__all__ = ["bench_command", "run_bench"]
+__all__ = ["bench_command", "parse_args", "run_bench"]
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -195,8 +195,11 @@ def _types(args: argparse.Namespace, client: Any) -> list[ModelType]:
     return present
 
 
-def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    """Run what ``args`` asks for and return the report (JSON-ready)."""
+def run_bench(args: argparse.Namespace, local: Any | None = None) -> dict[str, Any]:
+    """Run what ``args`` asks for and return the report (JSON-ready).
+
+    ``local`` is the in-process client to measure (default: ``ImagineEdge()`` over the catalog).
+    """
     from imagine_edge.sdk.client import ImagineEdge
 
     config = _config(args)
@@ -209,7 +212,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     }
     bar = _Bar()
     try:
-        local = ImagineEdge()
+        local = local if local is not None else ImagineEdge()
         types = _types(args, local)
         if not args.http_only:
             for model_type in types:
@@ -234,9 +237,13 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
 def bench_command(argv: list[str]) -> int:
     """Run ``imagine-edge bench ARGV``; returns the exit code."""
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     report = run_bench(args)
     sys.stdout.write(render_table(report) + "\n")
     write_json(report, args.out / "bench.json")

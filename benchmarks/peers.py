@@ -8,6 +8,7 @@ peer's for throughputs (higher is better) and for latencies (lower is better).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -86,9 +87,10 @@ def _llm_peer_points(
 ) -> list[dict[str, Any]]:
     points = []
     for length in config.llm_prompt_lengths:
-        prompt = prompt_of(length)
+        requests = itertools.count()
 
-        def one(prompt: str = prompt) -> dict[str, float]:
+        def one(length: int = length, requests: Iterator[int] = requests) -> dict[str, float]:
+            prompt = prompt_of(length, next(requests))  # the same prompts as our run
             start = time.perf_counter()
             return _decode_sample(stream(prompt), start)
 

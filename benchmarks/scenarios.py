@@ -36,10 +36,14 @@ _TEXT = (
 _WORDS = _TEXT.split()
 
 
-def prompt_of(tokens: int) -> str:
-    """About ``tokens`` tokens of English (about 1.3 BPE tokens per word)."""
+def prompt_of(tokens: int, variant: int = 0) -> str:
+    """About ``tokens`` tokens of English (about 1.3 BPE tokens per word).
+
+    Each ``variant`` starts at another word, so repeated requests do not share a prefix that a
+    KV cache could reuse: TTFT then measures a real prefill.
+    """
     words = max(1, int(tokens / 1.3))
-    return " ".join(_WORDS[i % len(_WORDS)] for i in range(words))
+    return " ".join(_WORDS[(variant * 7 + i) % len(_WORDS)] for i in range(words))
 
 
 def sentences(count: int, low: int = 10, high: int = 40) -> list[str]:
@@ -181,7 +185,7 @@ class LLMScenario:
 
     def run(self, client: Any, model: str, config: BenchConfig, progress: Progress) -> list[Point]:
         return [
-            self._point(client, model, prompt_of(length), length, concurrency, config, progress)
+            self._point(client, model, length, concurrency, config, progress)
             for length in config.llm_prompt_lengths
             for concurrency in config.llm_concurrency
         ]
@@ -190,13 +194,15 @@ class LLMScenario:
         self,
         client: Any,
         model: str,
-        prompt: str,
         length: int,
         concurrency: int,
         config: BenchConfig,
         progress: Progress,
     ) -> Point:
+        requests = itertools.count()
+
         def one() -> dict[str, float]:
+            prompt = prompt_of(length, next(requests))
             start = time.perf_counter()
             stream = client.completion_stream(
                 prompt,
