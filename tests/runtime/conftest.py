@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +223,117 @@ class ScriptedDecoder:
 def scripted() -> Callable[..., ScriptedDecoder]:
     """Factory of :class:`ScriptedDecoder` (same arguments)."""
     return ScriptedDecoder
+
+
+# --------------------------------------------------------------------------- static graphs
+
+STATIC_CONTEXT = 32
+STATIC_PREFILL = 4
+STATIC_DIM, STATIC_HEAD = 16, 8
+
+
+def static_weights(seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shapes = {
+        "embed": (VOCAB, STATIC_DIM),
+        "pos_embed": (STATIC_CONTEXT, STATIC_DIM),
+        "wq": (STATIC_DIM, STATIC_HEAD),
+        "wk": (STATIC_DIM, STATIC_HEAD),
+        "wv": (STATIC_DIM, STATIC_HEAD),
+        "wo": (STATIC_HEAD, STATIC_DIM),
+        "lm_head": (STATIC_DIM, VOCAB),
+    }
+    return {k: (rng.standard_normal(v) * 0.5).astype(np.float32) for k, v in shapes.items()}
+
+
+def build_tiny_static(path: Path, seq: int, weights: dict[str, np.ndarray]) -> Path:
+    """A one-layer, one-head decoder with the QNN graphs' static interface (seq = S)."""
+    c, f = STATIC_CONTEXT, TensorProto.FLOAT
+    inits = [numpy_helper.from_array(v, k) for k, v in weights.items()]
+    inits += [
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        numpy_helper.from_array(np.array(1.0 / np.sqrt(STATIC_HEAD), np.float32), "scale"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["embed", "input_ids"], ["tok"]),
+        helper.make_node("Gather", ["pos_embed", "position_ids"], ["pos"]),
+        helper.make_node("Add", ["tok", "pos"], ["h"]),
+    ]
+    for name in ("q", "k", "v"):
+        nodes += [
+            helper.make_node("MatMul", ["h", f"w{name}"], [f"{name}3"]),
+            helper.make_node("Unsqueeze", [f"{name}3", "axis1"], [f"{name}4"]),
+        ]
+    nodes += [
+        helper.make_node("Identity", ["k4"], ["present.0.key"]),
+        helper.make_node("Identity", ["v4"], ["present.0.value"]),
+        helper.make_node("Concat", ["past_key_values.0.key", "k4"], ["k_all"], axis=2),
+        helper.make_node("Concat", ["past_key_values.0.value", "v4"], ["v_all"], axis=2),
+        helper.make_node("Transpose", ["k_all"], ["k_t"], perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["q4", "k_t"], ["raw"]),
+        helper.make_node("Mul", ["raw", "scale"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "attention_mask"], ["scores"]),
+        helper.make_node("Softmax", ["scores"], ["probs"], axis=-1),
+        helper.make_node("MatMul", ["probs", "v_all"], ["att4"]),
+        helper.make_node("Squeeze", ["att4", "axis1"], ["att"]),
+        helper.make_node("MatMul", ["att", "wo"], ["o"]),
+        helper.make_node("Add", ["h", "o"], ["h2"]),
+        helper.make_node("MatMul", ["h2", "lm_head"], ["logits"]),
+    ]
+    kv = [1, 1, c, STATIC_HEAD]
+    inputs = [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, seq]),
+        helper.make_tensor_value_info("position_ids", TensorProto.INT64, [1, seq]),
+        helper.make_tensor_value_info("attention_mask", f, [1, 1, seq, c + seq]),
+        helper.make_tensor_value_info("past_key_values.0.key", f, kv),
+        helper.make_tensor_value_info("past_key_values.0.value", f, kv),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("logits", f, [1, seq, VOCAB]),
+        helper.make_tensor_value_info("present.0.key", f, [1, 1, seq, STATIC_HEAD]),
+        helper.make_tensor_value_info("present.0.value", f, [1, 1, seq, STATIC_HEAD]),
+    ]
+    graph = helper.make_graph(nodes, f"tiny_static_{seq}", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def static_reference_logits(weights: dict[str, np.ndarray], ids: Sequence[int]) -> np.ndarray:
+    """Last-position logits of ``ids`` by plain causal attention in numpy."""
+    w = weights
+    h = w["embed"][list(ids)] + w["pos_embed"][: len(ids)]
+    q, k, v = h @ w["wq"], h @ w["wk"], h @ w["wv"]
+    scores = (q @ k.T) / np.sqrt(STATIC_HEAD)
+    scores[np.triu(np.ones_like(scores, dtype=bool), 1)] = -np.inf
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    out = h + (probs @ v) @ w["wo"]
+    result: np.ndarray = (out @ w["lm_head"])[-1]
+    return result
+
+
+@dataclass(frozen=True)
+class TinyStatic:
+    """The tiny static decoder pair and what its tests need to know about it."""
+
+    prefill: Path
+    decode: Path
+    context: int
+    prefill_length: int
+    reference: Callable[[Sequence[int]], np.ndarray]
+
+
+@pytest.fixture(scope="session")
+def tiny_static(tmp_path_factory: pytest.TempPathFactory) -> TinyStatic:
+    folder = tmp_path_factory.mktemp("static")
+    weights = static_weights()
+    return TinyStatic(
+        prefill=build_tiny_static(folder / "prefill.onnx", STATIC_PREFILL, weights),
+        decode=build_tiny_static(folder / "decode.onnx", 1, weights),
+        context=STATIC_CONTEXT,
+        prefill_length=STATIC_PREFILL,
+        reference=lambda ids: static_reference_logits(weights, ids),
+    )
