@@ -102,7 +102,7 @@ class SamplingConfig:
         greedy = temperature <= GREEDY_TEMPERATURE
         has_rep = repetition != 1.0
         has_pf = self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
-        derived = {
+        derived: dict[str, object] = {
             "is_greedy": greedy,
             "has_repetition_penalty": has_rep,
             "has_presence_frequency": has_pf,
@@ -119,8 +119,8 @@ class SamplingConfig:
                 greedy,
             ),
         }
-        for name, value in derived.items():
-            object.__setattr__(self, name, value)
+        for name, flag in derived.items():
+            object.__setattr__(self, name, flag)
 
 
 def _as_ids(ids: Sequence[int] | npt.NDArray[np.integer], vocab_size: int, what: str) -> list[int]:

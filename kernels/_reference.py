@@ -74,7 +74,8 @@ def exp32(d: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     p = p * z + r
     p = p + _ONE
     scale = ((n.astype(np.int32) + 127) << 23).view(np.float32)
-    return p * scale
+    e: npt.NDArray[np.float32] = p * scale
+    return e
 
 
 def weights(x: npt.NDArray[np.float32], x_max: np.float32) -> npt.NDArray[np.int32]:
