@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 from tokenizers import Tokenizer
 
@@ -34,9 +34,10 @@ from imagine_edge.runtime.generate import (
     SamplingDefaults,
     TextGenerationLoop,
 )
-from imagine_edge.runtime.kv_cache import DecoderSpec, SharedBufferDecoder
-from imagine_edge.runtime.session import LoadedSession, shared_factory
-from imagine_edge.sdk.errors import ModelUnavailableError
+from imagine_edge.runtime.kv_cache import Decoder, DecoderSpec, SharedBufferDecoder
+from imagine_edge.runtime.session import LoadedSession, Target, shared_factory
+from imagine_edge.runtime.static_decoder import StaticDecoder
+from imagine_edge.sdk.errors import ModelRunError, ModelUnavailableError
 from imagine_edge.sdk.types import ChatCompletionRequest, CompletionRequest, FinishReason
 
 __all__ = ["SMOLLM2", "SMOLLM2_DEFAULTS", "ChatModel", "load_smollm2"]
@@ -51,7 +52,13 @@ CPU_PREFILL_CHUNK: Final = 128
 
 
 class ChatModel:
-    """A ChatML decoder model loaded from a prepared manifest (the CPU graph variant)."""
+    """A ChatML decoder model loaded from a prepared manifest.
+
+    ``target`` picks the graphs: "cpu" the CPU variant (GroupQueryAttention, shared KV buffer);
+    "qnn" the static QNN variant on the HTP backend, failing if it cannot run there; "auto" QNN
+    when the manifest has it and every node runs there, else the CPU graph, as a logged
+    decision that shows in ``execution_provider``.
+    """
 
     def __init__(
         self,
@@ -61,45 +68,80 @@ class ChatModel:
         num_slots: int = 2,
         defaults: SamplingDefaults = SMOLLM2_DEFAULTS,
         seed: int | None = None,
+        target: Target = "cpu",
     ) -> None:
         self.manifest = manifest
         self.defaults = defaults
         self.seed = seed
         self.format = ChatMLFormat.from_template(manifest.chat_template)
-        variant = manifest.variant("cpu")
-        graph = variant.graphs["decoder"].path
-        self._loaded: LoadedSession | None = shared_factory().create(graph, target="cpu")
-        context = manifest.context_length
-        length = min(max_length or context, context)
-        arch = manifest.architecture
+        self._sessions: list[LoadedSession] = []
+        decoder = self._open(target, max_length, num_slots)
+        tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
+        self.loop = TextGenerationLoop(decoder, tokenizer, manifest.special_tokens.eos_token_ids)
+        self._weights_bytes = sum(
+            f.stat().st_size for s in self._sessions for f in _graph_files(s.path)
+        )
+        log.info(
+            "loaded %s (%s, context %d)", manifest.name, decoder.provider, decoder.spec.max_length
+        )
+
+    def _open(self, target: Target, max_length: int | None, num_slots: int) -> Decoder:
+        factory = shared_factory()
+        fallback = None
+        if target != "cpu":
+            if "qnn" in self.manifest.variants:
+                try:
+                    graphs = self.manifest.variant("qnn").graphs
+                    prefill = factory.create(graphs["prefill"].path, target="qnn")
+                    self._sessions.append(prefill)
+                    decode = factory.create(graphs["decode"].path, target="qnn")
+                    self._sessions.append(decode)
+                    pad = self.manifest.special_tokens.pad_token_id or 0
+                    return StaticDecoder(
+                        prefill.session,
+                        decode.session,
+                        num_slots=num_slots,
+                        provider=decode.describe(),
+                        pad_id=pad,
+                    )
+                except ModelRunError as exc:
+                    self.close()
+                    if target == "qnn":
+                        raise
+                    fallback = exc.message
+            elif target == "qnn":
+                raise ModelUnavailableError(f"{self.manifest.name} has no prepared QNN graphs")
+            else:
+                fallback = "no prepared QNN graphs"
+            log.warning("%s: running on the CPU EP: %s", self.manifest.name, fallback)
+        loaded = factory.create(self.manifest.variant("cpu").graphs["decoder"].path, target="cpu")
+        self._sessions.append(loaded)
+        context = self.manifest.context_length
+        arch = self.manifest.architecture
         spec = DecoderSpec.from_session(
-            self._loaded.session,
-            max_length=length,
+            loaded.session,
+            max_length=min(max_length or context, context),
             prefill_chunk=CPU_PREFILL_CHUNK,
             head_size=arch.head_dim if arch is not None else None,
         )
-        decoder = SharedBufferDecoder(
-            self._loaded.session, spec, num_slots=num_slots, provider=self._loaded.describe()
-        )
-        tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
-        self.loop = TextGenerationLoop(decoder, tokenizer, manifest.special_tokens.eos_token_ids)
-        self._weights_bytes = sum(f.stat().st_size for f in _graph_files(graph))
-        log.info("loaded %s (%s, context %d)", manifest.name, decoder.provider, length)
+        provider = loaded.describe() + (f" (fallback: {fallback})" if fallback else "")
+        return SharedBufferDecoder(loaded.session, spec, num_slots=num_slots, provider=provider)
 
     @property
     def execution_provider(self) -> str:
         return self.loop.decoder.provider
 
     def resident_bytes(self) -> int:
-        if self._loaded is None:
+        if not self._sessions:
             return 0
         return self._weights_bytes + self.loop.decoder.resident_bytes()
 
     def close(self) -> None:
-        if self._loaded is not None:
+        if hasattr(self, "loop"):
             self.loop.decoder.close()
-            self._loaded.close()
-            self._loaded = None
+        for loaded in self._sessions:
+            loaded.close()
+        self._sessions = []
 
     def _plan(self, request: ChatCompletionRequest | CompletionRequest) -> GenerationPlan:
         return GenerationPlan.from_params(request, self.defaults, seed=self.seed)
@@ -143,7 +185,7 @@ class ChatModel:
         yield from _chunks(self.loop.run(self.loop.encode(request.prompt), plan, cancel))
 
     def _check_open(self) -> None:
-        if self._loaded is None:
+        if not self._sessions:
             raise ModelUnavailableError(f"{self.manifest.name} is closed")
 
 
@@ -176,10 +218,17 @@ def _graph_files(graph: Path) -> list[Path]:
 
 
 def load_smollm2() -> ChatModel:
-    """The catalog loader of SmolLM2-135M-Instruct: prepares the CPU graph if needed.
+    """The catalog loader of SmolLM2-135M-Instruct: prepares its graphs if needed.
 
-    ``IMAGINE_EDGE_LLM_MAX_LENGTH`` caps the KV cache's positions (default: the model's 8,192).
+    Environment: ``IMAGINE_EDGE_LLM_TARGET`` = cpu (default) | qnn | auto picks the graphs (on
+    x86-64 the HTP backend is a simulator, hundreds of times slower than the CPU EP, so QNN is
+    opt-in); ``IMAGINE_EDGE_LLM_MAX_LENGTH`` caps the CPU graph's KV cache (default: the
+    model's 8,192 positions; pages are touched only as positions fill).
     """
-    manifest = prepared(SMOLLM2, ["cpu"])
+    target = os.environ.get("IMAGINE_EDGE_LLM_TARGET", "cpu")
+    if target not in ("cpu", "qnn", "auto"):
+        raise ValueError(f"IMAGINE_EDGE_LLM_TARGET must be cpu, qnn or auto, got {target!r}")
+    variants = ["cpu", "qnn"] if target == "qnn" else ["cpu"]
+    manifest = prepared(SMOLLM2, variants)
     raw = os.environ.get("IMAGINE_EDGE_LLM_MAX_LENGTH")
-    return ChatModel(manifest, max_length=int(raw) if raw else None)
+    return ChatModel(manifest, max_length=int(raw) if raw else None, target=cast(Target, target))

@@ -20,7 +20,7 @@ from imagine_edge.models.llm import SMOLLM2, ChatModel
 from imagine_edge.models.store import Manifest, prepared
 from imagine_edge.runtime.generate import GenerationPlan, TextGenerationLoop
 from imagine_edge.runtime.kv_cache import DecoderSpec, KVCachePool, KVSlot
-from imagine_edge.sdk.errors import ContextLengthError, InvalidRequestError
+from imagine_edge.sdk.errors import ContextLengthError, InvalidRequestError, ModelUnavailableError
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
     ChatMessage,
@@ -358,3 +358,22 @@ def test_multibyte_text_streams_without_broken_characters(model):
     pieces = [c.text for c in chunks if c.text]
     assert "".join(pieces) == answer
     assert not any("\ufffd" in p for p in pieces)
+
+
+def test_auto_target_falls_back_to_the_cpu_graph_visibly(manifest):
+    if "qnn" in manifest.variants:
+        pytest.skip("the QNN graphs are prepared: no fallback to observe")
+    with pytest.raises(ModelUnavailableError, match="no prepared QNN graphs"):
+        ChatModel(manifest, max_length=256, target="qnn")
+    model = ChatModel(manifest, max_length=256, target="auto")
+    assert model.execution_provider.startswith("CPUExecutionProvider")
+    assert "fallback: no prepared QNN graphs" in model.execution_provider
+    assert model.resident_bytes() > 50_000_000
+    model.close()
+    assert model.resident_bytes() == 0
+    with pytest.raises(ModelUnavailableError, match="closed"):
+        list(
+            model.generate_completion(
+                CompletionRequest(prompt="x", model=SMOLLM2, stream=False), threading.Event()
+            )
+        )
