@@ -46,7 +46,7 @@ def real(tmp_path_factory, serve):
 def test_official_client_chats_with_the_real_model(real):
     client = imagine.ImagineClient(endpoint=real + "/api/v2", api_key="k")
     answer = client.chat(QUESTION, max_tokens=24, temperature=0.0)
-    assert "Paris" in answer.first_content
+    assert answer.first_content.strip()
     assert answer.usage.prompt_tokens > 5
     assert answer.usage.completion_tokens > 0
     chunks = list(client.chat_stream(QUESTION, max_tokens=24, temperature=0.0))
@@ -61,4 +61,11 @@ def test_openai_client_streams_from_the_real_model(real):
         model="Llama-3.1-8B", messages=QUESTION, max_tokens=24, temperature=0.0, stream=True
     )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-    assert "Paris" in text
+    official = imagine.ImagineClient(endpoint=real + "/api/v2", api_key="k")
+    assert text == official.chat(QUESTION, max_tokens=24, temperature=0.0).first_content
+
+
+def test_the_real_model_knows_the_capital_of_france(real):
+    # SmolLM2-135M-Instruct answers this greedily (MODELS.md): a check of the whole pipeline.
+    client = imagine.ImagineClient(endpoint=real + "/api/v2", api_key="k")
+    assert "Paris" in client.chat(QUESTION, max_tokens=24, temperature=0.0).first_content
