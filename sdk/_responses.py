@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any, Final, Literal, overload
 
 from imagine_edge.models.base import GenerationChunk, GenerationStats
 from imagine_edge.sdk.types import (
@@ -36,6 +37,18 @@ from imagine_edge.sdk.types import (
 )
 
 __all__ = ["Head", "TextFold", "new_id"]
+
+# The stream event class, its choice class and its 'object' name, for chat and for completion.
+_CHAT_STREAM: Final[tuple[Any, Any, str]] = (
+    ChatCompletionStreamResponse,
+    ChatCompletionResponseStreamChoice,
+    "chat.completion.chunk",
+)
+_COMPLETION_STREAM: Final[tuple[Any, Any, str]] = (
+    CompletionStreamResponse,
+    CompletionResponseStreamChoice,
+    "text_completion",
+)
 
 
 def new_id(prefix: str) -> str:
@@ -89,41 +102,58 @@ class TextFold:
             prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
         )
 
-    # ---------------------------------------------------------------- chat
+    # ---------------------------------------------------------------- stream events
 
-    def chat_chunk(
-        self, head: Head, text: str, *, first: bool, final: bool
-    ) -> ChatCompletionStreamResponse:
-        """A chat stream event: role on the first, finish reason and usage on the final."""
-        return ChatCompletionStreamResponse(
+    @overload
+    def chunk(
+        self,
+        head: Head,
+        text: str,
+        *,
+        chat: Literal[True],
+        first: bool,
+        final: bool,
+        failed: bool = False,
+    ) -> ChatCompletionStreamResponse: ...
+    @overload
+    def chunk(
+        self,
+        head: Head,
+        text: str,
+        *,
+        chat: Literal[False],
+        first: bool,
+        final: bool,
+        failed: bool = False,
+    ) -> CompletionStreamResponse: ...
+    def chunk(
+        self,
+        head: Head,
+        text: str,
+        *,
+        chat: bool,
+        first: bool,
+        final: bool,
+        failed: bool = False,
+    ) -> ChatCompletionStreamResponse | CompletionStreamResponse:
+        """A stream event: a chat's role on the first, finish reason and usage on the final.
+
+        Completions stream chat-style ``delta.content`` too (CONTRACT.md §2.8). ``failed``
+        makes the final event of a stream that broke off: finish reason 'error'.
+        """
+        cls, choice, name = _CHAT_STREAM if chat else _COMPLETION_STREAM
+        finish = FinishReason.error if failed else self.finish() if final else None
+        delta = DeltaMessage(role="assistant" if chat and first else None, content=text)
+        return cls(  # type: ignore[no-any-return]
             id=head.id,
-            object="chat.completion.chunk",
+            object=name,
             created=head.created,
             model=head.model,
-            choices=[
-                ChatCompletionResponseStreamChoice(
-                    index=0,
-                    delta=DeltaMessage(role="assistant" if first else None, content=text),
-                    finish_reason=self.finish() if final else None,
-                )
-            ],
-            usage=self.usage() if final else None,
+            choices=[choice(index=0, delta=delta, finish_reason=finish)],
+            usage=self.usage() if final or failed else None,
         )
 
-    def chat_error_chunk(self, head: Head) -> ChatCompletionStreamResponse:
-        """The last event of a chat stream that failed."""
-        return ChatCompletionStreamResponse(
-            id=head.id,
-            object="chat.completion.chunk",
-            created=head.created,
-            model=head.model,
-            choices=[
-                ChatCompletionResponseStreamChoice(
-                    index=0, delta=DeltaMessage(content=""), finish_reason=FinishReason.error
-                )
-            ],
-            usage=self.usage(),
-        )
+    # ---------------------------------------------------------------- final responses
 
     def chat_response(self, head: Head) -> ChatCompletionResponse:
         """The non-streaming chat response."""
@@ -137,43 +167,6 @@ class TextFold:
             model=head.model,
             choices=[
                 ChatCompletionResponseChoice(index=0, message=message, finish_reason=self.finish())
-            ],
-            usage=self.usage(),
-        )
-
-    # ---------------------------------------------------------------- completion
-
-    def completion_chunk(
-        self, head: Head, text: str, *, first: bool, final: bool
-    ) -> CompletionStreamResponse:
-        """A completion stream event (chat-style ``delta.content``, CONTRACT.md §2.8)."""
-        del first  # completions carry no role
-        return CompletionStreamResponse(
-            id=head.id,
-            object="text_completion",
-            created=head.created,
-            model=head.model,
-            choices=[
-                CompletionResponseStreamChoice(
-                    index=0,
-                    delta=DeltaMessage(content=text),
-                    finish_reason=self.finish() if final else None,
-                )
-            ],
-            usage=self.usage() if final else None,
-        )
-
-    def completion_error_chunk(self, head: Head) -> CompletionStreamResponse:
-        """The last event of a completion stream that failed."""
-        return CompletionStreamResponse(
-            id=head.id,
-            object="text_completion",
-            created=head.created,
-            model=head.model,
-            choices=[
-                CompletionResponseStreamChoice(
-                    index=0, delta=DeltaMessage(content=""), finish_reason=FinishReason.error
-                )
             ],
             usage=self.usage(),
         )

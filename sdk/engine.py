@@ -314,11 +314,11 @@ class Engine(ModelIndex):
         self.limits.check_count("messages", len(request.messages), self.limits.max_messages)
         head, fold = Head(new_id("chatcmpl"), card.name), TextFold()
         call: Call[ChatCompletionStreamResponse, ChatCompletionResponse] = Call(
-            head.id, lambda _: fold.chat_error_chunk(head)
+            head.id, lambda _: fold.chunk(head, "", chat=True, first=False, final=True, failed=True)
         )
 
         def event(text: str, first: bool, final: bool) -> ChatCompletionStreamResponse:
-            return fold.chat_chunk(head, text, first=first, final=final)
+            return fold.chunk(head, text, chat=True, first=first, final=final)
 
         def body(model: TextGenerator, call: Call[Any, Any], ctx: JobContext) -> Any:
             chunks = model.generate_chat(request, ctx.cancel)
@@ -334,11 +334,12 @@ class Engine(ModelIndex):
         card = self.resolve(request.model, ModelType.LLM)
         head, fold = Head(new_id("cmpl"), card.name), TextFold()
         call: Call[CompletionStreamResponse, CompletionResponse] = Call(
-            head.id, lambda _: fold.completion_error_chunk(head)
+            head.id,
+            lambda _: fold.chunk(head, "", chat=False, first=False, final=True, failed=True),
         )
 
         def event(text: str, first: bool, final: bool) -> CompletionStreamResponse:
-            return fold.completion_chunk(head, text, first=first, final=final)
+            return fold.chunk(head, text, chat=False, first=first, final=final)
 
         def body(model: TextGenerator, call: Call[Any, Any], ctx: JobContext) -> Any:
             chunks = model.generate_completion(request, ctx.cancel)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -273,8 +273,8 @@ class _OpenAIRenderer:
 
 async def _run(
     request: Request,
-    engine_call: Any,
-    render: Any,
+    engine_call: Callable[[], Call[Any, Any]],
+    render: Callable[[Any], dict[str, Any]],
     *,
     stream: bool,
     chat: bool,
@@ -282,7 +282,7 @@ async def _run(
     heartbeat: float,
 ) -> Response:
     try:
-        call: Call[Any, Any] = engine_call()
+        call = engine_call()
     except ImagineException as exc:
         return error_response(exc, stream=stream, openai=True)
     if stream:
