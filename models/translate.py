@@ -1,0 +1,345 @@
+"""ModelType.TRANSLATE: Bergamot tiny Marian graphs served as a ``Translator`` (models/base.py).
+
+Owns the path from a :class:`TranslateRequest` to chunks of translated text: the split into
+lines and sentences (each translated on its own, as Bergamot does), SentencePiece tokenization
+(the package's ``tokenizer.json`` through ``tokenizers``), the encoder call per sentence (which
+also yields the decoder's cross-attention K/V), and greedy decoding in which the SSRU cell
+states are the whole decoder cache. Model names say the language pair: ``bergamot-en-pt-tiny``
+and ``bergamot-pt-en-tiny``.
+
+Invariants:
+- A sentence decodes at most ``ceil(2.5 * source tokens)`` tokens (Marian's max-length-factor);
+  ``max_tokens`` caps the whole request, which then ends with finish_reason ``length``.
+- Chunks carry text increments whose concatenation is the final translation; the last chunk
+  has the finish reason and the token counts.
+- ``cancel`` is checked before every decoder step; a cancelled request ends promptly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+from tokenizers import Tokenizer
+
+from imagine_edge.models.base import GenerationChunk, GenerationStats
+from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.runtime.session import LoadedSession, Target, shared_factory
+from imagine_edge.sdk.errors import InvalidRequestError
+from imagine_edge.sdk.types import FinishReason, TranslateRequest
+
+__all__ = [
+    "BERGAMOT_EN_PT",
+    "BERGAMOT_PT_EN",
+    "BergamotTranslator",
+    "load_bergamot_en_pt",
+    "load_bergamot_pt_en",
+    "split_sentences",
+]
+
+log = logging.getLogger(__name__)
+
+BERGAMOT_EN_PT: Final = "bergamot-en-pt-tiny"
+BERGAMOT_PT_EN: Final = "bergamot-pt-en-tiny"
+MASKED: Final = np.float32(-1e9)
+# Abbreviations after which a period does not end a sentence (English and Portuguese).
+_ABBREVIATIONS: Final = frozenset(
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "sra",
+        "srta",
+        "st",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "no",
+        "nº",
+        "av",
+        "dra",
+        "jr",
+        "p.ex",
+    ]
+)
+_SENTENCE_END: Final = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+")
+
+Floats = npt.NDArray[np.float32]
+
+
+def split_sentences(line: str) -> list[str]:
+    """Sentences of one line: cut after . ! ? … (and closing quotes) followed by a space,
+    except after a known abbreviation or an initial, or before a lowercase letter."""
+    out: list[str] = []
+    start = 0
+    for m in _SENTENCE_END.finditer(line):
+        head = line[start : m.start()].rstrip("\"'”’)]")
+        last_word = head.rsplit(None, 1)[-1].lower().rstrip(".") if head.strip() else ""
+        abbreviation = last_word in _ABBREVIATIONS or (len(last_word) == 1 and last_word.isalpha())
+        if abbreviation or line[m.end() : m.end() + 1].islower():
+            continue
+        out.append(line[start : m.end()].strip())
+        start = m.end()
+    if line[start:].strip():
+        out.append(line[start:].strip())
+    return out
+
+
+@dataclass(slots=True)
+class _Budget:
+    """Tokens left for the whole request (``None``: no cap)."""
+
+    left: int | None
+
+    def take(self) -> bool:
+        if self.left is None:
+            return True
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
+class BergamotTranslator:
+    """A prepared Bergamot direction: encoder and SSRU decoder-step graphs."""
+
+    def __init__(self, manifest: Manifest, *, variant: str = "cpu") -> None:
+        self.manifest = manifest
+        facts = json.loads((manifest.root / "marian.json").read_text(encoding="utf-8"))
+        self.vocab: int = facts["vocab_size"]
+        self.eos: int = facts["eos_id"]
+        self.layers: int = facts["decoder_layers"]
+        self.dim: int = facts["dim"]
+        self.length_factor: float = facts["max_length_factor"]
+        self._shortlist: tuple[int, npt.NDArray[np.int64], npt.NDArray[np.int32]] | None = None
+        if facts.get("shortlist"):
+            with np.load(manifest.root / facts["shortlist"]) as npz:
+                self._shortlist = (facts["shortlist_first"], npz["offsets"], npz["lists"])
+        self.tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
+        graphs = manifest.variant(variant).graphs
+        cpu = manifest.variant("cpu").graphs if variant != "cpu" else graphs
+        target: Target = "qnn" if manifest.variant(variant).ep == "qnn" else "cpu"
+        factory = shared_factory()
+        self._encoder: LoadedSession | None = factory.create(graphs["encoder"].path, target=target)
+        self._decoder: LoadedSession | None = factory.create(cpu["decoder"].path, target="cpu")
+        self._files = [graphs["encoder"].path, cpu["decoder"].path]
+
+    # ------------------------------------------------------------------ LoadedModel
+
+    @property
+    def execution_provider(self) -> str:
+        enc, dec = self._sessions()
+        if enc.provider == dec.provider and not enc.fallback_reason:
+            return enc.provider
+        return f"encoder: {enc.describe()}; decoder: {dec.describe()}"
+
+    def resident_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self._files if p.is_file())
+
+    def close(self) -> None:
+        for s in (self._encoder, self._decoder):
+            if s is not None:
+                s.close()
+        self._encoder = self._decoder = None
+
+    def _sessions(self) -> tuple[LoadedSession, LoadedSession]:
+        if self._encoder is None or self._decoder is None:
+            raise RuntimeError(f"{self.manifest.name} is closed")
+        return self._encoder, self._decoder
+
+    # ------------------------------------------------------------------ Translator
+
+    def translate(
+        self, request: TranslateRequest, cancel: threading.Event
+    ) -> Iterator[GenerationChunk]:
+        """Chunks of the translation of ``request.prompt``; see the module invariants."""
+        if request.max_tokens is not None and request.max_tokens < 1:
+            raise InvalidRequestError(f"max_tokens must be >= 1, got {request.max_tokens}")
+        budget = _Budget(request.max_tokens)
+        stats = GenerationStats()
+        finish = FinishReason.stop
+        separator = ""
+        for line_no, line in enumerate(request.prompt.split("\n")):
+            if line_no:
+                separator = "\n"
+            for sentence in split_sentences(line):
+                pieces, reason = self._sentence(sentence, budget, stats, cancel)
+                first = True
+                for piece in pieces:
+                    yield GenerationChunk(text=(separator + piece) if first else piece)
+                    first, separator = False, ""
+                if not first:
+                    separator = " "
+                if reason is not None:
+                    yield GenerationChunk(finish_reason=reason, stats=stats)
+                    return
+        yield GenerationChunk(finish_reason=finish, stats=stats)
+
+    def translate_text(self, text: str) -> str:
+        """The whole translation of ``text`` (a convenience over :meth:`translate`)."""
+        chunks = self.translate(_request(self.manifest.name, text), threading.Event())
+        return "".join(c.text for c in chunks)
+
+    # ------------------------------------------------------------------ decoding
+
+    def encode(self, sentence: str) -> list[int]:
+        """Source ids of one sentence, ending with ``</s>``."""
+        ids: list[int] = self.tokenizer.encode(sentence, add_special_tokens=False).ids
+        return [*ids, self.eos]
+
+    def _sentence(
+        self,
+        sentence: str,
+        budget: _Budget,
+        stats: GenerationStats,
+        cancel: threading.Event,
+    ) -> tuple[list[str], FinishReason | None]:
+        """Translate one sentence; text pieces, and a finish reason when the request must end."""
+        source = self.encode(sentence)
+        stats.prompt_tokens += len(source)
+        t0 = time.perf_counter()
+        cross = self._encode([source])
+        shortlist = self.candidates([source])
+        stats.prefill_seconds += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        tokens: list[int] = []
+        pieces: list[str] = []
+        emitted = ""
+        reason: FinishReason | None = None
+        for token in self._greedy(cross, shortlist, len(source), cancel):
+            if not budget.take():
+                reason = FinishReason.length
+                break
+            tokens.append(token)
+            text = self.tokenizer.decode(tokens)
+            if text.startswith(emitted) and len(text) > len(emitted):
+                pieces.append(text[len(emitted) :])
+                emitted = text
+        if cancel.is_set():
+            reason = FinishReason.stop
+        final = self.tokenizer.decode(tokens)
+        if final != emitted:  # a rare non-prefix re-decoding: send the correction at the end
+            pieces.append(final[len(emitted) :] if final.startswith(emitted) else "")
+        stats.completion_tokens += len(tokens)
+        stats.decode_seconds += time.perf_counter() - t0
+        return [p for p in pieces if p], reason
+
+    def candidates(self, sources: Sequence[Sequence[int]]) -> npt.NDArray[np.int64]:
+        """Sorted target ids the decoder scores: Marian's lexical shortlist of the sources (the
+        most frequent words plus each source word's aligned translations), else every id."""
+        if self._shortlist is None:
+            return np.arange(self.vocab, dtype=np.int64)
+        first, offsets, lists = self._shortlist
+        words = np.unique(np.concatenate([np.asarray(s, np.int64) for s in sources]))
+        parts = [np.arange(first, dtype=np.int64), np.array([self.eos], np.int64)]
+        parts += [lists[offsets[w] : offsets[w + 1]].astype(np.int64) for w in words]
+        return np.unique(np.concatenate(parts))
+
+    def _encode(self, sources: Sequence[Sequence[int]]) -> tuple[Floats, Floats, Floats]:
+        """Cross K/V of a batch of sources (padded with ``</s>``) and the additive source mask."""
+        enc, _ = self._sessions()
+        length = max(len(s) for s in sources)
+        ids = np.full((len(sources), length), self.eos, np.int64)
+        mask = np.zeros((len(sources), length), np.float32)
+        for i, s in enumerate(sources):
+            ids[i, : len(s)] = s
+            mask[i, len(s) :] = MASKED
+        cross_k, cross_v = enc.session.run(None, {"input_ids": ids, "src_mask": mask})
+        return cross_k, cross_v, mask
+
+    def _greedy(
+        self,
+        cross: tuple[Floats, Floats, Floats],
+        shortlist: npt.NDArray[np.int64],
+        source_len: int,
+        cancel: threading.Event,
+    ) -> Iterator[int]:
+        """Greedy target ids of one sentence (``</s>`` excluded)."""
+        _, dec = self._sessions()
+        cross_k, cross_v, mask = cross
+        states = np.zeros((self.layers, 1, self.dim), np.float32)
+        prev = np.array([self.vocab], np.int64)  # the start id: a zero embedding
+        for step in range(math.ceil(self.length_factor * source_len)):
+            if cancel.is_set():
+                return
+            logits, states = dec.session.run(
+                None,
+                {
+                    "prev_ids": prev,
+                    "position": np.array([step], np.int64),
+                    "states": states,
+                    "cross_k": cross_k,
+                    "cross_v": cross_v,
+                    "src_mask": mask,
+                    "shortlist": shortlist,
+                },
+            )
+            token = int(shortlist[np.argmax(logits[0])])
+            if token == self.eos:
+                return
+            yield token
+            prev = np.array([token], np.int64)
+
+    def translate_batch(self, sentences: Sequence[str]) -> list[str]:
+        """Translate independent sentences in one batch (for throughput; no streaming)."""
+        _, dec = self._sessions()
+        sources = [self.encode(s) for s in sentences]
+        cross_k, cross_v, mask = self._encode(sources)
+        shortlist = self.candidates(sources)
+        n = len(sources)
+        limits = np.array([math.ceil(self.length_factor * len(s)) for s in sources])
+        states = np.zeros((self.layers, n, self.dim), np.float32)
+        prev = np.full(n, self.vocab, np.int64)
+        done = np.zeros(n, bool)
+        out: list[list[int]] = [[] for _ in range(n)]
+        for step in range(int(limits.max())):
+            logits, states = dec.session.run(
+                None,
+                {
+                    "prev_ids": prev,
+                    "position": np.array([step], np.int64),
+                    "states": states,
+                    "cross_k": cross_k,
+                    "cross_v": cross_v,
+                    "src_mask": mask,
+                    "shortlist": shortlist,
+                },
+            )
+            prev = shortlist[np.argmax(logits, axis=1)]
+            done |= (prev == self.eos) | (step >= limits)
+            for i in np.flatnonzero(~done):
+                out[i].append(int(prev[i]))
+            if done.all():
+                break
+        return [self.tokenizer.decode(ids) for ids in out]
+
+
+def _request(model: str, text: str) -> TranslateRequest:
+    return TranslateRequest(prompt=text, model=model, stream=False)
+
+
+def _load(name: str) -> BergamotTranslator:
+    return BergamotTranslator(prepared(name, ["cpu"]), variant="cpu")
+
+
+def load_bergamot_en_pt() -> BergamotTranslator:
+    """English -> Portuguese (prepared into the model store on first use)."""
+    return _load(BERGAMOT_EN_PT)
+
+
+def load_bergamot_pt_en() -> BergamotTranslator:
+    """Portuguese -> English (prepared into the model store on first use)."""
+    return _load(BERGAMOT_PT_EN)
