@@ -28,6 +28,9 @@ CLIENT_DEFAULT_NAMES: Final[Mapping[ModelType, str]] = {
 }
 
 
+_NOT_ALIASED: Final = frozenset({ModelType.TRANSLATE})
+
+
 class ModelIndex:
     """The cards of an engine, by name, alias and type."""
 
@@ -49,7 +52,9 @@ class ModelIndex:
                 if index.setdefault(key.lower(), card.name) != card.name:
                     raise ValueError(f"name {key!r} is used by {index[key.lower()]!r} too")
         for model_type, default in self._defaults.items():
-            if default is not None:
+            # A translate model is a language pair: the client's default (English to Spanish)
+            # must not silently answer in another language, so it is never an alias.
+            if default is not None and model_type not in _NOT_ALIASED:
                 index.setdefault(CLIENT_DEFAULT_NAMES[model_type].lower(), default.name)
         return index
 

@@ -56,6 +56,11 @@ def engine(fakes, tmp_path):
 
 def test_names_aliases_and_defaults(engine):
     for model_type, alias in CLIENT_DEFAULT_NAMES.items():
+        if model_type is ModelType.TRANSLATE:
+            # A language pair is never guessed: the client's en->es default is not an alias.
+            with pytest.raises(ModelNotFoundError, match="opus-mt-en-es"):
+                engine.resolve(alias, model_type)
+            continue
         assert engine.resolve(alias, model_type) is engine.default_card(model_type)
     assert engine.resolve("ECHO-LLM", ModelType.LLM).name == "echo-llm"
     assert engine.aliases()["Llama-3.1-8B"] == "echo-llm"
