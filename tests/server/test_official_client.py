@@ -138,7 +138,7 @@ def test_translate(client):
     assert response.first_text == "HELLO THERE"
     assert response.object == "translation"
     # The client's default translate name (English to Spanish) is not aliased to a local pair.
-    with pytest.raises(imagine.exceptions.ImagineAPIException, match="404"):
+    with pytest.raises(ImagineAPIException, match="404"):
         client.translate("hi", model=client.default_model_translate)
 
 
