@@ -8,6 +8,7 @@ peer's for throughputs (higher is better) and for latencies (lower is better).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Callable, Iterator
@@ -113,10 +114,11 @@ def _llm_peers(
     peers: list[dict[str, Any]] = []
     cpu_dir = manifest.variant("cpu").dir
     gguf = lookup(scenario["model"]).weights
-    for name, make in (
-        ("onnxruntime-genai", lambda: _genai_stream(cpu_dir, config)),
-        ("llama.cpp", lambda: _llama_cpp_stream(gguf, config)),
-    ):
+    makers: list[tuple[str, Callable[[], Callable[[str], Iterator[object]]]]] = [
+        ("onnxruntime-genai", functools.partial(_genai_stream, cpu_dir, config)),
+        ("llama.cpp", functools.partial(_llama_cpp_stream, gguf, config)),
+    ]
+    for name, make in makers:
         try:
             stream = make()
         except ImportError as exc:

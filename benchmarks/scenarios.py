@@ -8,6 +8,7 @@ client call, so over HTTP they include the server's overhead.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import itertools
 import threading
@@ -147,7 +148,8 @@ def _latency(call: Callable[[], object]) -> Callable[[], float]:
 
 
 class Scenario(Protocol):
-    model_type: ModelType
+    @property
+    def model_type(self) -> ModelType: ...
 
     def run(
         self, client: Any, model: str, config: BenchConfig, progress: Progress
@@ -286,7 +288,7 @@ class EmbeddingScenario:
         for batch in config.embedding_batch_sizes:
             texts = pool[:batch]
             samples, _ = _timed_calls(
-                _latency(lambda texts=texts: client.embeddings(texts, model=model)),
+                _latency(functools.partial(client.embeddings, texts, model=model)),
                 config,
                 progress,
             )
@@ -310,8 +312,11 @@ class RerankerScenario:
             docs = pool[:count]
             samples, _ = _timed_calls(
                 _latency(
-                    lambda docs=docs: client.reranker(
-                        "Where did the cargo ship unload oranges?", docs, model=model
+                    functools.partial(
+                        client.reranker,
+                        "Where did the cargo ship unload oranges?",
+                        docs,
+                        model=model,
                     )
                 ),
                 config,
