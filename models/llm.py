@@ -40,7 +40,7 @@ from imagine_edge.runtime.static_decoder import StaticDecoder
 from imagine_edge.sdk.errors import ModelRunError, ModelUnavailableError
 from imagine_edge.sdk.types import ChatCompletionRequest, CompletionRequest, FinishReason
 
-__all__ = ["SMOLLM2", "SMOLLM2_DEFAULTS", "ChatModel", "load_smollm2"]
+__all__ = ["SMOLLM2", "SMOLLM2_DEFAULTS", "ChatModel", "load_chat_model", "load_smollm2"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ SMOLLM2: Final = "smollm2-135m-instruct"
 SMOLLM2_DEFAULTS: Final = SamplingDefaults(temperature=0.2, top_k=-1, top_p=0.9, max_tokens=256)
 # Prompt tokens per forward call of the CPU graph: bounds the logits and attention scratch.
 CPU_PREFILL_CHUNK: Final = 128
+# A decode step is ~1,000 small kernels; spinning workers double its CPU time and, when other
+# processes want the cores, its latency (measured 2x on 2 busy cores), so they sleep instead.
+# (A session on the factory's global thread pool keeps the pool's own setting.)
+CPU_SESSION_CONFIG: Final = {"session.intra_op.allow_spinning": "0"}
 
 
 class ChatModel:
@@ -114,7 +118,11 @@ class ChatModel:
             else:
                 fallback = "no prepared QNN graphs"
             log.warning("%s: running on the CPU EP: %s", self.manifest.name, fallback)
-        loaded = factory.create(self.manifest.variant("cpu").graphs["decoder"].path, target="cpu")
+        loaded = factory.create(
+            self.manifest.variant("cpu").graphs["decoder"].path,
+            target="cpu",
+            session_config=CPU_SESSION_CONFIG,
+        )
         self._sessions.append(loaded)
         context = self.manifest.context_length
         arch = self.manifest.architecture
@@ -217,18 +225,22 @@ def _graph_files(graph: Path) -> list[Path]:
     return [p for p in (graph, data) if p.is_file()]
 
 
-def load_smollm2() -> ChatModel:
-    """The catalog loader of SmolLM2-135M-Instruct: prepares its graphs if needed.
+def load_chat_model(manifest: Manifest) -> ChatModel:
+    """The catalog loader of ChatML LLMs: ``manifest``'s model, configured from the environment.
 
-    Environment: ``IMAGINE_EDGE_LLM_TARGET`` = cpu (default) | qnn | auto picks the graphs (on
-    x86-64 the HTP backend is a simulator, hundreds of times slower than the CPU EP, so QNN is
-    opt-in); ``IMAGINE_EDGE_LLM_MAX_LENGTH`` caps the CPU graph's KV cache (default: the
-    model's 8,192 positions; pages are touched only as positions fill).
+    ``IMAGINE_EDGE_LLM_TARGET`` = cpu (default) | qnn | auto picks the graphs: on x86-64 the HTP
+    backend is a simulator hundreds of times slower than the CPU EP, so QNN is opt-in there.
+    ``IMAGINE_EDGE_LLM_MAX_LENGTH`` caps the CPU graph's KV cache (default: the model's context;
+    pages are touched only as positions fill).
     """
     target = os.environ.get("IMAGINE_EDGE_LLM_TARGET", "cpu")
     if target not in ("cpu", "qnn", "auto"):
         raise ValueError(f"IMAGINE_EDGE_LLM_TARGET must be cpu, qnn or auto, got {target!r}")
-    variants = ["cpu", "qnn"] if target == "qnn" else ["cpu"]
-    manifest = prepared(SMOLLM2, variants)
     raw = os.environ.get("IMAGINE_EDGE_LLM_MAX_LENGTH")
     return ChatModel(manifest, max_length=int(raw) if raw else None, target=cast(Target, target))
+
+
+def load_smollm2() -> ChatModel:
+    """SmolLM2-135M-Instruct, prepared first if needed (see :func:`load_chat_model`)."""
+    target = os.environ.get("IMAGINE_EDGE_LLM_TARGET", "cpu")
+    return load_chat_model(prepared(SMOLLM2, ["cpu", "qnn"] if target == "qnn" else ["cpu"]))
