@@ -255,3 +255,49 @@ def test_stats_time_prefill_and_decode(tiny_loop):
     assert last.stats.prefill_seconds > 0
     assert last.stats.decode_seconds > 0
     assert np.isfinite(last.stats.prefill_seconds + last.stats.decode_seconds)
+
+
+class _FixedLogits:
+    """A decoder whose logits are the same every step: 'a' 20, 'b' 19, everything else 0."""
+
+    def __init__(self, scripted_factory, tokenizer) -> None:
+        self._inner = scripted_factory([], 0)
+        self.a, self.b = (tokenizer.token_to_id(c) for c in "ab")
+        self.row = np.zeros(self._inner.spec.vocab_size, np.float32)
+        self.spec, self.pool, self.provider = self._inner.spec, self._inner.pool, "fixed"
+
+    def forward(self, slot, count):
+        slot.length += count
+        self.row[:] = 0.0
+        self.row[self.a], self.row[self.b] = 20.0, 19.0
+        return self.row
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({}, "aaaaaa"),
+        # a: 20, 18, 18, 16, 16, 14 against b: 19, 19, 17, 17, 15, 15 as each is generated.
+        ({"frequency_penalty": 2.0}, "ababab"),
+        ({"presence_penalty": 1.5}, "abaaaa"),
+        # The prompt holds 'a' (20 / 2 = 10 < 19); once 'b' is generated, 19 / 2 < 10.
+        ({"repetition_penalty": 2.0}, "baaaaa"),
+        # At temperature 1.5 'a' has p = 0.66 and 'b' 0.34: sampled unless cut.
+        ({"temperature": 1.5, "top_k": 1}, "aaaaaa"),
+        ({"temperature": 1.5, "top_p": 0.6}, "aaaaaa"),
+    ],
+)
+def test_every_sampling_parameter_reaches_the_sampler(scripted, byte_tokenizer, params, expected):
+    decoder = _FixedLogits(scripted, byte_tokenizer)
+    loop = TextGenerationLoop(decoder, byte_tokenizer, [EOS])
+    prompt = byte_tokenizer.encode("a prompt", add_special_tokens=False).ids
+    text, _ = _collect(loop.run(prompt, _plan(max_tokens=6, **params)))
+    assert text == expected
+
+
+def test_temperature_draws_from_the_distribution(scripted, byte_tokenizer):
+    loop = TextGenerationLoop(_FixedLogits(scripted, byte_tokenizer), byte_tokenizer, [EOS])
+    text, _ = _collect(loop.run([1, 2, 3], _plan(max_tokens=60, temperature=1.5)))
+    # p(b) = 0.34 at this temperature: about 20 of 60 (the draw is seeded, so this is exact).
+    assert set(text) == {"a", "b"}
+    assert 10 <= text.count("b") <= 30
