@@ -153,13 +153,23 @@ class KVSlot:
         # a repeated prompt skips even its last token and samples from the very same numbers.
         self.prefill_logits = np.zeros(spec.vocab_size, np.float32)
         self.prefill_length = 0
+        self.high_water = 0
         # The decoder's per-slot state (an IOBinding for the shared-buffer decoder).
         self.binding: Any = None
 
     @property
     def nbytes(self) -> int:
+        """Bytes allocated (virtual: the zeroed pages are mapped as positions fill)."""
         arrays = itertools.chain(self.keys, self.values, (self.tokens, self.prefill_logits))
         return sum(a.nbytes for a in arrays)
+
+    @property
+    def touched_bytes(self) -> int:
+        """Bytes of the positions ever filled: what the slot holds in memory."""
+        per_position = sum(a.nbytes for a in itertools.chain(self.keys, self.values))
+        per_position //= max(1, self.tokens.size)
+        fixed = self.tokens.nbytes + self.prefill_logits.nbytes
+        return fixed + per_position * max(self.high_water, self.length)
 
     def reusable(self, prompt: npt.NDArray[np.int64]) -> int:
         """How many leading tokens of ``prompt`` this slot can serve (see reusable_prefix)."""
@@ -246,6 +256,7 @@ class KVCachePool:
 
     def release(self, slot: KVSlot) -> None:
         with self._lock:
+            slot.high_water = max(slot.high_water, slot.length)
             slot.leased = False
             slot.last_used = next(self._clock)
 
@@ -260,7 +271,8 @@ class KVCachePool:
             self.release(slot)
 
     def resident_bytes(self) -> int:
-        return sum(s.nbytes for s in self._slots)
+        """Memory the slots hold: the positions they ever filled (see KVSlot.touched_bytes)."""
+        return sum(s.touched_bytes for s in self._slots)
 
     def forget(self) -> None:
         """Drop what the free slots hold (keeping their buffers): no prefix is reused after."""
