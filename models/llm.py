@@ -49,10 +49,11 @@ SMOLLM2: Final = "smollm2-135m-instruct"
 SMOLLM2_DEFAULTS: Final = SamplingDefaults(temperature=0.2, top_k=-1, top_p=0.9, max_tokens=256)
 # Prompt tokens per forward call of the CPU graph: bounds the logits and attention scratch.
 CPU_PREFILL_CHUNK: Final = 128
-# A decode step is ~1,000 small kernels; spinning workers double its CPU time and, when other
-# processes want the cores, its latency (measured 2x on 2 busy cores), so they sleep instead.
-# (A session on the factory's global thread pool keeps the pool's own setting.)
-CPU_SESSION_CONFIG: Final = {"session.intra_op.allow_spinning": "0"}
+# Spinning intra-op workers: a decode step is ~1,000 small kernels, and workers that spin between
+# them answer faster on idle cores, but they double the step's CPU time and, when other processes
+# want the cores, its latency (measured 2x on 2 busy cores). Off unless asked for (as in
+# onnxruntime-genai). A session on the factory's global thread pool keeps the pool's setting.
+SPIN_CONFIG: Final = "session.intra_op.allow_spinning"
 
 
 class ChatModel:
@@ -73,12 +74,14 @@ class ChatModel:
         defaults: SamplingDefaults = SMOLLM2_DEFAULTS,
         seed: int | None = None,
         target: Target = "cpu",
+        spin: bool = False,
     ) -> None:
         self.manifest = manifest
         self.defaults = defaults
         self.seed = seed
         self.format = ChatMLFormat.from_template(manifest.chat_template)
         self._sessions: list[LoadedSession] = []
+        self._spin = spin
         decoder = self._open(target, max_length, num_slots)
         tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
         self.loop = TextGenerationLoop(decoder, tokenizer, manifest.special_tokens.eos_token_ids)
@@ -121,7 +124,7 @@ class ChatModel:
         loaded = factory.create(
             self.manifest.variant("cpu").graphs["decoder"].path,
             target="cpu",
-            session_config=CPU_SESSION_CONFIG,
+            session_config={SPIN_CONFIG: "1" if self._spin else "0"},
         )
         self._sessions.append(loaded)
         context = self.manifest.context_length
@@ -231,13 +234,19 @@ def load_chat_model(manifest: Manifest) -> ChatModel:
     ``IMAGINE_EDGE_LLM_TARGET`` = cpu (default) | qnn | auto picks the graphs: on x86-64 the HTP
     backend is a simulator hundreds of times slower than the CPU EP, so QNN is opt-in there.
     ``IMAGINE_EDGE_LLM_MAX_LENGTH`` caps the CPU graph's KV cache (default: the model's context;
-    pages are touched only as positions fill).
+    pages are touched only as positions fill). ``IMAGINE_EDGE_LLM_SPIN=1`` lets the CPU graph's
+    intra-op workers spin (faster on otherwise idle cores; see ``SPIN_CONFIG``).
     """
     target = os.environ.get("IMAGINE_EDGE_LLM_TARGET", "cpu")
     if target not in ("cpu", "qnn", "auto"):
         raise ValueError(f"IMAGINE_EDGE_LLM_TARGET must be cpu, qnn or auto, got {target!r}")
     raw = os.environ.get("IMAGINE_EDGE_LLM_MAX_LENGTH")
-    return ChatModel(manifest, max_length=int(raw) if raw else None, target=cast(Target, target))
+    return ChatModel(
+        manifest,
+        max_length=int(raw) if raw else None,
+        target=cast(Target, target),
+        spin=os.environ.get("IMAGINE_EDGE_LLM_SPIN", "0") == "1",
+    )
 
 
 def load_smollm2() -> ChatModel:
