@@ -32,8 +32,9 @@ import numpy.typing as npt
 from tokenizers import Tokenizer
 
 from imagine_edge.models.base import GenerationChunk, GenerationStats
+from imagine_edge.models.prepare.bergamot import QNN_MASK, QNN_SOURCE_LENGTH
 from imagine_edge.models.store import Manifest, prepared
-from imagine_edge.runtime.session import LoadedSession, Target, shared_factory
+from imagine_edge.runtime.session import LoadedSession, shared_factory
 from imagine_edge.sdk.errors import InvalidRequestError
 from imagine_edge.sdk.types import FinishReason, TranslateRequest
 
@@ -129,31 +130,39 @@ class BergamotTranslator:
             with np.load(manifest.root / facts["shortlist"]) as npz:
                 self._shortlist = (facts["shortlist_first"], npz["offsets"], npz["lists"])
         self.tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
-        graphs = manifest.variant(variant).graphs
-        cpu = manifest.variant("cpu").graphs if variant != "cpu" else graphs
-        target: Target = "qnn" if manifest.variant(variant).ep == "qnn" else "cpu"
+        cpu = manifest.variant("cpu").graphs
         factory = shared_factory()
-        self._encoder: LoadedSession | None = factory.create(graphs["encoder"].path, target=target)
+        self._encoder: LoadedSession | None = factory.create(cpu["encoder"].path, target="cpu")
         self._decoder: LoadedSession | None = factory.create(cpu["decoder"].path, target="cpu")
-        self._files = [graphs["encoder"].path, cpu["decoder"].path]
+        self._files = [cpu["encoder"].path, cpu["decoder"].path]
+        # The QNN variant adds a static-shape encoder for the HTP; sources longer than its
+        # length still go through the CPU encoder.
+        self._npu_encoder: LoadedSession | None = None
+        if variant != "cpu":
+            npu = manifest.variant(variant).graphs["encoder"].path
+            self._npu_encoder = factory.create(npu, target="qnn")
+            self._files.append(npu)
 
     # ------------------------------------------------------------------ LoadedModel
 
     @property
     def execution_provider(self) -> str:
         enc, dec = self._sessions()
-        if enc.provider == dec.provider and not enc.fallback_reason:
+        if self._npu_encoder is None:
             return enc.provider
-        return f"encoder: {enc.describe()}; decoder: {dec.describe()}"
+        return (
+            f"encoder: {self._npu_encoder.describe()} (sources up to {QNN_SOURCE_LENGTH} tokens; "
+            f"longer on {enc.provider}); decoder: {dec.describe()}"
+        )
 
     def resident_bytes(self) -> int:
         return sum(p.stat().st_size for p in self._files if p.is_file())
 
     def close(self) -> None:
-        for s in (self._encoder, self._decoder):
+        for s in (self._encoder, self._decoder, self._npu_encoder):
             if s is not None:
                 s.close()
-        self._encoder = self._decoder = None
+        self._encoder = self._decoder = self._npu_encoder = None
 
     def _sessions(self) -> tuple[LoadedSession, LoadedSession]:
         if self._encoder is None or self._decoder is None:
@@ -252,12 +261,25 @@ class BergamotTranslator:
         """Cross K/V of a batch of sources (padded with ``</s>``) and the additive source mask."""
         enc, _ = self._sessions()
         length = max(len(s) for s in sources)
+        if self._npu_encoder is not None and len(sources) == 1 and length <= QNN_SOURCE_LENGTH:
+            return self._encode_npu(sources[0])
         ids = np.full((len(sources), length), self.eos, np.int64)
         mask = np.zeros((len(sources), length), np.float32)
         for i, s in enumerate(sources):
             ids[i, : len(s)] = s
             mask[i, len(s) :] = MASKED
         cross_k, cross_v = enc.session.run(None, {"input_ids": ids, "src_mask": mask})
+        return cross_k, cross_v, mask
+
+    def _encode_npu(self, source: Sequence[int]) -> tuple[Floats, Floats, Floats]:
+        """The static-shape QNN encoder: pad to its length; the decoder masks the padding."""
+        assert self._npu_encoder is not None
+        ids = np.full((1, QNN_SOURCE_LENGTH), self.eos, np.int64)
+        ids[0, : len(source)] = source
+        mask = np.zeros((1, QNN_SOURCE_LENGTH), np.float32)
+        mask[0, len(source) :] = QNN_MASK
+        cross_k, cross_v = self._npu_encoder.session.run(None, {"input_ids": ids, "src_mask": mask})
+        mask[0, len(source) :] = MASKED  # the CPU decoder takes the usual large negative
         return cross_k, cross_v, mask
 
     def _greedy(
@@ -331,15 +353,18 @@ def _request(model: str, text: str) -> TranslateRequest:
     return TranslateRequest(prompt=text, model=model, stream=False)
 
 
-def _load(name: str) -> BergamotTranslator:
-    return BergamotTranslator(prepared(name, ["cpu"]), variant="cpu")
+def _load(name: str, variant: str) -> BergamotTranslator:
+    variants = ["cpu"] if variant == "cpu" else ["cpu", variant]
+    return BergamotTranslator(prepared(name, variants), variant=variant)
 
 
-def load_bergamot_en_pt() -> BergamotTranslator:
-    """English -> Portuguese (prepared into the model store on first use)."""
-    return _load(BERGAMOT_EN_PT)
+def load_bergamot_en_pt(variant: str = "cpu") -> BergamotTranslator:
+    """English -> Portuguese (prepared into the model store on first use); ``variant`` "qnn"
+    runs the encoder on the QNN HTP."""
+    return _load(BERGAMOT_EN_PT, variant)
 
 
-def load_bergamot_pt_en() -> BergamotTranslator:
-    """Portuguese -> English (prepared into the model store on first use)."""
-    return _load(BERGAMOT_PT_EN)
+def load_bergamot_pt_en(variant: str = "cpu") -> BergamotTranslator:
+    """Portuguese -> English (prepared into the model store on first use); ``variant`` "qnn"
+    runs the encoder on the QNN HTP."""
+    return _load(BERGAMOT_PT_EN, variant)

@@ -42,11 +42,14 @@ __all__ = [
     "EN_PT_MODEL_CARD",
     "MARIAN_JSON",
     "PT_EN_MODEL_CARD",
+    "QNN_MASK",
+    "QNN_SOURCE_LENGTH",
     "BergamotConfig",
     "MarianItem",
     "bergamot_weights",
     "prepare_base",
     "prepare_cpu",
+    "prepare_qnn",
     "read_marian",
     "read_shortlist",
 ]
@@ -61,6 +64,10 @@ WEIGHTS: Final = "weights.npz"
 MARIAN_JSON: Final = "marian.json"
 SHORTLIST: Final = "shortlist.npz"
 SHORTLIST_MAGIC: Final = 0xF11A48D5013417F5
+# The QNN encoder's static source length (longer sentences use the CPU encoder) and its padding
+# mask value: it shares the 16-bit range of the attention scores, so it stays small (QNN.md).
+QNN_SOURCE_LENGTH: Final = 64
+QNN_MASK: Final = -30.0
 EOS_ID: Final = 0  # "</s>" in every Marian SentencePiece vocabulary
 UNK_ID: Final = 1
 
@@ -287,5 +294,85 @@ def prepare_cpu(manifest: Manifest, out: Path) -> Variant:
             "encoder: input_ids [B, S], src_mask [B, S] -> cross_k/cross_v [B, L, H, S, d]; "
             "decoder: prev_ids [B] (vocab_size = start), position, SSRU states [L, B, D], "
             "cross K/V, src_mask -> logits [B, vocab] and the next states."
+        ),
+    )
+
+
+# Calibration text for the QNN encoder's activation ranges, in each source language: everyday
+# sentences of varied length, so that padding and long-range attention are both seen.
+CALIBRATION: Final[dict[str, tuple[str, ...]]] = {
+    "en": (
+        "How are you today?",
+        "The train to Lisbon leaves at seven in the morning, so we should pack tonight.",
+        "I don't know.",
+        "Please call me when you arrive at the airport.",
+        "The committee approved the new budget after a long discussion about schools, roads "
+        "and the cost of public transport in the northern districts of the city.",
+        "Thank you very much for your help!",
+        "Where is the nearest pharmacy?",
+        "She wrote three books about the history of music in Brazil.",
+        "It rained all week, but on Sunday the sun came out and everyone went to the beach.",
+        "Can I pay by card?",
+    ),
+    "pt": (
+        "Como você está hoje?",
+        "O trem para Lisboa sai às sete da manhã, então devemos fazer as malas hoje à noite.",
+        "Eu não sei.",
+        "Por favor, me ligue quando chegar ao aeroporto.",
+        "O comitê aprovou o novo orçamento depois de uma longa discussão sobre escolas, "
+        "estradas e o custo do transporte público nos bairros do norte da cidade.",
+        "Muito obrigado pela sua ajuda!",
+        "Onde fica a farmácia mais próxima?",
+        "Ela escreveu três livros sobre a história da música no Brasil.",
+        "Choveu a semana toda, mas no domingo o sol apareceu e todos foram à praia.",
+        "Posso pagar com cartão?",
+    ),
+}
+
+
+def _calibration_feeds(manifest: Manifest) -> list[dict[str, npt.NDArray[Any]]]:
+    from tokenizers import Tokenizer
+
+    source = str(manifest.options.get("source_language", ""))
+    if source not in CALIBRATION:
+        raise ValueError(
+            f"{manifest.name}: option source_language must be one of {sorted(CALIBRATION)}, "
+            f"got {source!r}"
+        )
+    tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
+    feeds: list[dict[str, npt.NDArray[Any]]] = []
+    for text in CALIBRATION[source]:
+        ids = tokenizer.encode(text, add_special_tokens=False).ids[: QNN_SOURCE_LENGTH - 1]
+        ids.append(EOS_ID)
+        padded = np.full((1, QNN_SOURCE_LENGTH), EOS_ID, np.int64)
+        padded[0, : len(ids)] = ids
+        mask = np.zeros((1, QNN_SOURCE_LENGTH), np.float32)
+        mask[0, len(ids) :] = QNN_MASK
+        feeds.append({"input_ids": padded, "src_mask": mask})
+    return feeds
+
+
+def prepare_qnn(manifest: Manifest, out: Path) -> Variant:
+    """A static-shape QDQ encoder for the HTP; the SSRU decoder step stays on the CPU.
+
+    The decoder step is a few hundred kFLOP per token whose cost is call overhead: moving it to
+    the NPU would not pay for the round trip, while the encoder runs once per sentence.
+    """
+    from imagine_edge.models.prepare import bergamot_graphs  # torch: preparation only
+
+    weights, config = _load(manifest)
+    graphs = bergamot_graphs.export_qnn_encoder(
+        weights, config, out, _calibration_feeds(manifest), QNN_SOURCE_LENGTH
+    )
+    return Variant(
+        ep="qnn",
+        dir=out,
+        quantization="encoder QDQ: uint8 per-channel weights, uint16 activations",
+        graphs=graphs,
+        options={"source_length": QNN_SOURCE_LENGTH, "mask": str(QNN_MASK)},
+        notes=(
+            f"encoder with static shapes [1, {QNN_SOURCE_LENGTH}] (padding masked with "
+            f"{QNN_MASK}) for QNNExecutionProvider, every node on the HTP; longer sources and "
+            "the decoder step use the 'cpu' variant's graphs on the CPU EP."
         ),
     )

@@ -21,8 +21,9 @@ Graphs (batch B, source length S, L decoder layers, H heads of d):
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +33,7 @@ from torch import nn
 from imagine_edge.models.prepare.bergamot import BergamotConfig
 from imagine_edge.models.store import GraphFile
 
-__all__ = ["BergamotDecoder", "BergamotEncoder", "export_cpu"]
+__all__ = ["BergamotDecoder", "BergamotEncoder", "export_cpu", "export_qnn_encoder"]
 
 OPSET: Final = 17
 LN_EPS: Final = 1e-9  # Marian's layerNorm epsilon
@@ -182,7 +183,9 @@ def _export(
     outputs: list[str],
     dynamic: dict[str, dict[int, str]],
 ) -> GraphFile:
-    with torch.no_grad():
+    # The tracer warns that shape-derived values become constants: intended for these graphs.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             module.eval(),
             args,
@@ -241,3 +244,36 @@ def export_cpu(weights: Weights, config: BergamotConfig, out: Path) -> dict[str,
         },
     )
     return {"encoder": encoder, "decoder": decoder}
+
+
+def export_qnn_encoder(
+    weights: Weights,
+    config: BergamotConfig,
+    out: Path,
+    feeds: list[dict[str, npt.NDArray[Any]]],
+    length: int,
+) -> dict[str, GraphFile]:
+    """The encoder with static shapes ``[1, length]`` as a QDQ graph for the HTP.
+
+    Sources shorter than ``length`` are padded by the host and masked with ``QNN_MASK`` (in
+    ``bergamot.py``; the mask shares the 16-bit range of the attention scores, so -1e9 would
+    swamp it, QNN.md).
+    """
+    from imagine_edge.models.prepare.whisper_graphs import quantize_qdq
+
+    scratch = out / ".float"
+    scratch.mkdir()
+    float_graph = _export(
+        BergamotEncoder(weights, config),
+        (torch.zeros(1, length, dtype=torch.int64), torch.zeros(1, length)),
+        scratch / "encoder.onnx",
+        ["input_ids", "src_mask"],
+        ["cross_k", "cross_v"],
+        {},
+    )
+    target = out / "encoder.onnx"
+    quantize_qdq(float_graph.path, target, feeds)
+    for leftover in scratch.iterdir():
+        leftover.unlink()
+    scratch.rmdir()
+    return {"encoder": GraphFile(target, float_graph.inputs, float_graph.outputs)}

@@ -45,10 +45,12 @@ __all__ = [
     "TINY_EN_MODEL_CARD",
     "WHISPER_JSON",
     "Ct2Model",
+    "calibration_mels",
     "hf_whisper",
     "prepare_base",
     "prepare_base_split",
     "prepare_cpu",
+    "prepare_qnn",
     "read_ct2",
     "whisper_state_dict",
 ]
@@ -401,5 +403,58 @@ def prepare_cpu(manifest: Manifest, out: Path) -> Variant:
             "encoder: mel [1, n_mels, 3000] -> cross_k/cross_v [layers, heads, 1500, head_dim]; "
             "decoder: input_ids, positions, additive mask, past_k/past_v -> last-position "
             "logits and present_k/present_v."
+        ),
+    )
+
+
+# Real speech for calibrating the QNN encoder's activation ranges: the recordings that the
+# ``moonshine-voice`` package ships (a preparation-time dependency of the QNN variant only).
+CALIBRATION_PACKAGE: Final = "moonshine_voice"
+CALIBRATION_FILES: Final = ("beckett.wav", "two_cities.wav", "endgame_nagg_nell.wav")
+N_FRAMES: Final = 3000
+
+
+def calibration_mels(n_mels: int) -> list[npt.NDArray[np.float32]]:
+    """Every 30-second log-mel window of the calibration recordings, plus near-silence."""
+    from imagine_edge.models.audio import HOP_LENGTH, load_audio, log_mel
+
+    try:
+        assets = _package_dir(CALIBRATION_PACKAGE) / "assets"
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"the QNN encoder is calibrated on real speech: {e} (test audio, MIT)"
+        ) from e
+    mels: list[npt.NDArray[np.float32]] = []
+    for name in CALIBRATION_FILES:
+        samples = load_audio((assets / name).read_bytes())
+        mel = log_mel(samples, n_mels, pad_samples=N_FRAMES * HOP_LENGTH)
+        content = len(samples) // HOP_LENGTH
+        mels.extend(mel[:, s : s + N_FRAMES] for s in range(0, content, N_FRAMES))
+    quiet = np.random.default_rng(0).standard_normal(5 * 16_000).astype(np.float32) * 1e-3
+    mels.append(log_mel(quiet, n_mels, pad_samples=N_FRAMES * HOP_LENGTH)[:, :N_FRAMES])
+    return mels
+
+
+def prepare_qnn(manifest: Manifest, out: Path) -> Variant:
+    """A static QDQ encoder for the HTP; the decoder stays the CPU variant's.
+
+    The decoder's self-attention cache grows by one row per token, which the HTP's static
+    shapes would turn into one padded graph per length bucket; the encoder is where the
+    compute is (a 30-second window is ~20 GFLOP for tiny), and its cross K/V are computed once
+    per window, so it is the part worth moving to the NPU.
+    """
+    from imagine_edge.models.prepare import whisper_graphs  # torch: preparation only
+
+    model, facts = _load_float(manifest)
+    graphs = whisper_graphs.export_qnn_encoder(model, out, calibration_mels(int(facts["n_mels"])))
+    return Variant(
+        ep="qnn",
+        dir=out,
+        quantization="encoder QDQ: uint8 per-channel weights, uint16 activations",
+        graphs=graphs,
+        options={"calibration": ",".join(CALIBRATION_FILES)},
+        notes=(
+            "encoder (mel [1, n_mels, 3000] -> cross_k/cross_v) for QNNExecutionProvider with "
+            "every node on the HTP; the decoder is the 'cpu' variant's graph on the CPU EP."
         ),
     )

@@ -12,16 +12,27 @@ and only plain ops (MatMul, Softmax, LayerNormalization, Gelu, Conv) appear, whi
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from imagine_edge.models.store import GraphFile
 
-__all__ = ["DecoderGraph", "EncoderGraph", "export_cpu", "export_decoder", "export_encoder"]
+__all__ = [
+    "DecoderGraph",
+    "EncoderGraph",
+    "export_cpu",
+    "export_decoder",
+    "export_encoder",
+    "export_qnn_encoder",
+    "quantize_qdq",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +142,9 @@ class DecoderGraph(nn.Module):
 
 
 def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, **kw: Any) -> None:
-    with torch.no_grad():
+    # The tracer warns that shape-derived values become constants: intended for these graphs.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             module,
             args,
@@ -201,3 +214,53 @@ def export_cpu(model: Any, out: Path) -> dict[str, GraphFile]:
         "encoder": export_encoder(model, out / "encoder.onnx"),
         "decoder": export_decoder(model, out / "decoder.onnx"),
     }
+
+
+class _Feeds:
+    """A CalibrationDataReader over recorded input feeds."""
+
+    def __init__(self, feeds: list[dict[str, npt.NDArray[Any]]]) -> None:
+        self._feeds = iter(feeds)
+
+    def get_next(self) -> dict[str, npt.NDArray[Any]] | None:
+        return next(self._feeds, None)
+
+
+def quantize_qdq(
+    float_path: Path, out_path: Path, feeds: list[dict[str, npt.NDArray[Any]]]
+) -> None:
+    """QDQ-quantize a static graph for the HTP (QNN.md's recipe): fuse what the HTP cannot run
+    as exported (Erf-GELU, decomposed LayerNorm), then uint16 activations and uint8 per-channel
+    weights, calibrated on ``feeds``."""
+    from onnxruntime.quantization import QuantType, quantize
+    from onnxruntime.quantization.execution_providers.qnn import (
+        get_qnn_qdq_config,
+        qnn_preprocess_model,
+    )
+
+    pre = out_path.with_name(out_path.stem + ".pre.onnx")
+    source = pre if qnn_preprocess_model(float_path, pre, fuse_layernorm=True) else float_path
+    config = get_qnn_qdq_config(
+        source,
+        _Feeds(feeds),
+        activation_type=QuantType.QUInt16,
+        weight_type=QuantType.QUInt8,
+        per_channel=True,
+    )
+    quantize(source, out_path, config)
+    pre.unlink(missing_ok=True)
+
+
+def export_qnn_encoder(
+    model: Any, out: Path, mels: list[npt.NDArray[np.float32]]
+) -> dict[str, GraphFile]:
+    """The encoder as a static QDQ graph for the HTP, calibrated on real log-mel windows."""
+    scratch = out / ".float"
+    scratch.mkdir()
+    float_graph = export_encoder(model, scratch / "encoder.onnx")
+    target = out / "encoder.onnx"
+    quantize_qdq(float_graph.path, target, [{"mel": m[None]} for m in mels])
+    for leftover in scratch.iterdir():
+        leftover.unlink()
+    scratch.rmdir()
+    return {"encoder": GraphFile(target, float_graph.inputs, float_graph.outputs)}

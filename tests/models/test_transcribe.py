@@ -20,12 +20,15 @@ import soundfile as sf
 
 from imagine_edge.models.audio import load_audio
 from imagine_edge.models.prepare.whisper import read_ct2, whisper_state_dict
+from imagine_edge.models.store import prepared
 from imagine_edge.models.transcribe import (
+    WHISPER_TINY_EN,
     WhisperTranscriber,
     _Specials,
     apply_timestamp_rules,
     load_whisper_tiny_en,
 )
+from imagine_edge.runtime.session import shared_factory
 
 BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
 TWO_CITIES = (
@@ -227,3 +230,33 @@ def test_silence_gives_no_text_and_cancel_stops(tiny_en: WhisperTranscriber) -> 
     assert tiny_en.transcribe_samples(samples, cancelled) == ""
     assert tiny_en.execution_provider == "CPUExecutionProvider"
     assert tiny_en.resident_bytes() > 100_000_000
+
+
+# ---------------------------------------------------------------- QNN HTP
+
+
+def _require_qnn() -> None:
+    from imagine_edge.runtime.providers import qnn_unavailable_reason
+
+    reason = qnn_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"QNN EP unavailable: {reason}")
+
+
+@pytest.mark.qnn
+@pytest.mark.model
+def test_qnn_encoder_runs_every_node_on_the_htp() -> None:
+    # Placement only: one encoder call takes minutes on the x86 HTP simulator (it matched the
+    # CPU encoder at cosine 0.999 and gave the same Beckett transcript when measured).
+    _require_qnn()
+    manifest = prepared(WHISPER_TINY_EN, ["cpu", "qnn"])
+    encoder = manifest.variant("qnn").graphs["encoder"].path
+    loaded = shared_factory().create(encoder, target="qnn")
+    assert loaded.provider == "QNNExecutionProvider"
+    assert set(loaded.node_assignment) == {"QNNExecutionProvider"}
+    assert sum(loaded.node_assignment.values()) >= 1
+    model = WhisperTranscriber(manifest, variant="qnn")
+    assert model.execution_provider == (
+        "encoder: QNNExecutionProvider; decoder: CPUExecutionProvider"
+    )
+    model.close()

@@ -204,3 +204,24 @@ def test_max_tokens_and_cancel(en_pt: BergamotTranslator) -> None:
     with pytest.raises(InvalidRequestError, match="max_tokens"):
         list(en_pt.translate(bad, threading.Event()))
     assert en_pt.execution_provider == "CPUExecutionProvider"
+
+
+@pytest.mark.qnn
+@pytest.mark.model
+def test_qnn_encoder_placement_and_output(en_pt: BergamotTranslator) -> None:
+    from imagine_edge.runtime.providers import qnn_unavailable_reason
+
+    reason = qnn_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"QNN EP unavailable: {reason}")
+    npu = load_bergamot_en_pt("qnn")
+    try:
+        assert npu._npu_encoder is not None
+        assert set(npu._npu_encoder.node_assignment) == {"QNNExecutionProvider"}
+        assert npu.execution_provider.startswith("encoder: QNNExecutionProvider")
+        # A few sentences only: each encoder call is ~1 s on the simulator. The 8/16-bit
+        # encoder gives the float encoder's words.
+        for sentence in EN[:2]:
+            assert npu.translate_text(sentence) == en_pt.translate_text(sentence)
+    finally:
+        npu.close()
