@@ -56,6 +56,7 @@ __all__ = [
     "KVCachePool",
     "KVSlot",
     "SharedBufferDecoder",
+    "quiet_run_options",
     "reusable_prefix",
 ]
 
@@ -308,6 +309,28 @@ class Decoder(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(slots=True)
+class _Bound:
+    """A slot's IOBinding and what is currently bound to it."""
+
+    io: Any
+    tokens_ptr: int
+    # (address of the logits buffer, rows) bound as the ``logits`` output.
+    logits: tuple[int, int] = (0, 0)
+
+
+def quiet_run_options() -> ort.RunOptions:
+    """Run options for a per-token loop.
+
+    onnxruntime's Python ``run_with_iobinding`` looks up the WebGPU graph-capture id in the run
+    options on every call; when the entry is missing the lookup raises and catches a C++
+    exception, ~0.1 ms a call on a busy core. "-1" (capture off) makes it a plain read.
+    """
+    options = ort.RunOptions()
+    options.add_run_config_entry("gpu_graph_id", "-1")
+    return options
+
+
 class SharedBufferDecoder:
     """The forward step of a GroupQueryAttention decoder with past and present sharing buffers."""
 
@@ -323,10 +346,12 @@ class SharedBufferDecoder:
         self._spec = spec
         self._pool = KVCachePool(spec, num_slots)
         self._provider = provider
-        self._run_options = ort.RunOptions()
+        self._run_options = quiet_run_options()
         self._mask = np.ones(spec.max_length, np.int64)
+        self._mask_ptr: int = self._mask.ctypes.data
         self._positions = np.arange(spec.max_length, dtype=np.int64)
         self._logits_one = np.zeros((1, 1, spec.vocab_size), np.float32)
+        self._logits_one_ptr: int = self._logits_one.ctypes.data
         self._last_one: npt.NDArray[np.float32] = self._logits_one[0, 0]
         # Logits of every position of a prompt chunk, when the LM head is not pruned.
         self._logits_chunk: npt.NDArray[np.float32] | None = None
@@ -343,7 +368,7 @@ class SharedBufferDecoder:
     def provider(self) -> str:
         return self._provider
 
-    def _bind_slot(self, slot: KVSlot) -> Any:
+    def _bind_slot(self, slot: KVSlot) -> _Bound:
         """Bind the slot's buffers as both past and present, once for the slot's lifetime."""
         binding = self._session.io_binding()
         shape = list(slot.keys[0].shape)
@@ -353,17 +378,18 @@ class SharedBufferDecoder:
                 ptr = buf.ctypes.data
                 binding.bind_input(f"past_key_values.{layer}.{kind}", "cpu", 0, dtype, shape, ptr)
                 binding.bind_output(f"present.{layer}.{kind}", "cpu", 0, dtype, shape, ptr)
-        return binding
+        return _Bound(binding, slot.tokens.ctypes.data)
 
-    def _logits_target(self, count: int) -> tuple[npt.NDArray[np.float32], list[int]]:
+    def _logits_target(self, count: int) -> tuple[npt.NDArray[np.float32], int, int]:
+        """The buffer the logits of ``count`` tokens go to, its address and the rows filled."""
         if count == 1 or self._spec.last_logits_only:
-            return self._logits_one, [1, 1, self._spec.vocab_size]
+            return self._logits_one, self._logits_one_ptr, 1
         chunk = self._logits_chunk
         if chunk is None or chunk.shape[1] < count:
             rows = max(count, self._spec.prefill_chunk)
             chunk = np.empty((1, rows, self._spec.vocab_size), np.float32)
             self._logits_chunk = chunk
-        return chunk, [1, count, self._spec.vocab_size]
+        return chunk, chunk.ctypes.data, count
 
     def forward(self, slot: KVSlot, count: int) -> npt.NDArray[np.float32]:
         start = slot.length
@@ -373,19 +399,21 @@ class SharedBufferDecoder:
                 f"cannot run {count} tokens after {start}: the KV cache holds "
                 f"{self._spec.max_length} positions"
             )
-        if slot.binding is None:
-            slot.binding = self._bind_slot(slot)
-        binding = slot.binding
-        ids_ptr = slot.tokens.ctypes.data + start * 8
-        binding.bind_input("input_ids", "cpu", 0, np.int64, [1, count], ids_ptr)
-        binding.bind_input("attention_mask", "cpu", 0, np.int64, [1, total], self._mask.ctypes.data)
+        bound: _Bound = slot.binding or self._bind_slot(slot)
+        slot.binding = bound
+        io = bound.io
+        # Only what moves is rebound: the ids and mask views, and the logits on a shape change.
+        io.bind_input("input_ids", "cpu", 0, np.int64, [1, count], bound.tokens_ptr + start * 8)
+        io.bind_input("attention_mask", "cpu", 0, np.int64, [1, total], self._mask_ptr)
         if self._spec.has_position_ids:
             pos_ptr = self._positions.ctypes.data + start * 8
-            binding.bind_input("position_ids", "cpu", 0, np.int64, [1, count], pos_ptr)
-        target, shape = self._logits_target(count)
-        binding.bind_output("logits", "cpu", 0, np.float32, shape, target.ctypes.data)
+            io.bind_input("position_ids", "cpu", 0, np.int64, [1, count], pos_ptr)
+        target, ptr, rows = self._logits_target(count)
+        if bound.logits != (ptr, rows):
+            io.bind_output("logits", "cpu", 0, np.float32, [1, rows, self._spec.vocab_size], ptr)
+            bound.logits = (ptr, rows)
         try:
-            self._session.run_with_iobinding(binding, self._run_options)
+            self._session.run_with_iobinding(io, self._run_options)
         except Exception as exc:
             raise ModelRunError(f"decoder step failed at position {start}: {exc}") from exc
         slot.length = total

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from imagine_edge.runtime.kv_cache import DecoderSpec, KVCachePool, KVSlot
+from imagine_edge.runtime.kv_cache import DecoderSpec, KVCachePool, KVSlot, quiet_run_options
 from imagine_edge.sdk.errors import ContextLengthError, ModelRunError
 
 __all__ = ["MASK_VALUE", "StaticDecoder", "static_spec"]
@@ -141,7 +141,7 @@ class StaticDecoder:
         self._pad_id = pad_id
         self._prefill = _Graph(prefill, "prefill", self._spec.prefill_chunk, self._spec)
         self._decode = _Graph(decode, "decode", 1, self._spec)
-        self._run_options = ort.RunOptions()
+        self._run_options = quiet_run_options()
 
     @property
     def spec(self) -> DecoderSpec:
