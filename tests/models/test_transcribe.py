@@ -26,6 +26,7 @@ from imagine_edge.models.transcribe import (
     WhisperTranscriber,
     _Specials,
     apply_timestamp_rules,
+    load_whisper_base,
     load_whisper_tiny_en,
 )
 from imagine_edge.runtime.session import shared_factory
@@ -228,6 +229,7 @@ def test_silence_gives_no_text_and_cancel_stops(tiny_en: WhisperTranscriber) -> 
     cancelled.set()
     samples = load_audio((_assets() / "beckett.wav").read_bytes())
     assert tiny_en.transcribe_samples(samples, cancelled) == ""
+    assert tiny_en.detect_language(samples) is None  # English-only: no language token
     assert tiny_en.execution_provider == "CPUExecutionProvider"
     assert tiny_en.resident_bytes() > 100_000_000
 
@@ -260,3 +262,16 @@ def test_qnn_encoder_runs_every_node_on_the_htp() -> None:
         "encoder: QNNExecutionProvider; decoder: CPUExecutionProvider"
     )
     model.close()
+
+
+@pytest.mark.model
+def test_multilingual_base_detects_english_and_transcribes() -> None:
+    model = load_whisper_base()
+    try:
+        samples = load_audio((_assets() / "beckett.wav").read_bytes())
+        assert model.multilingual
+        assert model.detect_language(samples) == "en"
+        text = model.transcribe_samples(samples)
+        assert wer(BECKETT, text) <= 0.10, text
+    finally:
+        model.close()
