@@ -51,7 +51,7 @@ const char *ie_isa(void) {
 size_t ie_workspace_bytes(int64_t vocab) {
     if (vocab < 1 || vocab > IE_MAX_VOCAB) return 0;
     const size_t vpad = (size_t)(vocab + IE_PAD - 1) / IE_PAD * IE_PAD;
-    return 2 * vpad * sizeof(int32_t) + (size_t)vocab * sizeof(ie_cand);
+    return (2 * vpad + IE_PAD) * sizeof(int32_t) + (size_t)vocab * sizeof(ie_cand);
 }
 
 ie_status ie_sample(float *logits, int64_t vocab, const ie_params *p, const ie_history *h,

@@ -104,6 +104,19 @@ static inline ie_vf ie_maxf(ie_vf a, ie_vf b) {
 #endif
 }
 
+/* Bit l set when mask lane l is set (MOVMSKPS on SSE/AVX). */
+static inline unsigned ie_movemask(ie_vi mask) {
+#if defined(__AVX__) && IE_LANES == 8
+    return (unsigned)_mm256_movemask_ps((__m256)mask);
+#elif defined(__SSE2__) && IE_LANES == 4
+    return (unsigned)_mm_movemask_ps((__m128)mask);
+#else
+    unsigned bits = 0;
+    for (int l = 0; l < IE_LANES; l++) bits |= (unsigned)(mask[l] != 0) << l;
+    return bits;
+#endif
+}
+
 static inline int ie_any(ie_vi mask) {
     ie_vq q = (ie_vq)mask;
     uint64_t any = 0;
@@ -115,21 +128,20 @@ static inline int ie_any(ie_vi mask) {
 static inline ie_vi ie_nonfinite(ie_vf x) { return (x != x) | (x == INFINITY); }
 
 /*
- * exp(d) for d <= 0: Cephes' expf (range reduction by ln 2 in two parts, degree-6 polynomial),
+ * exp(d) for d <= 0: Cody-Waite range reduction by ln 2 (in two parts) to |r| <= ln(2)/2, then
+ * 1 + r + r^2 q(r) with q a cubic fitted for relative error (max 1.8e-7 over [-87, 0], monotone);
  * clamped at d = -87 so that 2**n stays a normal float. Mirrors exp32() in _reference.py
  * operation for operation; the constants are exact float32 hex literals.
  */
 static inline ie_vf ie_exp_nonpos(ie_vf d) {
-    d = ie_maxf(ie_splatf(-0x1.5cp+6f), d); /* lo > d ? lo : d */
+    d = ie_maxf(ie_splatf(-0x1.5cp+6f), d); /* -87 > d ? -87 : d */
     ie_vf n = (d * 0x1.715476p+0f + 0x1.8p+23f) - 0x1.8p+23f;
     ie_vf r = d - n * 0x1.63p-1f;
     r = r - n * -0x1.bd0106p-13f;
     ie_vf z = r * r;
-    ie_vf p = r * 0x1.a0d2cep-13f + 0x1.6e879cp-10f;
-    p = p * r + 0x1.11121p-7f;
-    p = p * r + 0x1.555382p-5f;
-    p = p * r + 0x1.555554p-3f;
-    p = p * r + 0.5f;
+    ie_vf p = r * 0x1.106284p-7f + 0x1.5729fp-5f;
+    p = p * r + 0x1.5557aep-3f;
+    p = p * r + 0x1.fffdfcp-2f;
     p = p * z + r;
     p = p + 1.0f;
     ie_vi scale = (__builtin_convertvector(n, ie_vi) + 127) << 23;
@@ -151,7 +163,7 @@ void ie_sort_by_id(ie_cand *c, int64_t n);              /* id asc */
 ie_status IE_ISA(ie_sample_candidates)(float *logits, ie_cand *c, int64_t n, double top_p, double uniform,
                                int32_t *token);
 /* Temperature (multiply by inv_t), top-p and the draw over a whole row; w has room for twice
- * the row padded to IE_PAD, scratch for vocab candidates. */
+ * the row padded to IE_PAD plus IE_PAD, scratch for vocab candidates. */
 ie_status IE_ISA(ie_sample_row)(float *logits, int64_t vocab, float inv_t, double top_p,
                                 double uniform, int32_t *w, ie_cand *scratch, int32_t *token);
 

@@ -156,7 +156,7 @@ ie_status IE_ISA(ie_sample_one)(float *logits, int64_t vocab, const ie_params *p
 
     const float inv_t = (float)(1.0 / p->temperature);
     int32_t *w = (int32_t *)workspace;
-    ie_cand *c = (ie_cand *)(w + 2 * ((vocab + IE_PAD - 1) / IE_PAD * IE_PAD));
+    ie_cand *c = (ie_cand *)(w + 2 * ((vocab + IE_PAD - 1) / IE_PAD * IE_PAD) + IE_PAD);
     if (p->top_k > 0 && p->top_k < vocab) {
         return sample_top_k(logits, vocab, p, inv_t, uniform, w, c, token);
     }

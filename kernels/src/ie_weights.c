@@ -19,6 +19,9 @@
 #define IE_REFINE_MAX 64            /* a boundary bucket this small is simply sorted */
 #define IE_HEAVY (INT32_C(1) << 16) /* weight of a token listed in the first pass */
 #define IE_CHUNK (INT64_C(1) << 14) /* vectors per exact int32 accumulation, see ie_acc */
+/* Below this d = x - max every weight is exactly 0 (exp(-21.5) * 2**30 = 0.49 truncates to 0;
+ * tests check exp32 across the range), so a vector entirely below it skips the polynomial. */
+#define IE_ZERO_WEIGHT_D (-21.5f)
 
 /* The top-p cut: tokens with w > w_star, or w == w_star and id <= id_cut, are kept. */
 typedef struct ie_cut {
@@ -176,18 +179,24 @@ static ie_status row_max(const float *logits, int64_t vocab, float inv_t, float 
     return IE_OK;
 }
 
-/* Scales logits in place and stores all weights in w[0, vpad) (zero past vocab); returns W. */
-static int64_t scale_and_weigh(float *logits, int64_t vocab, float inv_t, float x_max,
-                               int32_t *w) {
+/* Stores all weights in w[0, vpad) (zero past vocab) and returns W; scales logits in place when
+ * `store` (top-p rewrites the row anyway, so it skips that store stream). */
+static int64_t scale_and_weigh(float *logits, int64_t vocab, float inv_t, float x_max, int32_t *w,
+                               int store) {
     const int64_t vpad = (vocab + IE_PAD - 1) / IE_PAD * IE_PAD;
     const int64_t body = vocab / IE_LANES * IE_LANES;
+    const ie_vf zero_below = ie_splatf(IE_ZERO_WEIGHT_D);
     ie_acc acc = {ie_splati(0), ie_splati(0)};
     int64_t total = 0;
     for (int64_t start = 0; start < body; start += IE_CHUNK * IE_LANES) {
         const int64_t end = start + IE_CHUNK * IE_LANES < body ? start + IE_CHUNK * IE_LANES : body;
         for (int64_t i = start; i < end; i += IE_LANES) {
             const ie_vf x = ie_loadf(logits + i) * inv_t;
-            ie_storef(logits + i, x);
+            if (store) ie_storef(logits + i, x);
+            if (!ie_any(x - x_max >= zero_below)) { /* most of a real vocabulary */
+                ie_storei(w + i, ie_splati(0));
+                continue;
+            }
             const ie_vi wi = ie_weights_v(x, x_max);
             ie_storei(w + i, wi);
             acc_add(&acc, wi);
@@ -196,7 +205,7 @@ static int64_t scale_and_weigh(float *logits, int64_t vocab, float inv_t, float 
     }
     for (int64_t i = body; i < vpad; i += IE_LANES) { /* tail and padding: -inf weighs 0 */
         const ie_vf x = load_tail(logits + i, vocab - i) * inv_t;
-        for (int64_t l = 0; i + l < vocab; l++) logits[i + l] = x[l];
+        for (int64_t l = 0; store && i + l < vocab; l++) logits[i + l] = x[l];
         const ie_vi wi = ie_weights_v(x, x_max);
         ie_storei(w + i, wi);
         acc_add(&acc, wi);
@@ -204,39 +213,50 @@ static int64_t scale_and_weigh(float *logits, int64_t vocab, float inv_t, float 
     return total + acc_take(&acc);
 }
 
-/* Lists the ids of heavy tokens (id order) into ids; returns their total weight. Branch-free in
- * two steps, since heavy tokens sit unpredictably: note the vectors holding one, then write
- * every lane of those and advance only past the heavy ones. */
-static int64_t list_heavy(const int32_t *w, int64_t vocab, int32_t *ids, int32_t *starts,
-                          int64_t *n_out) {
+/* Positions of the set bits of a 4-bit mask, and how many there are (left-packing table). */
+static const int32_t set_lanes[16][4] = {
+    {0, 0, 0, 0}, {0, 0, 0, 0}, {1, 0, 0, 0}, {0, 1, 0, 0}, {2, 0, 0, 0}, {0, 2, 0, 0},
+    {1, 2, 0, 0}, {0, 1, 2, 0}, {3, 0, 0, 0}, {0, 3, 0, 0}, {1, 3, 0, 0}, {0, 1, 3, 0},
+    {2, 3, 0, 0}, {0, 2, 3, 0}, {1, 2, 3, 0}, {0, 1, 2, 3},
+};
+static const int32_t set_count[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
+
+/* Lists the ids of heavy tokens (id order) into ids, which needs 4 entries of slack past the
+ * row; returns their total weight. Branch-free: a lane mask per vector indexes a left-packing
+ * table, so the unpredictable placement of heavy tokens costs no mispredictions. */
+static int64_t list_heavy(const int32_t *w, int64_t vocab, int32_t *ids, int64_t *n_out) {
     const int64_t vpad = (vocab + IE_PAD - 1) / IE_PAD * IE_PAD;
     const ie_vi heavy = ie_splati(IE_HEAVY - 1);
-    int64_t nv = 0;
-    for (int64_t i = 0; i < vpad; i += IE_LANES) {
-        starts[nv] = (int32_t)i;
-        nv += ie_any(ie_loadi(w + i) > heavy);
-    }
+    ie_acc acc = {ie_splati(0), ie_splati(0)};
     int64_t listed = 0, n = 0;
-    for (int64_t k = 0; k < nv; k++) {
-        for (int32_t j = starts[k]; j < starts[k] + IE_LANES; j++) { /* w is 0 past vocab */
-            const int take = w[j] >= IE_HEAVY;
-            ids[n] = j;
-            n += take;
-            listed += take ? w[j] : 0;
+    for (int64_t start = 0; start < vpad; start += IE_CHUNK * IE_LANES) {
+        const int64_t end = start + IE_CHUNK * IE_LANES < vpad ? start + IE_CHUNK * IE_LANES : vpad;
+        for (int64_t i = start; i < end; i += IE_LANES) { /* w is zero-padded past vocab */
+            const ie_vi wv = ie_loadi(w + i), take = wv > heavy;
+            acc_add(&acc, wv & take);
+            const unsigned mask = ie_movemask(take);
+            for (int h = 0; h < IE_LANES; h += 4) {
+                const unsigned nibble = (mask >> h) & 15u;
+                for (int q = 0; q < 4; q++) ids[n + q] = (int32_t)i + h + set_lanes[nibble][q];
+                n += set_count[nibble];
+            }
         }
+        listed += acc_take(&acc);
     }
     *n_out = n;
     return listed;
 }
 
-/* Top-p among the listed heavy tokens: cut, write the row (-inf but the kept x), draw. */
-static int32_t sample_listed(float *logits, int64_t vocab, const int32_t *w, const int32_t *ids,
-                             int64_t n, double target, double uniform, ie_cand *c) {
+/* Top-p among the listed heavy tokens: cut, write the row (-inf but the kept x), draw. The row
+ * still holds unscaled logits. */
+static int32_t sample_listed(float *logits, int64_t vocab, float inv_t, const int32_t *w,
+                             const int32_t *ids, int64_t n, double target, double uniform,
+                             ie_cand *c) {
     const ie_cut cut = cut_in_list(w, ids, n, target, c);
     int64_t m = 0;
     for (int64_t j = 0; j < n; j++) {
         const int32_t id = ids[j];
-        if (kept(w[id], id, cut)) c[m++] = (ie_cand){.x = logits[id], .id = id, .w = w[id]};
+        if (kept(w[id], id, cut)) c[m++] = (ie_cand){.x = logits[id] * inv_t, .id = id, .w = w[id]};
     }
     const ie_vf neg_inf = ie_splatf(-INFINITY);
     int64_t i = 0;
@@ -260,15 +280,19 @@ static int64_t gather_boundary(const int32_t *w, int64_t vpad, double target, in
     return n;
 }
 
-/* Top-p over the whole row when the heavy tokens do not hold the target mass. */
-static ie_cut cut_row(float *logits, int32_t *w, int64_t vocab, double target, ie_cand *c) {
+/* Top-p over the whole row when the heavy tokens do not hold the target mass; scales the kept
+ * logits (the row still holds unscaled ones) and writes -inf to the rest. */
+static ie_cut cut_row(float *logits, int32_t *w, int64_t vocab, float inv_t, double target,
+                      ie_cand *c) {
     const int64_t vpad = (vocab + IE_PAD - 1) / IE_PAD * IE_PAD;
     int64_t above = 0;
     int64_t n = gather_boundary(w, vpad, target, &above, c);
     n = refine_boundary(c, n, target, &above);
     const ie_cut cut = final_cut(c, n, target, above);
     for (int64_t i = 0; i < vocab; i++) {
-        if (!kept(w[i], (int32_t)i, cut)) {
+        if (kept(w[i], (int32_t)i, cut)) {
+            logits[i] *= inv_t;
+        } else {
             w[i] = 0;
             logits[i] = -INFINITY;
         }
@@ -293,14 +317,14 @@ static int32_t draw_row(const int32_t *w, int64_t vpad, int64_t total, double un
     return -1; /* unreachable: the weights sum to total > r */
 }
 
-/* w: 2 * vpad int32 (weights, then scratch); c: vocab candidates. */
+/* w: 2 * vpad + IE_PAD int32 (weights, then ids); c: vocab candidates. */
 ie_status IE_ISA(ie_sample_row)(float *logits, int64_t vocab, float inv_t, double top_p,
                                 double uniform, int32_t *w, ie_cand *c, int32_t *token) {
     float x_max = 0.0f;
     ie_status status = row_max(logits, vocab, inv_t, &x_max);
     if (status != IE_OK) return status;
     const int64_t vpad = (vocab + IE_PAD - 1) / IE_PAD * IE_PAD;
-    const int64_t total = scale_and_weigh(logits, vocab, inv_t, x_max, w);
+    const int64_t total = scale_and_weigh(logits, vocab, inv_t, x_max, w, top_p >= 1.0);
     int32_t id = -1;
     if (top_p >= 1.0) {
         id = draw_row(w, vpad, total, uniform);
@@ -308,11 +332,11 @@ ie_status IE_ISA(ie_sample_row)(float *logits, int64_t vocab, float inv_t, doubl
         const double target = top_p * (double)total;
         int64_t n = 0;
         int32_t *ids = w + vpad;
-        const int64_t listed = list_heavy(w, vocab, ids, (int32_t *)c, &n);
+        const int64_t listed = list_heavy(w, vocab, ids, &n);
         if ((double)listed >= target) {
-            id = sample_listed(logits, vocab, w, ids, n, target, uniform, c);
+            id = sample_listed(logits, vocab, inv_t, w, ids, n, target, uniform, c);
         } else {
-            id = draw_row(w, vpad, cut_row(logits, w, vocab, target, c).mass, uniform);
+            id = draw_row(w, vpad, cut_row(logits, w, vocab, inv_t, target, c).mass, uniform);
         }
     }
     if (id < 0) return IE_ERR_NO_CANDIDATE;

@@ -1,0 +1,97 @@
+"""pytest-benchmark suite for the sampling kernels: native and numpy reference side by side.
+
+Run with ``make bench`` (``pytest benchmarks --benchmark-enable --benchmark-only``); the unit test
+run skips it (``--benchmark-disable``, and ``tests/`` is the default test path). Each group is one
+operation at one vocabulary size; compare medians within a group.
+
+- full chain: repetition, presence and frequency penalties over a 512-token history, temperature
+  0.7, top_k 50, top_p 0.9, draw;
+- top-p alone: temperature 0.7, top_p 0.9, top_k off (the whole row goes through top-p);
+- greedy and temperature-only rows for context.
+
+Rows are seeded Gaussian logits (std 2.5): no peaked head, so top-p keeps thousands of tokens, a
+pessimistic case for it. Each round gets a fresh copy of the row (sampling works in place), made
+outside the timed region. The native backend runs on the CPU's best instruction set and, for
+comparison, on the portable baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from imagine_edge import kernels
+from imagine_edge.kernels import SamplingConfig, SequenceState
+
+VOCABS = (32_000, 49_152, 151_936)
+HISTORY = 512
+CONFIGS = {
+    "full-chain": SamplingConfig(
+        temperature=0.7,
+        top_k=50,
+        top_p=0.9,
+        repetition_penalty=1.1,
+        presence_penalty=0.5,
+        frequency_penalty=0.5,
+    ),
+    "top-p": SamplingConfig(temperature=0.7, top_p=0.9),
+    "temperature": SamplingConfig(temperature=0.7),
+    "greedy": SamplingConfig(temperature=0.0),
+}
+
+
+def _native_variants() -> list[str]:
+    if "native" not in kernels.available_backends():
+        return []
+    from imagine_edge.kernels import _native
+
+    best = _native.isa()
+    variants = [f"native-{best}"]
+    if best == "avx2":
+        variants.append("native-sse2")
+    return variants
+
+
+BACKENDS = ["reference", *_native_variants()]
+
+
+def _inputs(vocab: int) -> tuple[npt.NDArray[np.float32], SequenceState]:
+    rng = np.random.default_rng(vocab)
+    logits = (rng.standard_normal(vocab) * 2.5).astype(np.float32)
+    state = SequenceState(vocab)
+    for token in rng.integers(0, vocab, HISTORY):  # every penalty covers all 512 tokens
+        state.accept(int(token))
+    return logits, state
+
+
+@pytest.fixture(params=BACKENDS)
+def sampler(request: pytest.FixtureRequest) -> Iterator[Callable[..., int]]:
+    name: str = request.param
+    if name == "reference":
+        yield kernels.get_backend("reference").sample
+        return
+    from imagine_edge.kernels import _native
+
+    _native.select_isa(name.removeprefix("native-"))
+    try:
+        yield kernels.get_backend("native").sample
+    finally:
+        _native.select_isa(None)
+
+
+@pytest.mark.parametrize("vocab", VOCABS)
+@pytest.mark.parametrize("op", list(CONFIGS))
+def test_sample(benchmark, sampler: Callable[..., int], op: str, vocab: int) -> None:  # type: ignore[no-untyped-def]
+    logits, state = _inputs(vocab)
+    config = CONFIGS[op]
+    uniforms = iter(np.random.default_rng(0).random(100_000))
+    benchmark.group = f"{op} V={vocab}"
+
+    def setup() -> tuple[tuple[object, ...], dict[str, object]]:
+        return (logits.copy(), config, state, float(next(uniforms))), {}
+
+    slow = sampler is kernels.get_backend("reference").sample
+    benchmark.pedantic(sampler, setup=setup, rounds=30 if slow else 300, warmup_rounds=3)
