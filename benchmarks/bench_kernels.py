@@ -13,11 +13,18 @@ Rows are seeded Gaussian logits (std 2.5): no peaked head, so top-p keeps thousa
 pessimistic case for it. Each round gets a fresh copy of the row (sampling works in place), made
 outside the timed region. The native backend runs on the CPU's best instruction set and, for
 comparison, on the portable baseline.
+
+``python -m imagine_edge.benchmarks.bench_kernels RESULTS.json`` turns a ``--benchmark-json`` file
+into the markdown table of medians in ``docs/sampling.md``.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -95,3 +102,36 @@ def test_sample(benchmark, sampler: Callable[..., int], op: str, vocab: int) -> 
 
     slow = sampler is kernels.get_backend("reference").sample
     benchmark.pedantic(sampler, setup=setup, rounds=30 if slow else 300, warmup_rounds=3)
+
+
+def median_table(results: dict[str, Any]) -> str:
+    """Markdown table of medians (us) per group, with the native speed-up over the reference."""
+    medians: dict[tuple[str, str], float] = {}
+    for bench in results["benchmarks"]:
+        backend = bench["params"]["sampler"]
+        medians[(bench["group"], backend)] = bench["stats"]["median"] * 1e6
+    backends = [b for b in BACKENDS if any(key[1] == b for key in medians)]
+    lines = [
+        "| operation | V | " + " | ".join(f"{b} (us)" for b in backends) + " | speed-up |",
+        "|---|---:|" + "---:|" * len(backends) + "---:|",
+    ]
+    for op in CONFIGS:
+        for vocab in VOCABS:
+            row = [medians.get((f"{op} V={vocab}", b)) for b in backends]
+            if row[0] is None or row[1] is None:
+                continue
+            cells = " | ".join("" if v is None else f"{v:,.1f}" for v in row)
+            lines.append(f"| {op} | {vocab:,} | {cells} | {row[0] / row[1]:,.0f}x |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m imagine_edge.benchmarks.bench_kernels RESULTS.json")
+        return 2
+    print(median_table(json.loads(Path(argv[0]).read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -18,8 +18,9 @@ MAX_VOCAB: Final[int]
 Plan: TypeAlias = tuple[float, float, float, float, float, int, bool]
 """(temperature, top_p, repetition_penalty, presence_penalty, frequency_penalty, top_k, greedy)."""
 
-Row: TypeAlias = tuple[Plan, bool, _Ids, _Ids, _Ids]
-"""(plan, mask_active, repetition_ids, generated_ids, generated_counts)."""
+Row: TypeAlias = tuple[Plan, bool, _Ids, int, _Ids, _Ids, int]
+"""(plan, mask_active, repetition_ids, n_rep, generated_ids, generated_counts, n_gen): only the
+first n_rep / n_gen entries of the arrays are read."""
 
 def isa() -> str: ...
 def select_isa(name: str | None, /) -> None: ...

@@ -21,28 +21,40 @@ from imagine_edge.kernels._config import SamplingConfig, SequenceState
 __all__ = ["sample", "sample_batch"]
 
 _NO_IDS = np.zeros(0, dtype=np.int32)
+_F32 = np.dtype(np.float32)
 _local = threading.local()
 
 
 def _workspace(vocab: int) -> npt.NDArray[np.uint8]:
-    ws: npt.NDArray[np.uint8] | None = getattr(_local, "workspace", None)
-    need = _native.workspace_bytes(vocab)
-    if ws is None or ws.shape[0] < need:
-        ws = np.empty(need, dtype=np.uint8)
-        _local.workspace = ws
-    return ws
+    if getattr(_local, "vocab", None) != vocab:
+        need = _native.workspace_bytes(vocab)
+        ws: npt.NDArray[np.uint8] | None = getattr(_local, "workspace", None)
+        if ws is None or ws.shape[0] < need:
+            _local.workspace = np.empty(need, dtype=np.uint8)
+        _local.vocab = vocab
+    workspace: npt.NDArray[np.uint8] = _local.workspace
+    return workspace
 
 
 def _row(config: SamplingConfig, state: SequenceState) -> _native.Row:
-    # Private state fields: the public properties build read-only views, too slow per token.
-    n_rep, n_gen = state._n_rep, state._n_gen
+    # The state's private arrays with their used lengths: slicing views per token costs more.
     return (
         config.native_plan,
         state._num_generated < config.min_tokens,
-        state._rep_ids[:n_rep],
-        state._gen_ids[:n_gen],
-        state._gen_counts[:n_gen],
+        state._rep_ids,
+        state._n_rep,
+        state._gen_ids,
+        state._gen_counts,
+        state._n_gen,
     )
+
+
+def _is_plain_row(logits: object, vocab: int) -> bool:
+    """The common case, checked cheaply; anything else goes through `check_row`."""
+    if type(logits) is not np.ndarray or logits.dtype is not _F32 or logits.shape != (vocab,):
+        return False
+    flags = logits.flags
+    return bool(flags.c_contiguous and flags.writeable)
 
 
 def sample(
@@ -54,11 +66,12 @@ def sample(
     eos_token_ids: Sequence[int] = (),
 ) -> int:
     """Run the whole chain on one `[V]` row and return the drawn token id. See `kernels.sample`."""
-    row = check_row(logits, state)
+    vocab = state.vocab_size
+    row = logits if _is_plain_row(logits, vocab) else check_row(logits, state)
     u = check_uniform(uniform)
     masked = state._num_generated < config.min_tokens
-    mask = stop_mask_ids(eos_token_ids, state.vocab_size) if masked else _NO_IDS
-    return _native.sample(row, _row(config, state), mask, u, _workspace(state.vocab_size))
+    mask = stop_mask_ids(eos_token_ids, vocab) if masked else _NO_IDS
+    return _native.sample(row, _row(config, state), mask, u, _workspace(vocab))
 
 
 def sample_batch(

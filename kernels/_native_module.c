@@ -64,13 +64,16 @@ static PyObject *raise_status(ie_status status, long long row) {
     }
 }
 
-/* Parses one (plan, mask_active, rep_ids, gen_ids, gen_counts) row description. */
+/* Parses one (plan, mask_active, rep_ids, n_rep, gen_ids, gen_counts, n_gen) row description;
+ * only the first n_rep / n_gen entries of the arrays are used. */
 static int parse_row(PyObject *row, buffers *b, ie_params *p, ie_history *h) {
     PyObject *rep, *gen, *counts;
     long long top_k = 0;
-    if (!PyArg_ParseTuple(row, "(dddddLp)pOOO", &p->temperature, &p->top_p,
+    Py_ssize_t n_rep = 0, n_gen = 0;
+    if (!PyArg_ParseTuple(row, "(dddddLp)pOnOOn", &p->temperature, &p->top_p,
                           &p->repetition_penalty, &p->presence_penalty, &p->frequency_penalty,
-                          &top_k, &p->greedy, &p->mask_active, &rep, &gen, &counts)) {
+                          &top_k, &p->greedy, &p->mask_active, &rep, &n_rep, &gen, &counts,
+                          &n_gen)) {
         return -1;
     }
     p->top_k = top_k;
@@ -78,11 +81,11 @@ static int parse_row(PyObject *row, buffers *b, ie_params *p, ie_history *h) {
     Py_buffer *vg = vr ? acquire(b, gen, 4, 0, 0, "gen_ids") : NULL;
     Py_buffer *vc = vg ? acquire(b, counts, 4, 0, 0, "gen_counts") : NULL;
     if (vc == NULL) return -1;
-    if (items(vg) != items(vc)) {
-        PyErr_SetString(PyExc_ValueError, "gen_ids and gen_counts must have the same length");
+    if (n_rep < 0 || n_rep > items(vr) || n_gen < 0 || n_gen > items(vg) || n_gen > items(vc)) {
+        PyErr_SetString(PyExc_ValueError, "history lengths exceed their arrays");
         return -1;
     }
-    *h = (ie_history){vr->buf, items(vr), vg->buf, vc->buf, items(vg)};
+    *h = (ie_history){vr->buf, n_rep, vg->buf, vc->buf, n_gen};
     return 0;
 }
 

@@ -81,10 +81,11 @@ def binding() -> ModuleType:  # the raw extension: only its own checks, no Pytho
     return _native
 
 
-def _row(rep: np.ndarray | None = None) -> tuple[object, ...]:
+def _row(rep: np.ndarray | None = None, n_gen: int = 0) -> tuple[object, ...]:
     ids = np.zeros(0, np.int32)
     plan = (1.0, 1.0, 1.5, 0.0, 0.0, 0, False)
-    return (plan, False, ids if rep is None else rep, ids, ids)
+    rep = ids if rep is None else rep
+    return (plan, False, rep, len(rep), ids, ids, n_gen)
 
 
 def test_binding_checks_item_types(binding: ModuleType) -> None:
@@ -102,6 +103,8 @@ def test_binding_checks_ids_and_workspace(binding: ModuleType) -> None:
     ws = np.zeros(binding.workspace_bytes(4), np.uint8)
     with pytest.raises(ValueError, match=r"outside \[0, vocab\)"):
         binding.sample(logits, _row(np.array([4], np.int32)), np.zeros(0, np.int32), 0.5, ws)
+    with pytest.raises(ValueError, match="history lengths exceed"):
+        binding.sample(logits, _row(n_gen=1), np.zeros(0, np.int32), 0.5, ws)
     with pytest.raises(ValueError, match="workspace out of range"):
         binding.sample(logits, _row(), np.zeros(0, np.int32), 0.5, ws[:-1])
     with pytest.raises(ValueError, match=r"vocab must be in \[1, 2\*\*23\]"):

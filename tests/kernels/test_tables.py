@@ -256,3 +256,10 @@ def test_batch_arguments_are_checked(
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         backend.sample_batch(np.zeros((2, 2), np.float32), **args)  # type: ignore[arg-type]
+
+
+def test_read_only_logits_are_rejected(backend: Backend) -> None:
+    row = _f32([0, 0, 0])
+    row.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        backend.sample(row, SamplingConfig(), _state(3), 0.5)
