@@ -15,10 +15,10 @@ _Ids: TypeAlias = npt.NDArray[np.int32]
 WEIGHT_BITS: Final[int]
 MAX_VOCAB: Final[int]
 
-Plan: TypeAlias = tuple[float, float, float, float, float, int, bool]
+_Plan: TypeAlias = tuple[float, float, float, float, float, int, bool]
 """(temperature, top_p, repetition_penalty, presence_penalty, frequency_penalty, top_k, greedy)."""
 
-Row: TypeAlias = tuple[Plan, bool, _Ids, int, _Ids, _Ids, int]
+_Row: TypeAlias = tuple[_Plan, bool, _Ids, int, _Ids, _Ids, int]
 """(plan, mask_active, repetition_ids, n_rep, generated_ids, generated_counts, n_gen): only the
 first n_rep / n_gen entries of the arrays are read."""
 
@@ -27,7 +27,7 @@ def select_isa(name: str | None, /) -> None: ...
 def workspace_bytes(vocab: int, /) -> int: ...
 def sample(
     logits: npt.NDArray[np.float32],
-    row: Row,
+    row: _Row,
     mask_ids: _Ids,
     uniform: float,
     workspace: npt.NDArray[np.uint8],
@@ -36,7 +36,7 @@ def sample(
 def sample_batch(
     logits: npt.NDArray[np.float32],
     vocab: int,
-    rows: tuple[Row, ...],
+    rows: tuple[_Row, ...],
     mask_ids: _Ids,
     uniforms: npt.NDArray[np.float64],
     workspace: npt.NDArray[np.uint8],

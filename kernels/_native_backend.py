@@ -36,7 +36,7 @@ def _workspace(vocab: int) -> npt.NDArray[np.uint8]:
     return workspace
 
 
-def _row(config: SamplingConfig, state: SequenceState) -> _native.Row:
+def _row(config: SamplingConfig, state: SequenceState) -> _native._Row:
     # The state's private arrays with their used lengths: slicing views per token costs more.
     return (
         config.native_plan,
