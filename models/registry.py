@@ -31,7 +31,7 @@ __all__ = ["LOADERS", "load_entry", "model_cards"]
 log = logging.getLogger(__name__)
 
 LOADERS: Final[dict[str, str]] = {
-    "smollm2-135m-instruct": "imagine_edge.models.llm:ChatModel",
+    "smollm2-135m-instruct": "imagine_edge.models.llm:load_chat_model",
 }
 
 

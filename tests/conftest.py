@@ -23,6 +23,6 @@ def update_goldens(request: pytest.FixtureRequest) -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     # Tests run third-party ONNX Runtime sessions (the quantizer, onnxruntime-genai) beside ours
-    # in one process, which a process-wide thread pool forbids; tests/runtime checks the shared
-    # pool in a process of its own.
-    os.environ.setdefault("IMAGINE_EDGE_SHARED_THREAD_POOL", "0")
+    # in one process, which the opt-in process-wide thread pool forbids; tests/runtime checks the
+    # shared pool in a process of its own.
+    os.environ["IMAGINE_EDGE_SHARED_THREAD_POOL"] = "0"
