@@ -8,7 +8,9 @@
  */
 #include "ie_internal.h"
 
-#define IE_TOP_K_SLACK 2048        /* candidates buffered beyond k before re-selecting */
+#define IE_TOP_K_SLACK 256         /* candidates buffered beyond k before re-selecting */
+#define IE_SAMPLE 1024             /* strided sample that seeds the top-k threshold */
+#define IE_SAMPLE_MIN_VOCAB 16384  /* below this the scan alone is cheap enough */
 #define IE_SMALL_CANDIDATES 1024   /* up to this many top-k survivors go the sorted-list way */
 
 static ie_status apply_mask(float *logits, int64_t vocab, const int32_t *ids, int64_t n) {
@@ -95,13 +97,41 @@ static float kth_logit(const ie_cand *c, int64_t k) {
     return t;
 }
 
-/* The k largest scaled logits (lowest id on ties) into c[0, *n). A block is skipped unless some
- * x beats the current k-th largest: later equal values have higher ids, so they lose the tie.
- * Buffering k + slack candidates between re-selections keeps the work linear. */
-static ie_status select_top_k(const float *logits, int64_t vocab, float inv_t, int64_t k,
-                              ie_cand *c, int64_t *n_out) {
+/* The largest float below x (x finite), so that `y > just_below(x)` means `y >= x`. */
+static float just_below(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    bits = x > 0.0f ? bits - 1 : x < 0.0f ? bits + 1 : 0x80000001u;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+/* A safe starting threshold for the scan: a high order statistic of an evenly strided sample of
+ * the row. It can only be too high (then fewer than k tokens pass, and the scan is redone from
+ * -inf), never wrong; it spares the scan from buffering the first few thousand tokens, and keeps
+ * sorted rows (every token a new maximum) from re-selecting all the way through. */
+static float sampled_floor(const float *logits, int64_t vocab, float inv_t, int64_t k,
+                           ie_cand *scratch) {
+    if (vocab < IE_SAMPLE_MIN_VOCAB || k > vocab / 64) return -INFINITY;
+    const int64_t stride = vocab / IE_SAMPLE;
+    const int64_t rank = 2 * ((k * IE_SAMPLE + vocab - 1) / vocab) + 4; /* a margin over k */
+    for (int64_t j = 0; j < IE_SAMPLE; j++) {
+        scratch[j] = (ie_cand){.x = logits[j * stride] * inv_t, .id = (int32_t)(j * stride)};
+    }
+    ie_nth_by_logit(scratch, IE_SAMPLE, rank);
+    const float floor_x = kth_logit(scratch, rank);
+    if (!(floor_x > -INFINITY && floor_x < INFINITY)) return -INFINITY; /* NaN or infinite */
+    return just_below(floor_x);
+}
+
+/* The k largest scaled logits above `floor_x` (lowest id on ties) into c[0, *n). A block is
+ * skipped unless some x beats the current threshold: once k are buffered, later equal values have
+ * higher ids and lose the tie. Buffering k + slack candidates between re-selections keeps the
+ * work linear. */
+static ie_status scan_top_k(const float *logits, int64_t vocab, float inv_t, int64_t k,
+                            float floor_x, ie_cand *c, int64_t *n_out) {
     const int64_t limit = k + (k > IE_TOP_K_SLACK ? k : IE_TOP_K_SLACK);
-    float threshold = -INFINITY;
+    float threshold = floor_x;
     ie_vi bad = ie_splati(0);
     int64_t n = 0, i = 0;
     for (; i + 4 * IE_LANES <= vocab; i += 4 * IE_LANES) {
@@ -129,7 +159,18 @@ static ie_status select_top_k(const float *logits, int64_t vocab, float inv_t, i
         n = k;
     }
     *n_out = n;
-    return n > 0 ? IE_OK : IE_ERR_NO_CANDIDATE;
+    return IE_OK;
+}
+
+static ie_status select_top_k(const float *logits, int64_t vocab, float inv_t, int64_t k,
+                              ie_cand *c, int64_t *n_out) {
+    const float floor_x = sampled_floor(logits, vocab, inv_t, k, c);
+    ie_status status = scan_top_k(logits, vocab, inv_t, k, floor_x, c, n_out);
+    if (status == IE_OK && *n_out < k && floor_x > -INFINITY) { /* the sample guessed too high */
+        status = scan_top_k(logits, vocab, inv_t, k, -INFINITY, c, n_out);
+    }
+    if (status == IE_OK && *n_out == 0) status = IE_ERR_NO_CANDIDATE;
+    return status;
 }
 
 static ie_status sample_top_k(float *logits, int64_t vocab, const ie_params *p, float inv_t,

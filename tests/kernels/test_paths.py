@@ -28,7 +28,16 @@ def _spike_on_flat_bulk(vocab: int) -> Row:
     return row
 
 
+def _sample_trap(vocab: int) -> Row:
+    # The top-k scan seeds its threshold from every (vocab // 1024)-th token; make exactly those
+    # few tokens huge so the seed is too high and the scan must start over.
+    row = _gaussian(vocab)
+    row[: 10 * (vocab // 1024) : vocab // 1024] = 100.0
+    return row
+
+
 ROWS: dict[str, Callable[[], Row]] = {
+    "sample-trap": lambda: _sample_trap(20000),
     "gaussian-odd-size": lambda: _gaussian(20011),
     "gaussian-qwen-size": lambda: _gaussian(151936),
     "flat-bulk": lambda: _spike_on_flat_bulk(20000),
