@@ -16,7 +16,8 @@ id for the same uniform (probabilities are exact integer weights, see the docs).
 Backends: "native" (the C extension `_native`, GIL released) or "reference" (numpy), chosen once
 at import. ``IMAGINE_EDGE_KERNELS=reference|native|auto`` overrides the choice; when the extension
 is missing, asking for native (or auto) logs one warning and falls back to the reference, and
-`active_backend()` / `native_unavailable_reason()` report it. Every backend exposes the same
+`active_backend()` / `native_unavailable_reason()` report it (`native_isa()` names the SIMD
+variant in use). Every backend exposes the same
 `sample` / `sample_batch`; `get_backend(name)` returns a specific one (tests run both).
 
 Importing this package never needs the extension and imports only numpy.
@@ -58,6 +59,7 @@ __all__ = [
     "available_backends",
     "ends_with_stop_ids",
     "get_backend",
+    "native_isa",
     "native_unavailable_reason",
     "sample",
     "sample_batch",
@@ -140,6 +142,15 @@ def active_backend() -> BackendName:
 def native_unavailable_reason() -> str | None:
     """Why the native backend cannot load, or None when it can."""
     return _NATIVE_ERROR
+
+
+def native_isa() -> str | None:
+    """The instruction set the native kernels run with ("avx2", "sse2", "neon"), or None."""
+    if _NATIVE is None:
+        return None
+    from imagine_edge.kernels import _native
+
+    return _native.isa()
 
 
 def available_backends() -> tuple[BackendName, ...]:

@@ -6,12 +6,12 @@
  *
  * Two shapes of the same computation:
  *  - candidates: after top-k, a short list of (id, x) survives; sort it (cheap) and walk it;
- *  - whole row: no sort of the vocabulary. One pass scales the logits and stores the weights,
- *    a cheap vectorized scan lists the "heavy" tokens (at least 2**-14 as likely as the top
- *    one). When they carry the top-p mass,
- *    the cut is found among them alone; otherwise (flat distributions) by radix selection over
- *    the whole row. Either way the cut is found by a 256-bucket log-scale histogram of mass,
- *    then linear refinement of the one bucket where the cumulative mass crosses p * W.
+ *  - whole row: no sort of the vocabulary. One pass stores the weights and their exact total,
+ *    skipping the polynomial where a whole vector weighs 0. For top-p, a branch-free scan lists
+ *    the "heavy" tokens (at least 2**-14 as likely as the top one); when they carry the target
+ *    mass the cut is found among them alone, otherwise (flat distributions) over the whole row.
+ *    Either way the cut comes from a 256-bucket log-scale histogram of mass, then linear
+ *    refinement of the one bucket where the cumulative mass crosses p * W.
  */
 #include "ie_internal.h"
 
