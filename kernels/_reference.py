@@ -57,6 +57,7 @@ _POLY: Final = tuple(
 _ONE: Final = _F(1.0)
 _WEIGHT_SCALE: Final = _F(2.0**WEIGHT_BITS)
 _NEG_INF: Final = _F(-np.inf)
+_NO_IDS: Final = np.zeros(0, dtype=np.int32)
 
 
 def exp32(d: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -185,7 +186,8 @@ def sample(
     """Run the whole chain on one `[V]` row and return the drawn token id. See `kernels.sample`."""
     row = check_row(logits, state)
     u = check_uniform(uniform)
-    mask = stop_mask_ids(eos_token_ids, state.vocab_size)
+    masked = state.num_generated < config.min_tokens  # ids are checked only when used, as in C
+    mask = stop_mask_ids(eos_token_ids, state.vocab_size) if masked else _NO_IDS
     return _sample_row(row, config, state, u, mask)
 
 
