@@ -49,6 +49,9 @@ lint: setup
 
 typecheck: setup .typecheck/imagine_edge
 	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p imagine_edge
+	# The native module's stub must match the built extension exactly.
+	cd .typecheck && MYPYPATH=. ../$(BIN)/python -m mypy.stubtest imagine_edge.kernels._native \
+	  --mypy-config-file ../pyproject.toml
 
 prepare: setup
 	$(BIN)/imagine-edge models prepare
