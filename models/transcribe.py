@@ -53,9 +53,13 @@ MAX_INITIAL_TIMESTAMP: Final = 50  # the first timestamp is at most 1.0 s
 NO_SPEECH_THRESHOLD: Final = 0.6
 LOGPROB_THRESHOLD: Final = -1.0
 NEG_INF: Final = np.float32(-np.inf)
+# CPU graph precision -> the role suffix of its graphs in the "cpu" variant.
+PRECISIONS: Final = {"int8": "", "float32": "_float"}
 MASKED: Final = np.float32(-1e9)
 
 Floats = npt.NDArray[np.float32]
+Cross = dict[str, Floats]  # encoder outputs: cross_k_i [H, d, 1500], cross_v_i [H, 1500, d]
+Past = list[Floats]  # the self-attention cache: past_k_0, past_v_0, past_k_1, ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +138,18 @@ def _log_softmax(x: Floats) -> Floats:
 class WhisperTranscriber:
     """A prepared Whisper model: encoder (CPU or QNN) and KV-cache decoder (CPU)."""
 
-    def __init__(self, manifest: Manifest, *, variant: str = "cpu", language: str | None = None):
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        variant: str = "cpu",
+        language: str | None = None,
+        precision: str = "int8",
+    ) -> None:
+        """``variant`` "qnn" puts the encoder on the HTP; ``precision`` picks the CPU graphs:
+        "int8" (default, dynamic quantization) or "float32" (the reference export)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.manifest = manifest
         facts = json.loads((manifest.root / "whisper.json").read_text(encoding="utf-8"))
         self.specials = _Specials(facts)
@@ -145,15 +160,18 @@ class WhisperTranscriber:
             raise ValueError(f"language {language!r} not in this model's languages: {valid}")
         self.language = language
         self.tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
-        graphs = manifest.variant(variant).graphs
-        cpu_graphs = manifest.variant("cpu").graphs if variant != "cpu" else graphs
+        cpu = manifest.variant("cpu").graphs
+        suffix = PRECISIONS[precision]
+        encoder = cpu[f"encoder{suffix}"].path
+        target: Target = "cpu"
+        if variant != "cpu":
+            encoder = manifest.variant(variant).graphs["encoder"].path
+            target = "qnn" if manifest.variant(variant).ep == "qnn" else "cpu"
+        decoder = cpu[f"decoder{suffix}"].path
         factory = shared_factory()
-        target: Target = "qnn" if manifest.variant(variant).ep == "qnn" else "cpu"
-        self._encoder: LoadedSession | None = factory.create(graphs["encoder"].path, target=target)
-        self._decoder: LoadedSession | None = factory.create(
-            cpu_graphs["decoder"].path, target="cpu"
-        )
-        self._files = [graphs["encoder"].path, cpu_graphs["decoder"].path]
+        self._encoder: LoadedSession | None = factory.create(encoder, target=target)
+        self._decoder: LoadedSession | None = factory.create(decoder, target="cpu")
+        self._files = [encoder, decoder]
 
     # ------------------------------------------------------------------ LoadedModel
 
@@ -218,41 +236,37 @@ class WhisperTranscriber:
 
     # ------------------------------------------------------------------ internals
 
-    def _encode(self, mel: Floats) -> tuple[Floats, Floats]:
+    def _encode(self, mel: Floats) -> Cross:
+        """The cross-attention K/V of one 30-second window, by decoder input name."""
         enc, _ = self._sessions()
-        cross_k, cross_v = enc.session.run(None, {"mel": mel[None]})
-        return cross_k, cross_v
+        outputs = enc.session.run(None, {"mel": mel[None]})
+        return dict(zip(enc.output_names, outputs, strict=True))
 
-    def _step(
-        self,
-        tokens: Sequence[int],
-        past: tuple[Floats, Floats],
-        cross: tuple[Floats, Floats],
-    ) -> tuple[Floats, tuple[Floats, Floats]]:
+    def _step(self, tokens: Sequence[int], past: Past, cross: Cross) -> tuple[Floats, Past]:
+        """Decode ``tokens`` after the cached ``past``; the last logits and the grown cache."""
         _, dec = self._sessions()
         p, t = past[0].shape[2], len(tokens)
         mask = np.zeros((t, p + t), np.float32)
         mask[:, p:] = np.triu(np.full((t, t), MASKED, np.float32), 1)
-        logits, k, v = dec.session.run(
-            None,
-            {
-                "input_ids": np.asarray([tokens], np.int64),
-                "positions": np.arange(p, p + t, dtype=np.int64),
-                "mask": mask,
-                "past_k": past[0],
-                "past_v": past[1],
-                "cross_k": cross[0],
-                "cross_v": cross[1],
-            },
-        )
-        return logits[0], (k, v)
+        feed = {
+            "input_ids": np.asarray([tokens], np.int64),
+            "positions": np.arange(p, p + t, dtype=np.int64),
+            "mask": mask,
+            **cross,
+        }
+        for i in range(len(past) // 2):
+            feed[f"past_k_{i}"], feed[f"past_v_{i}"] = past[2 * i], past[2 * i + 1]
+        logits, *present = dec.session.run(None, feed)
+        return logits[0], present
 
-    def _empty_cache(self, cross: tuple[Floats, Floats]) -> tuple[Floats, Floats]:
-        layers, heads, _, dim = cross[0].shape
-        empty = np.zeros((layers, heads, 0, dim), np.float32)
-        return empty, empty
+    def _empty_cache(self, cross: Cross) -> Past:
+        """A cache of zero positions: keys [H, d, 0] and values [H, 0, d] per layer."""
+        heads, dim, _ = cross["cross_k_0"].shape
+        layers = len(cross) // 2
+        k, v = np.zeros((heads, dim, 0), np.float32), np.zeros((heads, 0, dim), np.float32)
+        return [k, v] * layers
 
-    def _prompt(self, cross: tuple[Floats, Floats]) -> list[int]:
+    def _prompt(self, cross: Cross) -> list[int]:
         """The start-of-transcript sequence; multilingual models detect the language here."""
         s = self.specials
         if not self.multilingual:
@@ -261,7 +275,7 @@ class WhisperTranscriber:
         assert s.transcribe is not None
         return [s.sot, s.languages[language], s.transcribe]
 
-    def _language(self, cross: tuple[Floats, Floats]) -> str:
+    def _language(self, cross: Cross) -> str:
         s = self.specials
         logits, _ = self._step([s.sot], self._empty_cache(cross), cross)
         codes = list(s.languages)
@@ -278,9 +292,7 @@ class WhisperTranscriber:
         mel = log_mel(samples, self.n_mels, pad_samples=WINDOW_SAMPLES)
         return self._language(self._encode(mel[:, :N_FRAMES]))
 
-    def _decode(
-        self, prompt: list[int], cross: tuple[Floats, Floats], cancel: threading.Event
-    ) -> _Window:
+    def _decode(self, prompt: list[int], cross: Cross, cancel: threading.Event) -> _Window:
         s = self.specials
         past = self._empty_cache(cross)
         no_speech = 0.0

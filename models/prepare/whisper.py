@@ -6,12 +6,13 @@ Owns the CTranslate2 ``model.bin`` reader, the mapping of its variables onto
 ONNX export of two graphs per variant:
 
 - ``encoder``: log-mel ``[1, n_mels, 3000]`` -> the cross-attention keys and values of every
-  decoder layer, ``cross_k``/``cross_v`` ``[layers, heads, 1500, head_dim]``: they are computed
-  once per 30-second window, never per token.
-- ``decoder``: ``input_ids [1, T]``, ``positions [T]``, additive ``mask [T, P+T]``, the self-
-  attention cache ``past_k``/``past_v [layers, heads, P, head_dim]`` and the cross K/V -> the
-  logits of the last position ``[1, vocab]`` and ``present_k``/``present_v`` (past + the T new
-  rows). The host owns the cache (``models/transcribe.py``).
+  decoder layer i, ``cross_k_i [heads, head_dim, 1500]`` (keys transposed) and
+  ``cross_v_i [heads, 1500, head_dim]``: computed once per 30-second window, never per token.
+- ``decoder``: ``input_ids [1, T]``, ``positions [T]``, additive ``mask [T, P+T]``, and per
+  layer the self-attention cache ``past_k_i [heads, head_dim, P]``/``past_v_i [heads, P,
+  head_dim]`` and the cross K/V -> the logits of the last position ``[1, vocab]`` and
+  ``present_k_i``/``present_v_i`` (past + the T new positions). The host owns the cache
+  (``models/transcribe.py``).
 
 The export uses our own forward functions over the transformers modules' weights rather than
 transformers' forward: the graph I/O is ours and has no cache-class or ``aten::diff`` quirks.
@@ -397,12 +398,13 @@ def prepare_cpu(manifest: Manifest, out: Path) -> Variant:
     return Variant(
         ep="cpu",
         dir=out,
-        quantization="float32",
+        quantization="int8 dynamic (per-channel weights); float32 reference graphs beside",
         graphs=graphs,
         notes=(
-            "encoder: mel [1, n_mels, 3000] -> cross_k/cross_v [layers, heads, 1500, head_dim]; "
-            "decoder: input_ids, positions, additive mask, past_k/past_v -> last-position "
-            "logits and present_k/present_v."
+            "encoder: mel [1, n_mels, 3000] -> cross_k_i [heads, head_dim, 1500] and "
+            "cross_v_i [heads, 1500, head_dim] per decoder layer; decoder: input_ids, positions, "
+            "additive mask, past_k_i/past_v_i, cross K/V -> last-position logits and "
+            "present_k_i/present_v_i (keys transposed throughout)."
         ),
     )
 
@@ -454,7 +456,7 @@ def prepare_qnn(manifest: Manifest, out: Path) -> Variant:
         graphs=graphs,
         options={"calibration": ",".join(CALIBRATION_FILES)},
         notes=(
-            "encoder (mel [1, n_mels, 3000] -> cross_k/cross_v) for QNNExecutionProvider with "
+            "encoder (mel [1, n_mels, 3000] -> cross_k_i/cross_v_i) for QNNExecutionProvider with "
             "every node on the HTP; the decoder is the 'cpu' variant's graph on the CPU EP."
         ),
     )
