@@ -234,10 +234,12 @@ class Scheduler:
         beta_prod = 1.0 - alpha_prod
         pred = self.config["prediction_type"]
         if pred == "epsilon":
-            return (sample - beta_prod**0.5 * out) / alpha_prod**0.5
-        if pred == "sample":
-            return out
-        return alpha_prod**0.5 * sample - beta_prod**0.5 * out  # v_prediction
+            x0 = (sample - beta_prod**0.5 * out) / alpha_prod**0.5
+        elif pred == "sample":
+            x0 = out
+        else:  # v_prediction
+            x0 = alpha_prod**0.5 * sample - beta_prod**0.5 * out
+        return np.asarray(x0, dtype=np.float32)
 
     def _clip(self, x0: F32) -> F32:
         if self.config.get("thresholding"):
@@ -265,19 +267,21 @@ class _SigmaScheduler(Scheduler):
         top = float(self.sigmas.max())
         if self.config["timestep_spacing"] in ("linspace", "trailing"):
             return top
-        return (top**2 + 1) ** 0.5
+        return float((top**2 + 1) ** 0.5)
 
     def scale_model_input(self, sample: F32, index: int) -> F32:
         sigma = float(self.sigmas[index])
-        return (sample / ((sigma**2 + 1) ** 0.5)).astype(np.float32)
+        return np.asarray(sample / ((sigma**2 + 1) ** 0.5), np.float32)
 
     def _x0_from_sigma(self, out: F32, sample: F32, sigma: float) -> F32:
         pred = self.config["prediction_type"]
         if pred == "epsilon":
-            return sample - sigma * out
-        if pred == "v_prediction":
-            return out * (-sigma / (sigma**2 + 1) ** 0.5) + sample / (sigma**2 + 1)
-        return out
+            x0 = sample - sigma * out
+        elif pred == "v_prediction":
+            x0 = out * (-sigma / (sigma**2 + 1) ** 0.5) + sample / (sigma**2 + 1)
+        else:
+            x0 = out
+        return np.asarray(x0, dtype=np.float32)
 
 
 class EulerScheduler(_SigmaScheduler):

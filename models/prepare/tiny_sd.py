@@ -209,6 +209,13 @@ def write_tokenizer(folder: Path) -> tuple[dict[str, int], list[tuple[str, str]]
 # --------------------------------------------------------------------------- torch modules
 
 
+def _lib(name: str) -> Any:
+    """A preparation-time library, untyped (diffusers and transformers ship no usable stubs)."""
+    import importlib
+
+    return importlib.import_module(name)
+
+
 @contextmanager
 def _quiet() -> Iterator[None]:
     """Silence the exporters' and libraries' warnings (tracer notes, deprecations)."""
@@ -223,10 +230,9 @@ def build_modules(vocab_size: int, seed: int = SEED) -> tuple[Any, Any, Any]:
     Each module gets its own seed, so a change to one leaves the others' weights unchanged.
     """
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
-    text_config = CLIPTextConfig(
+    diffusers, transformers = _lib("diffusers"), _lib("transformers")
+    text_config = transformers.CLIPTextConfig(
         vocab_size=vocab_size,
         bos_token_id=vocab_size - 2,
         eos_token_id=vocab_size - 1,
@@ -235,11 +241,11 @@ def build_modules(vocab_size: int, seed: int = SEED) -> tuple[Any, Any, Any]:
     )
     with _quiet():
         torch.manual_seed(seed)
-        text_encoder = CLIPTextModel(text_config).eval()
+        text_encoder = transformers.CLIPTextModel(text_config).eval()
         torch.manual_seed(seed + 1)
-        unet = UNet2DConditionModel(**UNET_CONFIG).eval()
+        unet = diffusers.UNet2DConditionModel(**UNET_CONFIG).eval()
         torch.manual_seed(seed + 2)
-        vae = AutoencoderKL(**VAE_CONFIG).eval()
+        vae = diffusers.AutoencoderKL(**VAE_CONFIG).eval()
     return text_encoder, unet, vae
 
 
@@ -248,16 +254,14 @@ def prepare_base(recipe: Path, out: Path) -> BaseInfo:
 
     ``recipe`` is this file (the catalog's source file); only its hash matters, for the key.
     """
-    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
-    from transformers import CLIPTokenizer
-
+    diffusers, transformers = _lib("diffusers"), _lib("transformers")
     hf = out / HF_DIR
     ids, _ = write_tokenizer(hf / "tokenizer")
     text_encoder, unet, vae = build_modules(len(ids))
     with _quiet():
-        tokenizer = CLIPTokenizer.from_pretrained(str(hf / "tokenizer"))
-        scheduler = EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG)
-        pipe = StableDiffusionPipeline(
+        tokenizer = transformers.CLIPTokenizer.from_pretrained(str(hf / "tokenizer"))
+        scheduler = diffusers.EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG)
+        pipe = diffusers.StableDiffusionPipeline(
             vae=vae,
             text_encoder=text_encoder,
             tokenizer=tokenizer,
@@ -289,14 +293,11 @@ def prepare_base(recipe: Path, out: Path) -> BaseInfo:
 
 
 def _load_hf(hf: Path) -> Any:
-    import diffusers
-    import transformers
-    from diffusers import StableDiffusionPipeline
-
+    diffusers, transformers = _lib("diffusers"), _lib("transformers")
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     with _quiet():
-        pipe = StableDiffusionPipeline.from_pretrained(str(hf), safety_checker=None)
+        pipe = diffusers.StableDiffusionPipeline.from_pretrained(str(hf), safety_checker=None)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -322,7 +323,10 @@ def _wrappers() -> tuple[type[Any], type[Any], type[Any]]:
         def forward(
             self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
         ) -> torch.Tensor:
-            return self.model(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+            out: torch.Tensor = self.model(
+                sample, timestep, encoder_hidden_states, return_dict=False
+            )[0]
+            return out
 
     class VaeDecoder(torch.nn.Module):
         def __init__(self, model: Any) -> None:
@@ -330,7 +334,8 @@ def _wrappers() -> tuple[type[Any], type[Any], type[Any]]:
             self.model = model
 
         def forward(self, latent_sample: torch.Tensor) -> torch.Tensor:
-            return self.model.decode(latent_sample, return_dict=False)[0]
+            image: torch.Tensor = self.model.decode(latent_sample, return_dict=False)[0]
+            return image
 
     return TextEncoder, Unet, VaeDecoder
 
@@ -580,7 +585,7 @@ def quantize_for_qnn(float_path: Path, out_path: Path, feeds: Sequence[Feed]) ->
 
 
 def _group_norm_without_reshape(
-    x: torch.Tensor,
+    input: torch.Tensor,  # torch's parameter name, so the function can stand in for it
     num_groups: int,
     weight: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
@@ -598,6 +603,7 @@ def _group_norm_without_reshape(
     import torch
     import torch.nn.functional as F
 
+    x = input
     if x.dim() == 3:  # attention blocks normalise [batch, channels, tokens]
         return _group_norm_without_reshape(x[..., None], num_groups, weight, bias, eps)[..., 0]
     k = x.shape[1] // num_groups
