@@ -142,7 +142,8 @@ CATALOG: list[CatalogEntry] = [
         recipe_version=1,
         prepare_base=tiny_sd.prepare_base,
         variants={"cpu": tiny_sd.prepare_cpu, "qnn": tiny_sd.prepare_qnn},
-        default_variants=("cpu",),
+        # Both by default: the QNN graphs are small and `make prepare` builds them before tests.
+        default_variants=("cpu", "qnn"),
         aliases=("tiny-sd",),
     ),
 ]
