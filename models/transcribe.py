@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ __all__ = [
     "WHISPER_TINY_EN",
     "Segment",
     "WhisperTranscriber",
+    "load_transcriber",
     "load_whisper_base",
     "load_whisper_tiny_en",
 ]
@@ -350,6 +352,23 @@ class WhisperTranscriber:
     def _text(self, tokens: list[int]) -> str:
         text: str = self.tokenizer.decode([t for t in tokens if t < self.specials.eot])
         return text
+
+
+def load_transcriber(manifest: Manifest) -> WhisperTranscriber:
+    """The catalog loader of Whisper models: ``manifest``'s model, configured from the environment.
+
+    ``IMAGINE_EDGE_TRANSCRIBE_TARGET`` = cpu (default) | qnn puts the encoder on the QNN HTP (on
+    x86-64 the HTP is a simulator, minutes per 30-second window: opt-in). The QNN variant is
+    prepared on first use if the manifest lacks it. ``IMAGINE_EDGE_TRANSCRIBE_PRECISION`` =
+    int8 (default) | float32 picks the CPU graphs.
+    """
+    target = os.environ.get("IMAGINE_EDGE_TRANSCRIBE_TARGET", "cpu")
+    if target not in ("cpu", "qnn"):
+        raise ValueError(f"IMAGINE_EDGE_TRANSCRIBE_TARGET must be cpu or qnn, got {target!r}")
+    precision = os.environ.get("IMAGINE_EDGE_TRANSCRIBE_PRECISION", "int8")
+    if target not in manifest.variants:
+        manifest = prepared(manifest.name, ["cpu", target])
+    return WhisperTranscriber(manifest, variant=target, precision=precision)
 
 
 def _load(name: str, variant: str) -> WhisperTranscriber:

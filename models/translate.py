@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -44,6 +45,7 @@ __all__ = [
     "BergamotTranslator",
     "load_bergamot_en_pt",
     "load_bergamot_pt_en",
+    "load_translator",
     "split_sentences",
 ]
 
@@ -351,6 +353,21 @@ class BergamotTranslator:
 
 def _request(model: str, text: str) -> TranslateRequest:
     return TranslateRequest(prompt=text, model=model, stream=False)
+
+
+def load_translator(manifest: Manifest) -> BergamotTranslator:
+    """The catalog loader of Bergamot models: ``manifest``'s direction.
+
+    ``IMAGINE_EDGE_TRANSLATE_TARGET`` = cpu (default) | qnn puts the encoder on the QNN HTP
+    (opt-in: on x86-64 the HTP is a simulator); the QNN variant is prepared on first use if the
+    manifest lacks it.
+    """
+    target = os.environ.get("IMAGINE_EDGE_TRANSLATE_TARGET", "cpu")
+    if target not in ("cpu", "qnn"):
+        raise ValueError(f"IMAGINE_EDGE_TRANSLATE_TARGET must be cpu or qnn, got {target!r}")
+    if target not in manifest.variants:
+        manifest = prepared(manifest.name, ["cpu", target])
+    return BergamotTranslator(manifest, variant=target)
 
 
 def _load(name: str, variant: str) -> BergamotTranslator:

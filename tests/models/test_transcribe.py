@@ -26,6 +26,7 @@ from imagine_edge.models.transcribe import (
     WhisperTranscriber,
     _Specials,
     apply_timestamp_rules,
+    load_transcriber,
     load_whisper_base,
     load_whisper_tiny_en,
 )
@@ -277,3 +278,20 @@ def test_multilingual_base_detects_english_and_transcribes() -> None:
         assert wer(BECKETT, text) <= 0.10, text
     finally:
         model.close()
+
+
+@pytest.mark.model
+def test_catalog_loader_reads_its_environment(
+    tiny_en: WhisperTranscriber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMAGINE_EDGE_TRANSCRIBE_TARGET", "npu")
+    with pytest.raises(ValueError, match="cpu or qnn"):
+        load_transcriber(tiny_en.manifest)
+    monkeypatch.setenv("IMAGINE_EDGE_TRANSCRIBE_TARGET", "cpu")
+    monkeypatch.setenv("IMAGINE_EDGE_TRANSCRIBE_PRECISION", "float32")
+    model = load_transcriber(tiny_en.manifest)
+    assert model._files[0].name == "encoder_float.onnx"
+    model.close()
+    monkeypatch.setenv("IMAGINE_EDGE_TRANSCRIBE_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="precision"):
+        load_transcriber(tiny_en.manifest)

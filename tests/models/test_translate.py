@@ -25,6 +25,7 @@ from imagine_edge.models.translate import (
     BergamotTranslator,
     load_bergamot_en_pt,
     load_bergamot_pt_en,
+    load_translator,
     split_sentences,
 )
 from imagine_edge.sdk.errors import InvalidRequestError
@@ -225,3 +226,14 @@ def test_qnn_encoder_placement_and_output(en_pt: BergamotTranslator) -> None:
             assert npu.translate_text(sentence) == en_pt.translate_text(sentence)
     finally:
         npu.close()
+
+
+@pytest.mark.model
+def test_catalog_loader(en_pt: BergamotTranslator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGINE_EDGE_TRANSLATE_TARGET", "gpu")
+    with pytest.raises(ValueError, match="cpu or qnn"):
+        load_translator(en_pt.manifest)
+    monkeypatch.delenv("IMAGINE_EDGE_TRANSLATE_TARGET")
+    model = load_translator(en_pt.manifest)
+    assert model.translate_text("Good morning.") == en_pt.translate_text("Good morning.")
+    model.close()
