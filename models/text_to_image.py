@@ -24,6 +24,8 @@ Invariants and policies:
   exported UNet cannot pad odd latents) and at most ``max_side``; a static-shape graph (QNN)
   accepts its one size. Anything else is an InvalidRequestError naming the valid values.
 - The text encoder runs on the CPU EP; the UNet and VAE decoder on ``target``.
+- ``cache_interval`` (DeepCache-style UNet feature reuse) is accepted and ignored: exported
+  UNets do not expose their intermediate features.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ MAX_LENGTH: Final = 77
 DESCRIPTION: Final = (
     "UNTRAINED Stable Diffusion-shaped pipeline with random weights: produces noise-like images "
     "unrelated to the prompt. For real images, point imagine-edge at an optimum ONNX export of "
-    "SD-Turbo or Stable Diffusion 1.5."
+    "SD-Turbo or Stable Diffusion 1.5"
 )
 
 MODEL_CARD: Final = """\
