@@ -145,6 +145,7 @@ def mel_filters(n_mels: int = 80, rate: int = SAMPLE_RATE, n_fft: int = N_FFT) -
 
 
 _FILTERS: dict[int, Floats] = {}
+_FRAMES_PER_BLOCK: Final = 3000
 
 
 def log_mel(samples: Floats, n_mels: int = 80, pad_samples: int = 0) -> Floats:
@@ -161,12 +162,17 @@ def log_mel(samples: Floats, n_mels: int = 80, pad_samples: int = 0) -> Floats:
     padded = np.pad(audio, N_FFT // 2, mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH][:-1]
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
-    spectrum = np.fft.rfft(frames * window, axis=-1)
-    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
     filters = _FILTERS.get(n_mels)
     if filters is None:
         filters = _FILTERS.setdefault(n_mels, mel_filters(n_mels))
-    mel = filters @ power.T
+    mel = np.empty((n_mels, len(frames)), np.float32)
+    # Blocks of frames: the windowed frames and their spectrum are ~5 KB a frame, so an hour of
+    # audio at once would take gigabytes; the mel spectrogram itself is 320 bytes a frame.
+    for start in range(0, len(frames), _FRAMES_PER_BLOCK):
+        block = frames[start : start + _FRAMES_PER_BLOCK] * window
+        spectrum = np.fft.rfft(block, axis=-1)
+        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        mel[:, start : start + len(block)] = filters @ power.T
     logs = np.log10(np.maximum(mel, 1e-10))
     logs = np.maximum(logs, logs.max() - 8.0)
     return np.ascontiguousarray((logs + 4.0) / 4.0, dtype=np.float32)

@@ -128,3 +128,15 @@ def test_log_mel_shape_and_floor() -> None:
     assert np.allclose(mel, -1.5)
     with pytest.raises(InvalidRequestError, match="too short"):
         log_mel(np.zeros(100, np.float32))
+
+
+def test_log_mel_in_blocks_equals_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    import imagine_edge.models.audio as audio
+
+    rng = np.random.default_rng(1)
+    long = (0.1 * rng.standard_normal(65 * SAMPLE_RATE)).astype(np.float32)
+    blocked = log_mel(long, 80, pad_samples=30 * SAMPLE_RATE)
+    monkeypatch.setattr(audio, "_FRAMES_PER_BLOCK", 10**9)
+    whole = log_mel(long, 80, pad_samples=30 * SAMPLE_RATE)
+    assert blocked.shape == (80, 95 * 100)
+    np.testing.assert_array_equal(blocked, whole)
