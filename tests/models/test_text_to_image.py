@@ -281,6 +281,40 @@ def test_every_scheduler_runs(manifest: Manifest, kind: str) -> None:
     assert len(gen.last_timings.unet_steps) == 3
 
 
+def test_older_optimum_unet_interface(manifest: Manifest, tmp_path: Path) -> None:
+    """Older optimum exports take one int64 timestep per batch row instead of a float scalar:
+    the same weights behind that interface give the same image (DDIM timesteps are integers)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    folder = tmp_path / "old-export"
+    shutil.copytree(manifest.variant("cpu").dir, folder)
+    graph_path = folder / "unet" / "model.onnx"
+    model = onnx.load(str(graph_path))
+    for node in model.graph.node:
+        node.input[:] = ["timestep_f" if i == "timestep" else i for i in node.input]
+    old = next(i for i in model.graph.input if i.name == "timestep")
+    model.graph.input.remove(old)
+    model.graph.input.append(
+        helper.make_tensor_value_info("timestep", TensorProto.INT64, ["steps"])
+    )
+    zero = helper.make_tensor("zero", TensorProto.INT64, [], [0])
+    model.graph.initializer.append(zero)
+    model.graph.node.insert(0, helper.make_node("Gather", ["timestep_i", "zero"], ["timestep_f"]))
+    model.graph.node.insert(0, helper.make_node("Cast", ["timestep"], ["timestep_i"], to=1))
+    onnx.save(model, str(graph_path))
+
+    kwargs: dict[str, Any] = {
+        "width": 64, "height": 64, "steps": 3, "guidance_scale": 5.0, "negative_prompt": None,
+    }  # fmt: skip
+    old_style = StableDiffusionOnnx(folder, target="cpu", scheduler="ddim")
+    assert old_style.unet.dtypes["timestep"] is np.int64
+    current = StableDiffusionOnnx(manifest.variant("cpu").dir, target="cpu", scheduler="ddim")
+    got = old_style.generate(PROMPT, rng=np.random.default_rng(1), **kwargs)
+    want = current.generate(PROMPT, rng=np.random.default_rng(1), **kwargs)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
 # --------------------------------------------------------------------------- validation
 
 
