@@ -295,3 +295,23 @@ def test_catalog_loader_reads_its_environment(
     monkeypatch.setenv("IMAGINE_EDGE_TRANSCRIBE_PRECISION", "fp8")
     with pytest.raises(ValueError, match="precision"):
         load_transcriber(tiny_en.manifest)
+
+
+@pytest.mark.model
+def test_windows_are_cut_at_timestamp_pairs(tiny_en: WhisperTranscriber) -> None:
+    ts = tiny_en.specials.timestamp_begin
+    the, cat = tiny_en.tokenizer.encode(" the cat", add_special_tokens=False).ids[:2]
+    # <|0.00|> the <|2.00|><|2.00|> cat <|5.00|>: the speech ends at 5 s, the window is done.
+    segments, advance = tiny_en._split([ts, the, ts + 100, ts + 100, cat, ts + 250], 30.0, 3000)
+    assert [(s.start, s.end) for s in segments] == [(30.0, 32.0), (32.0, 35.0)]
+    assert [s.text.strip() for s in segments] == ["the", "cat"]
+    assert advance == 3000
+    # Ending on a closed pair: the next window starts at the last timestamp (5 s = 500 frames).
+    tokens = [ts, the, ts + 100, ts + 100, cat, ts + 250, ts + 250]
+    segments, advance = tiny_en._split(tokens, 0.0, 3000)
+    assert len(segments) == 2
+    assert advance == 500
+    # No pair at all: one segment to the last timestamp, and the whole window is consumed.
+    segments, advance = tiny_en._split([ts + 10, the, cat, ts + 60], 0.0, 1200)
+    assert [(s.start, s.end, s.text.strip()) for s in segments] == [(0.0, 1.2, "the cat")]
+    assert advance == 1200
