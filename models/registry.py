@@ -32,7 +32,10 @@ log = logging.getLogger(__name__)
 
 LOADERS: Final[dict[str, str]] = {
     "smollm2-135m-instruct": "imagine_edge.models.llm:load_chat_model",
+    "tiny-sd-random": "imagine_edge.models.text_to_image:load_prepared",
 }
+# Models whose weights are random: /models and their cards say so.
+UNTRAINED: Final = frozenset({"tiny-sd-random"})
 
 
 def _loader(name: str) -> Callable[[Manifest], LoadedModel]:
@@ -76,7 +79,7 @@ def model_cards() -> list[ModelCard]:
             licence=entry.licence,
             load=functools.partial(load_entry, entry),
             aliases=entry.aliases,
-            trained=getattr(entry, "trained", True),
+            trained=entry.name not in UNTRAINED,
             default=entry.default,
         )
         for entry in CATALOG

@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from imagine_edge.models.schedulers import Scheduler, SchedulerKind, make_scheduler
+from imagine_edge.models.store import Manifest
 from imagine_edge.runtime.session import LoadedSession, Target, shared_factory
 from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
 from imagine_edge.sdk.limits import parse_image_size
@@ -472,6 +473,13 @@ def load_text_to_image(
     return StableDiffusionOnnx(path, target=target, **options)
 
 
+def load_prepared(manifest: Manifest, variant: str = "cpu") -> StableDiffusionOnnx:
+    """The registry's loader: ``manifest``'s pipeline, ``variant`` "cpu" (any size) or "qnn"."""
+    target: Target = "qnn" if variant.startswith("qnn") else "cpu"
+    folder = manifest.variant(variant).dir
+    return StableDiffusionOnnx(folder, target=target, max_side=DEFAULT_MAX_SIDE)
+
+
 def load_tiny_sd_random(variant: str = "cpu") -> StableDiffusionOnnx:
     """The catalog loader of ``tiny-sd-random`` (untrained; see its model card).
 
@@ -481,7 +489,4 @@ def load_tiny_sd_random(variant: str = "cpu") -> StableDiffusionOnnx:
     from imagine_edge.models.prepare.tiny_sd import NAME
     from imagine_edge.models.store import prepared
 
-    manifest = prepared(NAME, [variant])
-    folder = manifest.variant(variant).dir
-    target: Target = "qnn" if variant.startswith("qnn") else "cpu"
-    return StableDiffusionOnnx(folder, target=target, max_side=DEFAULT_MAX_SIDE)
+    return load_prepared(prepared(NAME, [variant]), variant)
