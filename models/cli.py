@@ -51,7 +51,7 @@ def _prepare(names: Sequence[str], variants: Sequence[str] | None) -> int:
         state = f"prepared in {took:.1f} s" if steps else f"cache hit ({took * 1000:.0f} ms)"
         _emit(f"{entry.name}: {state}: {manifest.root}")
         for name, variant in sorted(manifest.variants.items()):
-            _emit(f"  {name:8} {variant.ep:4} {variant.quantization}")
+            _emit(f"  {name:14} {variant.ep:4} {variant.quantization}")
     return 0
 
 

@@ -30,7 +30,7 @@ unnoticed, which does not happen by accident. The first hash is cross-checked ag
 
 Manifest schema (``manifest.json``, ``schema_version`` 1)::
 
-    name, model_type ("llm"), key, recipe_version, options {str: str|int}, created (ISO 8601)
+    name, model_type ("llm"), key, recipe_version, options {str: str|int|float}, created
     source {package, version, file, sha256}
     licence, model_card
     tokenizer            "tokenizer.json" (Hugging Face tokenizers format)
@@ -95,7 +95,7 @@ MANIFEST: Final = "manifest.json"
 _HASHES: Final = ".hashes.json"
 _TMP_PREFIX: Final = ".tmp-"
 
-OptionValue = str | int
+OptionValue = str | int | float
 
 
 def cache_root() -> Path:

@@ -9,8 +9,9 @@ because the QNN exporter and the perplexity test need the float model; regenerat
   18.41, this graph 18.44 (+0.1%), the builder's own int4 24.0 (+30%: a second 4-bit rounding
   on top of Q4_1), its int8 18.65 (+1.3%, 267 MB and slower to decode).
 - ``qnn``: static-shape QDQ prefill/decode graphs for the HTP backend (``llm_qnn.py``).
-- ``qnn-l2``: the same exporter cut to the first 2 layers (+ final norm and lm head), for tests
-  that prove NPU placement and CPU/NPU agreement on the slow simulator. Not a usable LLM.
+- ``qnn-truncated``: the same exporter cut to the first 2 layers (+ final norm and lm head),
+  prefill 16, context 128, for tests that prove NPU placement and CPU/NPU agreement on the slow
+  simulator. Not a usable language model, and its manifest notes say so.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from typing import Final
 from imagine_edge.models.prepare._common import build_cpu_graph, hf_from_gguf
 from imagine_edge.models.store import BaseInfo, Manifest, Variant
 
-__all__ = ["GGUF_FILE", "MODEL_CARD", "prepare_base", "prepare_cpu"]
+__all__ = [
+    "GGUF_FILE",
+    "MODEL_CARD",
+    "prepare_base",
+    "prepare_cpu",
+    "prepare_qnn",
+    "prepare_qnn_truncated",
+]
 
 GGUF_FILE: Final = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -47,3 +55,35 @@ def prepare_cpu(manifest: Manifest, out: Path) -> Variant:
         raise ValueError(f"{manifest.name}: the base has no float weights to export from")
     precision = str(manifest.options.get("cpu_precision", "int4"))
     return build_cpu_graph(manifest.float_weights, out, precision, manifest.architecture.num_layers)
+
+
+# QNN graph shapes. The full set serves real requests; the truncated one exists for tests
+# because the HTP simulator takes seconds per decode step even for 2 layers.
+QNN_PREFILL_LENGTH: Final = 64
+QNN_CONTEXT_LENGTH: Final = 512
+TRUNCATED_LAYERS: Final = 2
+TRUNCATED_PREFILL_LENGTH: Final = 16
+TRUNCATED_CONTEXT_LENGTH: Final = 128
+
+
+def prepare_qnn(manifest: Manifest, out: Path) -> Variant:
+    """The full QNN graph set: prefill of 64 tokens and decode, 512-token KV cache."""
+    from imagine_edge.models.prepare.llm_qnn import build_qnn_variant
+
+    return build_qnn_variant(
+        manifest, out, prefill_length=QNN_PREFILL_LENGTH, context_length=QNN_CONTEXT_LENGTH
+    )
+
+
+def prepare_qnn_truncated(manifest: Manifest, out: Path) -> Variant:
+    """The first 2 layers (+ final norm and lm head) through the same exporter, for tests."""
+    from imagine_edge.models.prepare.llm_qnn import build_qnn_variant
+
+    return build_qnn_variant(
+        manifest,
+        out,
+        prefill_length=TRUNCATED_PREFILL_LENGTH,
+        context_length=TRUNCATED_CONTEXT_LENGTH,
+        num_layers=TRUNCATED_LAYERS,
+        decode_steps=8,
+    )

@@ -16,3 +16,9 @@ SMOLLM2 = "smollm2-135m-instruct"
 @pytest.fixture(scope="session")
 def smollm2_manifest() -> Manifest:
     return prepared(SMOLLM2, ["cpu"])
+
+
+@pytest.fixture(scope="session")
+def smollm2_qnn_truncated() -> Manifest:
+    """SmolLM2's first 2 layers through the QNN exporter (the simulator is too slow for 30)."""
+    return prepared(SMOLLM2, ["qnn-truncated"])
