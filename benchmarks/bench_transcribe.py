@@ -13,7 +13,8 @@ Clips of 10-60 s are built from the recordings ``moonshine-voice`` ships (Becket
 28 s, A Tale of Two Cities 44 s, and 60 s of the three joined), decoded and resampled once
 outside the timed region: the timed call is samples in, text out. RTF = seconds of compute per
 second of audio. Engines alternate clip by clip after a warm-up; the report gives medians and
-the word error rate of each engine's text against faster-whisper float32's.
+the word error rate of each engine's text against faster-whisper float32's. Engines run in one
+process, with a pause before each call so that the previous engine's spinning threads settle.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 Samples = npt.NDArray[np.float32]
+SETTLE_SECONDS = 1.0
 Engine = Callable[[Samples], str]
 
 
@@ -115,6 +117,10 @@ def measure(runs: int, threads: int) -> dict[str, Any]:
     for _ in range(runs):
         for clip, x in audio.items():
             for name, engine in table.items():
+                # Let the previous engine's worker threads stop spinning (CTranslate2's OpenMP
+                # pool and ONNX Runtime's both busy-wait for a while after a call): otherwise
+                # they steal the cores from whichever engine runs next.
+                time.sleep(SETTLE_SECONDS)
                 t0 = time.perf_counter()
                 texts[clip, name] = engine(x)
                 times.setdefault((clip, name), []).append(time.perf_counter() - t0)

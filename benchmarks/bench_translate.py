@@ -86,6 +86,7 @@ SENTENCES = {
         "O restaurante abre às sete horas da noite.",
     ],
 }
+SETTLE_SECONDS = 1.0
 NATIVE_DIRS = {"en-pt": "enpt-1693087644", "pt-en": "pten-1693087646"}
 
 
@@ -149,6 +150,7 @@ def worker(direction: str, cores: int, runs: int) -> dict[str, Any]:
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in engines}
     for _ in range(runs):
         for name, engine in engines.items():
+            time.sleep(SETTLE_SECONDS)  # let the other engine's spinning threads settle
             results[name].append(_run(engine, sentences, cores))
     out: dict[str, Any] = {"cores": cores, "direction": direction, "model": BERGAMOT_EN_PT}
     for name, rs in results.items():
