@@ -44,7 +44,8 @@ Manifest schema (``manifest.json``, ``schema_version`` 1)::
                           graphs {role: {path, inputs [..], outputs [..]}}}}
 
 After :meth:`Manifest.load` every path is absolute. Variant ``cpu`` has one graph, role
-``decoder``; QNN variants have roles ``prefill`` and ``decode``.
+``decoder``; QNN variants (``qnn``, and ``qnn-truncated`` for tests) have roles ``prefill`` and
+``decode``, with their shapes and host protocol in the variant's ``options`` and ``notes``.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ __all__ = [
     "Architecture",
     "BaseInfo",
     "GraphFile",
+    "Lookup",
     "Manifest",
     "OptionValue",
     "Source",
