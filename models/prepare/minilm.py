@@ -35,7 +35,8 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -88,7 +89,7 @@ QNN_BUCKETS: Final = (32, 128, 256)
 # set the 16-bit quantization range of the attention scores on the HTP (QNN.md).
 MASK_VALUE: Final = -30.0
 # Input channels of each feed-forward matmul kept in float in the int8 CPU graph (see above).
-OUTLIER_CHANNELS: Final = 2
+OUTLIER_CHANNELS: Final[Mapping[str, int]] = {"qkv_in": 4, "ffn_in": 4, "ffn_out_in": 4}
 MIN_COSINE: Final = 0.99
 _ONNX_OPSET: Final = 17
 
@@ -191,6 +192,9 @@ VALIDATION_TEXTS: Final = (
     "The novel tells the story of a family across three generations.",
     "Hospitals are struggling to recruit enough nurses and doctors.",
     "What time does the pharmacy open on Sundays?",
+    "Hi.",
+    "Thanks a lot!",
+    "Berlin",
 )
 
 
@@ -265,8 +269,20 @@ def _encoder_class() -> type[Any]:
             # Single sentences: token type 0 everywhere, folded into the position table.
             table = emb.position_embeddings.weight + emb.token_type_embeddings.weight[0]
             self.register_buffer("pos_type", table.detach().clone())
+            # Query, key and value as one matmul: one quantization of x and one GEMM, not three.
+            self.qkv = torch.nn.ModuleList()
+            for layer in bert.encoder.layer:
+                att = layer.attention.self
+                fused = torch.nn.Linear(att.query.in_features, 3 * att.query.out_features)
+                with torch.no_grad():
+                    fused.weight.copy_(
+                        torch.cat([att.query.weight, att.key.weight, att.value.weight])
+                    )
+                    fused.bias.copy_(torch.cat([att.query.bias, att.key.bias, att.value.bias]))
+                self.qkv.append(fused)
             self.outliers: dict[tuple[int, str], tuple[str, str]] = {}
             widths = {
+                "qkv_in": bert.config.hidden_size,
                 "ffn_in": bert.config.hidden_size,
                 "ffn_out_in": bert.config.intermediate_size,
             }
@@ -278,12 +294,13 @@ def _encoder_class() -> type[Any]:
                 self.register_buffer(names[1], idx)
                 self.outliers[(layer, kind)] = names
 
-        def linear(self, layer: int, kind: str, lin: Any, x: torch.Tensor) -> torch.Tensor:
+        def linear(self, layer: int, kind: str, lins: Sequence[Any], x: torch.Tensor) -> list[Any]:
+            """``lin(x)`` for each of ``lins`` (which share the input ``x``)."""
             if (layer, kind) not in self.outliers:
-                return lin(x)  # type: ignore[no-any-return]
+                return [lin(x) for lin in lins]
             keep, idx = (getattr(self, n) for n in self.outliers[(layer, kind)])
-            bypass = torch.matmul(x.index_select(-1, idx), lin.weight[:, idx].t())
-            return lin(x * keep) + bypass  # type: ignore[no-any-return]
+            main, side = x * keep, x.index_select(-1, idx)
+            return [lin(main) + torch.matmul(side, lin.weight[:, idx].t()) for lin in lins]
 
         def split_heads(self, t: torch.Tensor) -> torch.Tensor:
             if self.static:  # [S, hidden] -> [heads, S, head_dim]
@@ -306,20 +323,29 @@ def _encoder_class() -> type[Any]:
             if not self.static:
                 bias = bias.unsqueeze(1)  # [B, 1, 1, S]
             scale = 1.0 / math.sqrt(self.head_dim)
+            # Zero the padded rows of the residual stream (dynamic graph): real rows never read
+            # them (masked keys), and garbage there would widen the int8 activation ranges.
+            keep_rows = None if self.static else mask.unsqueeze(-1)
+            if keep_rows is not None:
+                x = x * keep_rows
             for i, layer in enumerate(self.bert.encoder.layer):
-                att = layer.attention.self
-                q, k, v = (self.split_heads(m(x)) for m in (att.query, att.key, att.value))
+                (qkv,) = self.linear(i, "qkv_in", (self.qkv[i],), x)
+                width = qkv.shape[-1] // 3
+                q, k, v = (self.split_heads(t) for t in qkv.split(width, dim=-1))
                 probs = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale + bias, -1)
                 out = layer.attention.output
                 x = out.LayerNorm(out.dense(self.merge_heads(torch.matmul(probs, v))) + x)
-                h = layer.intermediate.intermediate_act_fn(
-                    self.linear(i, "ffn_in", layer.intermediate.dense, x)
-                )
-                x = layer.output.LayerNorm(self.linear(i, "ffn_out_in", layer.output.dense, h) + x)
+                if keep_rows is not None:
+                    x = x * keep_rows
+                (h,) = self.linear(i, "ffn_in", (layer.intermediate.dense,), x)
+                h = layer.intermediate.intermediate_act_fn(h)
+                (f,) = self.linear(i, "ffn_out_in", (layer.output.dense,), h)
+                x = layer.output.LayerNorm(f + x)
+                if keep_rows is not None:
+                    x = x * keep_rows
             if self.static:  # a [1, S] x [S, hidden] product: a plain MatMul on the HTP
                 return torch.matmul(mask / mask.sum(-1, keepdim=True), x)
-            summed = (x * mask.unsqueeze(-1)).sum(1)
-            return summed / mask.sum(1, keepdim=True).clamp(min=1.0)
+            return x.sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)  # padded rows are zero
 
     return Encoder
 
@@ -351,7 +377,9 @@ def _export(module: Any, path: Path, *, static_seq: int | None) -> GraphFile:
     if static_seq is None:
         dims = {0: "batch", 1: "sequence"}
         axes = {"input_ids": dims, "attention_mask": dims, "embedding": {0: "batch"}}
-    with torch.no_grad():
+    # The legacy exporter's deprecation and tracer warnings say nothing about these graphs.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             (ids, mask),
@@ -365,8 +393,10 @@ def _export(module: Any, path: Path, *, static_seq: int | None) -> GraphFile:
     return GraphFile(path, ("input_ids", "attention_mask"), ("embedding",))
 
 
-def _outlier_channels(bert: Any, texts: Sequence[str], tok: Any) -> dict[tuple[int, str], Any]:
-    """Per feed-forward matmul, the ``OUTLIER_CHANNELS`` inputs of largest |value| on ``texts``."""
+def _outlier_channels(
+    bert: Any, texts: Sequence[str], tok: Any, counts: Mapping[str, int]
+) -> dict[tuple[int, str], Any]:
+    """Per matmul input kind, the ``counts[kind]`` channels of largest |value| on ``texts``."""
     import torch
 
     amax: dict[tuple[int, str], torch.Tensor] = {}
@@ -380,38 +410,51 @@ def _outlier_channels(bert: Any, texts: Sequence[str], tok: Any) -> dict[tuple[i
 
     handles = []
     for i, layer in enumerate(bert.encoder.layer):
-        handles.append(layer.intermediate.dense.register_forward_hook(hook((i, "ffn_in"))))
-        handles.append(layer.output.dense.register_forward_hook(hook((i, "ffn_out_in"))))
+        for kind, module in (
+            ("qkv_in", layer.attention.self.query),
+            ("ffn_in", layer.intermediate.dense),
+            ("ffn_out_in", layer.output.dense),
+        ):
+            if counts.get(kind, 0) > 0:
+                handles.append(module.register_forward_hook(hook((i, kind))))
     with torch.no_grad():
         for enc in tok.encode_batch(list(texts)):
             ids = torch.tensor([enc.ids])
             bert(input_ids=ids, attention_mask=torch.ones_like(ids))
     for h in handles:
         h.remove()
-    return {k: v.argsort(descending=True)[:OUTLIER_CHANNELS].sort().values for k, v in amax.items()}
+    return {
+        (i, kind): v.argsort(descending=True)[: counts[kind]].sort().values
+        for (i, kind), v in amax.items()
+    }
 
 
 # --------------------------------------------------------------------------- checks
 
 
 def _feeds(
-    tok: Any, texts: Sequence[str], static_seq: int | None
+    tok: Any, texts: Sequence[str], static_seq: int | None, batch: int = 1
 ) -> list[dict[str, npt.NDArray[Any]]]:
-    """One feed per text, padded to ``static_seq`` (float mask) or unpadded (int64 mask)."""
+    """Feeds as the pipeline builds them: ``static_seq`` pads each text to the bucket (float
+    mask, batch 1); otherwise texts go by length in batches padded to their longest (int64)."""
+    encodings = tok.encode_batch(list(texts))
+    order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+    step = 1 if static_seq else batch
     feeds = []
-    for enc in tok.encode_batch(list(texts)):
-        n = len(enc.ids)
-        seq = static_seq or n
-        ids = np.zeros((1, seq), np.int64)
-        ids[0, :n] = enc.ids
-        mask = np.zeros((1, seq), np.float32 if static_seq else np.int64)
-        mask[0, :n] = 1
+    for start in range(0, len(order), step):
+        group = [encodings[i] for i in order[start : start + step]]
+        seq = static_seq or max(len(e.ids) for e in group)
+        ids = np.zeros((len(group), seq), np.int64)
+        mask = np.zeros(ids.shape, np.float32 if static_seq else np.int64)
+        for row, enc in enumerate(group):
+            ids[row, : len(enc.ids)] = enc.ids
+            mask[row, : len(enc.ids)] = 1
         feeds.append({"input_ids": ids, "attention_mask": mask})
     return feeds
 
 
 def _min_cosine(reference: Path, candidate: Path, feeds: Sequence[dict[str, Any]]) -> float:
-    """The smallest cosine between the two graphs' outputs over ``feeds`` (CPU EP)."""
+    """The smallest cosine between the two graphs' output rows over ``feeds`` (CPU EP)."""
     import onnxruntime as ort  # preparation-time check; serving sessions come from runtime/
 
     so = ort.SessionOptions()
@@ -421,8 +464,9 @@ def _min_cosine(reference: Path, candidate: Path, feeds: Sequence[dict[str, Any]
     b = ort.InferenceSession(str(candidate), so, providers=["CPUExecutionProvider"])
     worst = 1.0
     for feed in feeds:
-        x, y = a.run(None, feed)[0][0], b.run(None, feed)[0][0]
-        worst = min(worst, float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y))))
+        x, y = a.run(None, feed)[0], b.run(None, feed)[0]
+        cos = np.sum(x * y, 1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
+        worst = min(worst, float(cos.min()))
     return worst
 
 
@@ -434,17 +478,18 @@ def paragraphs(texts: Sequence[str], per: int) -> list[str]:
 # --------------------------------------------------------------------------- variants
 
 
-def _quantize_int8(src: Path, dst: Path) -> None:
+def _quantize_int8(src: Path, dst: Path, counts: Mapping[str, int]) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(src))
     weights = {i.name: tuple(i.dims) for i in model.graph.initializer}
-    # The outlier bypasses (weights with OUTLIER_CHANNELS rows) stay float: that is their point.
+    # The outlier bypasses (weights with that few rows) stay float: that is their point.
+    most = max(counts.values())
     bypass = [
         n.name
         for n in model.graph.node
-        if n.op_type == "MatMul" and weights.get(n.input[1], (0,))[0] == OUTLIER_CHANNELS
+        if n.op_type == "MatMul" and 0 < weights.get(n.input[1], (0,))[0] <= most
     ]
     quantize_dynamic(
         str(src),
@@ -454,6 +499,10 @@ def _quantize_int8(src: Path, dst: Path) -> None:
         op_types_to_quantize=["MatMul"],  # not Gather: the embedding table stays float
         nodes_to_exclude=bypass,
     )
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{n} per {kind} matmul" for kind, n in counts.items() if n > 0)
 
 
 def prepare_cpu(manifest: Manifest, out: Path) -> Variant:
@@ -468,21 +517,23 @@ def prepare_cpu(manifest: Manifest, out: Path) -> Variant:
     float_graph = _export(
         encoder(bert, static=False, outliers={}), work / "float.onnx", static_seq=None
     )
-    outliers = _outlier_channels(bert, CALIBRATION_TEXTS, tok)
+    outliers = _outlier_channels(bert, CALIBRATION_TEXTS, tok, OUTLIER_CHANNELS)
     split = _export(
         encoder(bert, static=False, outliers=outliers), work / "split.onnx", static_seq=None
     )
-    _quantize_int8(split.path, work / "int8.onnx")
+    _quantize_int8(split.path, work / "int8.onnx", OUTLIER_CHANNELS)
+    # Batched as the pipeline batches (the int8 activation scales are per batch) and one by one.
     held_out = [*VALIDATION_TEXTS, *paragraphs(VALIDATION_TEXTS, 6)]
-    worst = _min_cosine(float_graph.path, work / "int8.onnx", _feeds(tok, held_out, None))
+    feeds = [*_feeds(tok, held_out, None, 8), *_feeds(tok, held_out, None, 1)]
+    worst = _min_cosine(float_graph.path, work / "int8.onnx", feeds)
     chosen = "int8" if worst >= MIN_COSINE else "float32"
     if chosen == "float32":
         logger.warning("int8 MiniLM measured cosine %.4f < %s: shipping float32", worst, MIN_COSINE)
     os.replace(work / ("int8.onnx" if chosen == "int8" else "float.onnx"), out / "model.onnx")
     shutil.rmtree(work)
     quantization = (
-        f"int8 dynamic, weights per output channel, {OUTLIER_CHANNELS} outlier input channels per "
-        f"feed-forward matmul in float; min cosine to float {worst:.4f} on held-out sentences"
+        f"int8 dynamic, weights per output channel, outlier input channels in float "
+        f"({_counts(OUTLIER_CHANNELS)}); min cosine to float {worst:.4f} on held-out texts"
         if chosen == "int8"
         else f"float32 (int8 measured min cosine {worst:.4f} < {MIN_COSINE})"
     )
@@ -681,7 +732,9 @@ def export_cross_encoder(hf_dir: Path, out: Path, *, max_tokens: int | None = No
             out = self.inner(input_ids=a, attention_mask=m, token_type_ids=t)
             return out.logits  # type: ignore[no-any-return]
 
-    with torch.no_grad():
+    # The legacy exporter's deprecation and tracer warnings say nothing about these graphs.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             Logits(model),
             (ids, torch.ones_like(ids), torch.zeros_like(ids)),
