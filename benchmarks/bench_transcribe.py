@@ -78,7 +78,7 @@ def wer(reference: str, hypothesis: str) -> float:
 
 
 def engines(threads: int) -> tuple[dict[str, Engine], str]:
-    from faster_whisper import WhisperModel  # type: ignore[import-untyped]  # no stubs
+    from faster_whisper import WhisperModel
 
     from imagine_edge.models.store import prepared
     from imagine_edge.models.transcribe import WHISPER_TINY_EN, WhisperTranscriber

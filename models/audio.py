@@ -77,7 +77,7 @@ def sniff_format(data: bytes) -> AudioFormat:
 
 def decode_audio(data: bytes) -> tuple[Floats, int]:
     """Decode ``data`` to mono float32 samples in [-1, 1] and their sample rate."""
-    import soundfile as sf  # type: ignore[import-untyped]  # no stubs; loaded on first use
+    import soundfile as sf  # loaded on first use
 
     fmt = sniff_format(data)
     try:
@@ -96,7 +96,7 @@ def resample(samples: Floats, rate: int, target: int = SAMPLE_RATE) -> Floats:
         raise ValueError(f"sample rates must be positive, got {rate} -> {target}")
     if rate == target:
         return np.ascontiguousarray(samples, dtype=np.float32)
-    from scipy.signal import resample_poly  # type: ignore[import-untyped]  # no stubs
+    from scipy.signal import resample_poly
 
     g = math.gcd(rate, target)
     out = resample_poly(samples, target // g, rate // g)
