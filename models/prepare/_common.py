@@ -34,6 +34,10 @@ __all__ = ["build_cpu_graph", "graph_file", "hf_from_gguf", "steps"]
 logger = logging.getLogger(__name__)
 
 HF_DIR: Final = "hf"
+ENCODINGS: Final = {
+    "q4": "4-bit MatMulNBits plus float block offsets (exact)",
+    "u8": "8-bit MatMulNBits with zero points on the Q4_1 grid (offsets to d/32)",
+}
 TOKENIZER: Final = "tokenizer.json"
 _LOG_TAIL: Final = 4000
 
@@ -137,12 +141,12 @@ def hf_from_gguf(gguf: Path, out: Path) -> BaseInfo:
 def build_cpu_graph(hf: Path, out: Path, precision: str, num_layers: int) -> Variant:
     """Run onnxruntime-genai's model builder on the float folder ``hf`` into ``out``.
 
-    ``precision`` "int4": the builder's int4 graph with its weights re-encoded exactly from the
-    GGUF grid (``gguf_exact``: Q4_1 layers as 4-bit MatMulNBits plus block offsets, the Q8_0
-    head and tied embedding as 8-bit). "int8": the builder's own symmetric int8 (kept for the
-    comparison). The CPU EP's default accuracy level 4 computes with int8 activations. The result
-    is one graph with GroupQueryAttention and past/present KV inputs/outputs that may share one
-    buffer, plus ``genai_config.json`` so onnxruntime-genai can run the same folder.
+    ``precision`` "int4" or "int8" picks the builder graph whose weights ``gguf_exact`` then
+    re-encodes from the GGUF grid: "int4" exactly with block-offset corrections, "int8" as 8-bit
+    with zero points (see that module for the trade-off). The CPU EP's default accuracy level 4
+    computes with int8 activations. The result is one graph with GroupQueryAttention and
+    past/present KV inputs/outputs that may share one buffer, plus ``genai_config.json`` so
+    onnxruntime-genai can run the same folder.
     """
     if precision not in ("int4", "int8"):
         raise ValueError(f"cpu precision must be 'int4' or 'int8', got {precision!r}")
@@ -155,14 +159,13 @@ def build_cpu_graph(hf: Path, out: Path, precision: str, num_layers: int) -> Var
     for junk in ("cache_dir",):  # the builder may leave its default cache folder behind
         shutil.rmtree(out / junk, ignore_errors=True)
     builder = version("onnxruntime-genai")
-    if precision == "int4":
-        error = max(reencode_builder_graph(out / "model.onnx", hf).values())
-        quantization = (
-            "GGUF Q4_1/Q8_0 re-encoded exactly: 4-bit MatMulNBits (block 32) plus float block "
-            f"offsets for the layers, 8-bit for the tied head (max weight error {error:.2g})"
-        )
-    else:
-        quantization = f"{precision} weight-only (MatMulNBits, block 32, symmetric RTN)"
+    layers = "q4" if precision == "int4" else "u8"
+    errors = reencode_builder_graph(out / "model.onnx", hf, layers)
+    quantization = (
+        f"GGUF Q4_1 layers as {ENCODINGS[layers]}; Q8_0 head and tied embedding as 8-bit "
+        f"MatMulNBits/GatherBlockQuantized (max weight error: layers {errors['layers']:.2g}, "
+        f"head {errors['head']:.2g})"
+    )
     return Variant(
         ep="cpu",
         dir=out,

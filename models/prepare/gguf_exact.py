@@ -1,19 +1,25 @@
-"""Lossless re-encoding of GGUF Q4_1 / Q8_0 weights into the builder's MatMulNBits graph.
+"""Lossless (or nearly) re-encoding of GGUF Q4_1 / Q8_0 weights into the builder's graphs.
 
-Why: the package ships SmolLM2 already quantized (Q4_1 layers, a Q8_0 tied embedding). Quantizing
-the dequantized weights again to the builder's symmetric int4 grid stacks a second rounding on the
-first and costs ~30% perplexity on prose (18.4 -> 24.0); int8 everywhere costs ~1% but is ~25%
-slower. Both GGUF formats fit MatMulNBits exactly, so this module re-encodes them without loss:
+Why: the package ships SmolLM2 already quantized (Q4_1 layers, a Q8_0 tied embedding).
+Quantizing the dequantized weights again to the builder's symmetric int4 grid stacks a second
+rounding on the first and costs ~30% perplexity on prose (18.4 -> 24.0). Both GGUF formats fit
+MatMulNBits, so this module re-encodes the builder's weights from the float ones instead:
 
-- Q4_1 (a block of 32 is ``d*q + m``, q in 0..15) has a float offset ``m``, and MatMulNBits'
-  integer zero points cannot hold it (its float zero points take a ~20x slower kernel). Written
-  as ``d*(q - 8) + c`` with ``c = m + 8d``, the first term is a plain symmetric 4-bit MatMulNBits
-  and the second is ``blocksum(x) @ C``: a ReduceSum over each block of 32 inputs and a small
-  float MatMul ([.., K/32] x [K/32, N], 1/32 of the weights). Every block of a Q4_1 tensor holds
-  q = 0 (its minimum) and q = 15 (its maximum), so ``m`` and ``d`` are recovered from the float
-  weights exactly; other weights get asymmetric int4 with a float offset, still a good encoding.
-- Q8_0 (``d*q``, q in -127..127, ``d = amax/127``) is symmetric 8-bit MatMulNBits with the same
-  scale: the lm_head and, through the builder's GatherBlockQuantized, the tied embedding.
+- Q8_0 (``d*q``, q in -127..127, ``d = amax/127``) is 8-bit MatMulNBits with the same scale and a
+  zero point of 128: exact. Used for the lm head and, through GatherBlockQuantized on the same
+  bytes, the tied embedding (the builder's int8 graph keeps a 113 MB float copy instead).
+- Q4_1 (a block of 32 is ``d*q + m``, q in 0..15) has a float offset ``m``. Every block holds
+  q = 0 (its minimum) and q = 15 (its maximum), so ``m`` and ``d`` are recovered exactly. Two
+  encodings, chosen by ``layers``:
+
+  * ``"u8"``: 8-bit MatMulNBits with scale ``d/16`` and an integer zero point: the value is
+    ``d/16 * (16q + j - z)`` with ``j - z = round(16 m/d)``, so the only error is ``m`` rounded to
+    ``d/32`` (a sixteenth of Q4_1's own step). Blocks where that does not fit in a byte (all
+    weights far from zero) fall back to asymmetric 8-bit RTN. With zero points present the CPU
+    kernel takes its fast path: as fast as 4-bit on x86 (without them, 8-bit is ~1.6x slower).
+  * ``"q4"``: exactly, as ``d*(q - 8) + c`` with ``c = m + 8d``: a symmetric 4-bit MatMulNBits
+    plus ``blocksum(x) @ C`` (a MatMul with a 0/1 block indicator and a small float MatMul, 1/32
+    of the weights). Half the weight bytes of "u8", but 420 small extra nodes per token.
 
 Blocks run along K (the input features) in both GGUF and MatMulNBits, and transformers' row
 permutation of q/k for rotary embeddings moves whole rows, so blocks line up.
@@ -30,7 +36,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BLOCK", "reencode_builder_graph"]
+__all__ = ["BLOCK", "encode_q4", "encode_q8", "encode_u8", "reencode_builder_graph"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +45,7 @@ _LAYER = re.compile(
     r"^/model/layers\.(\d+)/(attn|mlp)/(qkv_proj|o_proj|gate_proj|up_proj|down_proj)/"
 )
 _F32 = npt.NDArray[np.float32]
+_U8 = npt.NDArray[np.uint8]
 
 
 def _source_weight(node_name: str, weights: Mapping[str, _F32]) -> tuple[_F32, bool]:
@@ -57,21 +64,53 @@ def _source_weight(node_name: str, weights: Mapping[str, _F32]) -> tuple[_F32, b
     return weights[f"{prefix}.{proj}.weight"], False
 
 
-def encode_q4(w: _F32) -> tuple[npt.NDArray[np.uint8], _F32, _F32, float]:
-    """[N, K] -> (packed B [N, K/32, 16], scales [N*K/32], offsets C [K/32, N], max error)."""
+def _q4_1_grid(w: _F32) -> tuple[Any, Any, Any]:
+    """Per block of 32: (q in 0..15, d, m) with ``w = d*q + m`` on a Q4_1 grid (float64)."""
     n, k = w.shape
     blocks = w.reshape(n, k // BLOCK, BLOCK).astype(np.float64)
     lo, hi = blocks.min(-1, keepdims=True), blocks.max(-1, keepdims=True)
     d = (hi - lo) / 15.0
-    safe = np.where(d == 0, 1.0, d)
-    q = np.clip(np.rint((blocks - lo) / safe), 0, 15)
-    err = float(np.abs(q * d + lo - blocks).max())
+    q = np.clip(np.rint((blocks - lo) / np.where(d == 0, 1.0, d)), 0, 15)
+    return q, d, lo
+
+
+def encode_q4(w: _F32) -> tuple[_U8, _F32, _F32, float]:
+    """[N, K] -> (packed B [N, K/32, 16], scales [N*K/32], offsets C [K/32, N], max error)."""
+    q, d, lo = _q4_1_grid(w)
+    err = float(np.abs(q * d + lo - w.reshape(q.shape)).max())
     packed = (q[..., 0::2] + 16 * q[..., 1::2]).astype(np.uint8)
     offsets = (lo + 8.0 * d)[..., 0].T.astype(np.float32)
     return packed, d.reshape(-1).astype(np.float32), np.ascontiguousarray(offsets), err
 
 
-def encode_q8(w: _F32) -> tuple[npt.NDArray[np.uint8], _F32, float]:
+def encode_u8(w: _F32) -> tuple[_U8, _F32, _U8, float]:
+    """[N, K] -> (B [N, K/32, 32], scales [N*K/32], zero points [N*K/32], max error)."""
+    q, d, lo = _q4_1_grid(w)
+    blocks = w.reshape(q.shape).astype(np.float64)
+    r = np.rint(16.0 * lo / np.where(d == 0, 1.0, d))  # m in units of d/16
+    z = np.maximum(0.0, -r)
+    fits = (r <= 15) & (r >= -255) & (d > 0)
+    q8 = 16.0 * q + r + z
+    scale = d / 16.0
+    # Fallback for blocks off the grid's byte range: plain asymmetric 8-bit with 0 in range.
+    lo0, hi0 = np.minimum(lo, 0.0), np.maximum(blocks.max(-1, keepdims=True), 0.0)
+    s_fb = np.where(hi0 > lo0, (hi0 - lo0) / 255.0, 1.0)
+    z_fb = np.clip(np.rint(-lo0 / s_fb), 0, 255)
+    q_fb = np.clip(np.rint(blocks / s_fb) + z_fb, 0, 255)
+    q8 = np.where(fits, q8, q_fb)
+    scale, z = np.where(fits, scale, s_fb), np.where(fits, z, z_fb)
+    err = float(np.abs((q8 - z) * scale - blocks).max())
+    if not fits.all():
+        logger.debug("%d of %d blocks off the Q4_1 byte grid", (~fits).sum(), fits.size)
+    return (
+        q8.astype(np.uint8),
+        scale.reshape(-1).astype(np.float32),
+        z.reshape(-1).astype(np.uint8),
+        err,
+    )
+
+
+def encode_q8(w: _F32) -> tuple[_U8, _F32, float]:
     """[N, K] -> (B [N, K/32, 32] as q + 128, scales [N*K/32], max error)."""
     n, k = w.shape
     blocks = w.reshape(n, k // BLOCK, BLOCK).astype(np.float64)
@@ -81,96 +120,165 @@ def encode_q8(w: _F32) -> tuple[npt.NDArray[np.uint8], _F32, float]:
     return (q + 128).astype(np.uint8), d.reshape(-1).astype(np.float32), err
 
 
-def reencode_builder_graph(model_path: Path, hf_dir: Path) -> dict[str, float]:
-    """Rewrite the builder's int4 graph at ``model_path`` in place with exact GGUF encodings.
+class _Rewriter:
+    """Rewrites one builder graph's MatMulNBits weights; collects the new node list."""
 
-    Returns the largest absolute weight error of the layers ("q4") and the head ("q8") relative
-    to the float weights, which is ~1e-7 of the weights' scale for a GGUF Q4_1/Q8_0 source.
-    """
-    import onnx
-    from onnx import helper, numpy_helper
-    from safetensors.numpy import load_file
+    def __init__(self, model: Any, weights: Mapping[str, _F32], layers: str) -> None:
+        self.graph = model.graph
+        self.weights = weights
+        self.layers = layers
+        self.inits = {i.name: i for i in self.graph.initializer}
+        self.nodes: list[Any] = []
+        self.block_sums: dict[str, str] = {}
+        self.errors = {"layers": 0.0, "head": 0.0}
 
-    weights: dict[str, _F32] = load_file(str(hf_dir / "model.safetensors"))
-    model = onnx.load(str(model_path))
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    new_nodes: list[Any] = []
-    block_sums: dict[str, str] = {}
-    errors = {"q4": 0.0, "q8": 0.0}
-    for node in graph.node:
-        if node.op_type != "MatMulNBits":
-            new_nodes.append(node)
-            continue
-        w, is_head = _source_weight(node.name, weights)
+    def add_init(self, array: npt.NDArray[Any], name: str) -> str:
+        from onnx import numpy_helper
+
+        if name not in self.inits:
+            self.inits[name] = numpy_helper.from_array(array, name)
+            self.graph.initializer.append(self.inits[name])
+        return name
+
+    def set(self, name: str, value: npt.NDArray[Any], *, keep_shape: bool = False) -> None:
+        from onnx import numpy_helper
+
+        if keep_shape:  # scales stay [N, K/32]: the head's are shared with GatherBlockQuantized
+            value = value.reshape(tuple(self.inits[name].dims))
+        self.inits[name].CopyFrom(numpy_helper.from_array(value, name))
+
+    def matmul(self, node: Any) -> None:
+        from onnx import helper
+
+        w, is_head = _source_weight(node.name, self.weights)
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if (attrs["N"], attrs["K"], attrs["block_size"]) != (w.shape[0], w.shape[1], BLOCK):
             raise ValueError(f"{node.name}: builder shape {attrs} does not match {w.shape}")
-        if is_head:
-            b8, s8, err = encode_q8(w)
-            errors["q8"] = max(errors["q8"], err)
-            _set(inits, node.input[1], b8)
-            _set(inits, node.input[2], s8, scales=True)
+        if is_head or self.layers == "u8":
+            if is_head:
+                b, s, err = encode_q8(w)
+                z = np.full(s.shape, 128, np.uint8)
+            else:
+                b, s, z, err = encode_u8(w)
+            key = "head" if is_head else "layers"
+            self.errors[key] = max(self.errors[key], err)
+            self.set(node.input[1], b)
+            self.set(node.input[2], s, keep_shape=True)
             _set_attr(node, "bits", 8)
-            new_nodes.append(node)
-            continue
+            # An explicit zero point selects the fast 8-bit CPU kernel even when it is 128.
+            zp = self.add_init(z, f"{node.input[1]}/zero_points")
+            while len(node.input) < 4:
+                node.input.append("")
+            node.input[3] = zp
+            self.nodes.append(node)
+            return
         b4, s4, offsets, err = encode_q4(w)
-        errors["q4"] = max(errors["q4"], err)
-        _set(inits, node.input[1], b4)
-        _set(inits, node.input[2], s4, scales=True)
+        self.errors["layers"] = max(self.errors["layers"], err)
+        self.set(node.input[1], b4)
+        self.set(node.input[2], s4, keep_shape=True)
+        self.offset_correction(node, attrs["K"], offsets)
+
+    def offset_correction(self, node: Any, k: int, offsets: _F32) -> None:
+        """Append ``node`` with ``y += blocksum(x) @ offsets`` around it."""
+        from onnx import helper
+
         x, y = node.input[0], node.output[0]
-        if x not in block_sums:
-            block_sums[x] = f"{x}/block_sum"
-            shape = f"{x}/block_shape"
-            k = attrs["K"]
-            graph.initializer.append(
-                numpy_helper.from_array(np.array([0, 0, k // BLOCK, BLOCK], np.int64), shape)
+        if x not in self.block_sums:
+            # One MatMul with a 0/1 block indicator [K, K/32] sums each block of 32 inputs.
+            self.block_sums[x] = f"{x}/block_sum"
+            ones = np.kron(np.eye(k // BLOCK, dtype=np.float32), np.ones((BLOCK, 1), np.float32))
+            indicator = self.add_init(ones, f"/gguf_exact/block_indicator_{k}")
+            self.nodes.append(
+                helper.make_node("MatMul", [x, indicator], [self.block_sums[x]], name=f"{x}/bs")
             )
-            new_nodes += [
-                helper.make_node("Reshape", [x, shape], [f"{x}/blocks"], name=f"{x}/blocks"),
-                helper.make_node(
-                    "ReduceSum",
-                    [f"{x}/blocks", "/gguf_exact/axis_-1"],
-                    [block_sums[x]],
-                    name=block_sums[x],
-                    keepdims=0,
-                ),
-            ]
-        offset_name = f"{node.input[1]}/block_offsets"
-        graph.initializer.append(numpy_helper.from_array(offsets, offset_name))
+        offset = self.add_init(offsets, f"{node.input[1]}/block_offsets")
         node.output[0] = f"{y}/uncorrected"
-        new_nodes += [
+        self.nodes += [
             node,
             helper.make_node(
-                "MatMul", [block_sums[x], offset_name], [f"{y}/offset"], name=f"{node.name}/offset"
+                "MatMul", [self.block_sums[x], offset], [f"{y}/offset"], name=f"{node.name}/off"
             ),
             helper.make_node(
                 "Add", [f"{y}/uncorrected", f"{y}/offset"], [y], name=f"{node.name}/corrected"
             ),
         ]
-    graph.initializer.append(
-        numpy_helper.from_array(np.array([-1], np.int64), "/gguf_exact/axis_-1")
-    )
-    _retarget_embedding(graph, inits)
-    del graph.node[:]
-    graph.node.extend(new_nodes)
+
+    def tie_embedding(self, head: Any) -> Any:
+        """The embedding lookup as GatherBlockQuantized over the 8-bit head bytes, replacing
+        the builder's (a 4-bit GatherBlockQuantized or a float Gather)."""
+        from onnx import helper
+
+        b, s = self.inits[head.input[1]], head.input[2]
+        rows, blocks, width = b.dims
+        shape = self.add_init(np.array([rows, blocks * width], np.int64), "/gguf_exact/emb_shape")
+        zp = self.add_init(np.full((rows, blocks), 128, np.uint8), "/gguf_exact/emb_zero_points")
+        table = "/gguf_exact/emb_table"
+        for i, node in enumerate(self.nodes):
+            ids = _embedding_ids(node, self.inits)
+            if ids is None:
+                continue
+            reshape = helper.make_node("Reshape", [b.name, shape], [table], name=table)
+            gather = helper.make_node(
+                "GatherBlockQuantized", [table, ids, s, zp], list(node.output),
+                name="/model/embed_tokens/GatherBlockQuantized", domain="com.microsoft",
+                bits=8, block_size=BLOCK, gather_axis=0, quantize_axis=1,
+            )  # fmt: skip
+            self.nodes[i : i + 1] = [reshape, gather]
+            return
+        raise ValueError("the builder graph has no embedding lookup to tie")
+
+
+def _embedding_ids(node: Any, inits: Mapping[str, Any]) -> str | None:
+    """The token-id input of the builder's embedding node, or None for other nodes."""
+    if node.op_type == "GatherBlockQuantized" or (
+        node.op_type == "Gather" and node.input[0] == "model.embed_tokens.weight"
+    ):
+        return str(node.input[1])
+    return None
+
+
+def reencode_builder_graph(model_path: Path, hf_dir: Path, layers: str) -> dict[str, float]:
+    """Rewrite the builder graph at ``model_path`` in place from the GGUF-grid float weights.
+
+    ``layers`` is "u8" (the builder's int8 graph) or "q4" (its int4 graph). Returns the largest
+    absolute weight error of the layers and of the head: 0 for "q4" and the Q8_0 head, about
+    d/32 of a Q4_1 block for "u8".
+    """
+    import onnx
+
+    if layers not in ("u8", "q4"):
+        raise ValueError(f"layers must be 'u8' or 'q4', got {layers!r}")
+    from safetensors.numpy import load_file
+
+    model = onnx.load(str(model_path))
+    rw = _Rewriter(model, load_file(str(hf_dir / "model.safetensors")), layers)
+    head = None
+    for node in list(model.graph.node):
+        if node.op_type == "MatMulNBits":
+            rw.matmul(node)
+            head = node if node.name.startswith("/lm_head/") else head
+        elif not (node.op_type == "Reshape" and node.output[0].startswith("/model/embed_tokens")):
+            rw.nodes.append(node)  # the builder's reshape of the 4-bit head is replaced below
+    if head is None:
+        raise ValueError(f"{model_path} has no lm_head MatMulNBits")
+    rw.tie_embedding(head)
+    used = {i for n in rw.nodes for i in n.input} | {o.name for o in model.graph.output}
+    nodes = [n for n in rw.nodes if n.op_type != "Constant" or n.output[0] in used]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    stale = {"model.embed_tokens.weight"}
+    for init in [i for i in model.graph.initializer if i.name in stale]:
+        model.graph.initializer.remove(init)
+    del model.graph.value_info[:]  # shapes of rewritten tensors changed; ORT re-infers them
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     data = model_path.name + ".data"
     (model_path.parent / data).unlink(missing_ok=True)
     onnx.save(
         model, str(model_path), save_as_external_data=True, location=data, size_threshold=1024
     )
-    logger.info("re-encoded %s exactly: max weight error %s", model_path, errors)
-    return errors
-
-
-def _set(
-    inits: Mapping[str, Any], name: str, value: npt.NDArray[Any], *, scales: bool = False
-) -> None:
-    from onnx import numpy_helper
-
-    if scales:  # keep the builder's [N, K/32]: the head's are shared with GatherBlockQuantized
-        value = value.reshape(tuple(inits[name].dims))
-    inits[name].CopyFrom(numpy_helper.from_array(value, name))
+    logger.info("re-encoded %s (%s): max weight error %s", model_path, layers, rw.errors)
+    return rw.errors
 
 
 def _set_attr(node: Any, name: str, value: int) -> None:
@@ -179,31 +287,3 @@ def _set_attr(node: Any, name: str, value: int) -> None:
             a.i = value
             return
     raise ValueError(f"{node.name} has no attribute {name!r}")
-
-
-def _retarget_embedding(graph: Any, inits: Mapping[str, Any]) -> None:
-    """Point the tied embedding's GatherBlockQuantized at the 8-bit head weights."""
-    from onnx import numpy_helper
-
-    for node in graph.node:
-        if node.op_type != "GatherBlockQuantized":
-            continue
-        reshape = next(n for n in graph.node if node.input[0] in n.output)
-        data = inits[reshape.input[0]]
-        rows, blocks, width = data.dims
-        shape_name = f"{node.name}/shape_q8"
-        graph.initializer.append(
-            numpy_helper.from_array(np.array([rows, blocks * width], np.int64), shape_name)
-        )
-        reshape.input[1] = shape_name
-        stale = [v for v in graph.value_info if v.name == reshape.output[0]]
-        for v in stale:
-            graph.value_info.remove(v)
-        zp_name = f"{node.name}/zero_points_q8"
-        graph.initializer.append(
-            numpy_helper.from_array(np.full((rows, blocks), 128, np.uint8), zp_name)
-        )
-        while len(node.input) < 4:
-            node.input.append("")
-        node.input[3] = zp_name
-        _set_attr(node, "bits", 8)

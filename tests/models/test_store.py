@@ -10,7 +10,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -285,29 +284,3 @@ def test_store_and_catalog_do_not_import_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/"
     )
     assert out.stdout.strip() == ""
-
-
-def test_q4_encoding_is_exact_on_a_q4_1_grid() -> None:
-    from imagine_edge.models.prepare.gguf_exact import encode_q4, encode_q8
-
-    rng = np.random.default_rng(0)
-    # Blocks built the way llama.cpp's Q4_1 builds them: q spans 0..15, float16 d and m.
-    q = rng.integers(0, 16, size=(6, 4, 32))
-    q[..., 0], q[..., 1] = 0, 15
-    d = rng.uniform(0.001, 0.05, size=(6, 4, 1)).astype(np.float16).astype(np.float32)
-    m = rng.uniform(-0.5, 0.1, size=(6, 4, 1)).astype(np.float16).astype(np.float32)
-    w = (d * q + m).astype(np.float32).reshape(6, 128)
-    packed, scales, offsets, err = encode_q4(w)
-    nibbles = np.stack([packed & 15, packed >> 4], axis=-1).reshape(6, 4, 32).astype(np.float32)
-    back = (nibbles - 8) * scales.reshape(6, 4, 1) + offsets.T[..., None]
-    assert err < 1e-6
-    np.testing.assert_allclose(back.reshape(6, 128), w, atol=1e-6)
-    # Q8_0: d = amax / 127, q in -127..127.
-    q8 = rng.integers(-127, 128, size=(3, 2, 32))
-    q8[..., 0] = 127
-    d8 = rng.uniform(0.001, 0.01, size=(3, 2, 1)).astype(np.float16).astype(np.float32)
-    w8 = (d8 * q8).astype(np.float32).reshape(3, 64)
-    b8, s8, err8 = encode_q8(w8)
-    assert err8 < 1e-7
-    back8 = (b8.astype(np.float32) - 128) * s8.reshape(3, 2, 1)
-    np.testing.assert_allclose(back8.reshape(3, 64), w8, atol=1e-7)
