@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -35,7 +37,12 @@ from tokenizers import Encoding, Tokenizer
 from imagine_edge.models.base import Embeddings
 from imagine_edge.models.store import Manifest, prepared
 from imagine_edge.runtime.providers import QnnOptions
-from imagine_edge.runtime.session import LoadedSession, session_summary, shared_factory
+from imagine_edge.runtime.session import (
+    LoadedSession,
+    SessionFactory,
+    session_summary,
+    shared_factory,
+)
 from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
 
 __all__ = [
@@ -107,6 +114,11 @@ class TextEncoder(Protocol):
     @property
     def mask_dtype(self) -> type[np.generic]: ...
 
+    @property
+    def workers(self) -> int:
+        """How many batches may run at once (each on one thread)."""
+        ...
+
     def plan(self, lengths: npt.NDArray[np.int64]) -> list[Batch]:
         """Batches covering every index of ``lengths`` (token counts) exactly once."""
         ...
@@ -132,22 +144,28 @@ class CpuEncoder:
         max_batch: int = DEFAULT_MAX_BATCH,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         bucketing: bool = True,
+        workers: int = 1,
     ) -> None:
-        if max_batch < 1 or max_batch_tokens < 1:
+        if max_batch < 1 or max_batch_tokens < 1 or workers < 1:
             raise ValueError(
-                f"max_batch and max_batch_tokens must be >= 1, got {max_batch}, {max_batch_tokens}"
+                "max_batch, max_batch_tokens and workers must be >= 1, got "
+                f"{max_batch}, {max_batch_tokens}, {workers}"
             )
         self.loaded: LoadedSession | None = loaded
         self.max_batch, self.max_batch_tokens = max_batch, max_batch_tokens
         # Off only to measure what sorting saves: batches then keep the input order.
         self.bucketing = bucketing
+        self.workers = workers
 
     @property
     def provider(self) -> str:
         return "closed" if self.loaded is None else self.loaded.describe()
 
     def plan(self, lengths: npt.NDArray[np.int64]) -> list[Batch]:
-        return plan_batches(lengths, self.max_batch, self.max_batch_tokens, sort=self.bucketing)
+        # Enough batches to keep every worker busy (smaller batches also pad less).
+        per_worker = -(-len(lengths) // self.workers)
+        size = max(1, min(self.max_batch, per_worker))
+        return plan_batches(lengths, size, self.max_batch_tokens, sort=self.bucketing)
 
     def run(self, ids: I64, mask: npt.NDArray[np.generic]) -> F32:
         if self.loaded is None:
@@ -168,6 +186,7 @@ class QnnEncoder:
     """Static graphs on the QNN HTP, batch 1, one per sequence bucket (all opened at load)."""
 
     mask_dtype: type[np.generic] = np.float32
+    workers = 1  # the HTP runs one graph at a time
 
     def __init__(self, graphs: dict[int, LoadedSession]) -> None:
         if not graphs:
@@ -215,6 +234,7 @@ class SentenceEmbedder:
         self.tokenizer.enable_truncation(max_tokens)
         self.max_tokens = max_tokens
         self.encoder = encoder
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def execution_provider(self) -> str:
@@ -226,6 +246,9 @@ class SentenceEmbedder:
 
     def close(self) -> None:
         self.encoder.close()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def describe_sessions(self) -> list[dict[str, object]]:
         """Where each graph runs (provider, node assignment, EPContext cache), for reports."""
@@ -249,19 +272,52 @@ class SentenceEmbedder:
         return Embeddings(vectors=vectors, prompt_tokens=int(lengths.sum()), truncated=truncated)
 
     def _pooled(self, encodings: Sequence[Encoding], lengths: npt.NDArray[np.int64]) -> F32:
-        out: F32 | None = None
-        for batch in self.encoder.plan(lengths):
+        def run(batch: Batch) -> F32:
             ids = np.zeros((len(batch.indices), batch.length), np.int64)
             mask = np.zeros(ids.shape, self.encoder.mask_dtype)
             for row, i in enumerate(batch.indices):
                 n = int(lengths[i])
                 ids[row, :n] = encodings[i].ids
                 mask[row, :n] = 1
-            pooled = self.encoder.run(ids, mask)
-            if out is None:
-                out = np.empty((len(encodings), pooled.shape[1]), np.float32)
+            return self.encoder.run(ids, mask)
+
+        plan = self.encoder.plan(lengths)
+        if len(plan) > 1 and self.encoder.workers > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.encoder.workers, "embedding")
+            results = list(self._pool.map(run, plan))  # onnxruntime releases the GIL
+        else:
+            results = [run(b) for b in plan]
+        if not results:
+            return np.zeros((0, 0), np.float32)
+        out = np.empty((len(encodings), results[0].shape[1]), np.float32)
+        for batch, pooled in zip(plan, results, strict=True):
             out[batch.indices] = pooled
-        return np.zeros((0, 0), np.float32) if out is None else out
+        return out
+
+
+_serial: SessionFactory | None = None
+_serial_lock = threading.Lock()
+
+
+def _cpu_sessions() -> tuple[int, SessionFactory]:
+    """How many batches run at once, and the factory of the CPU session.
+
+    Batches run side by side, each on one thread of its own, rather than one after another on
+    the shared factory's intra-op pool: each of the graph's ~400 ops then needs no hand-off
+    between threads (on 2 cores, one thread per batch cost 15% less CPU per sentence than two
+    threads per op). The sessions come from a factory with one intra-op thread and as many
+    workers as the shared factory's threads. With a process-wide pool (which forbids
+    per-session threads) batches run one at a time on the shared factory.
+    """
+    global _serial
+    shared = shared_factory()
+    if shared.shared_pool or shared.intra_op_threads == 1:
+        return 1, shared
+    with _serial_lock:
+        if _serial is None:
+            _serial = SessionFactory(1, shared_pool=False)
+    return shared.intra_op_threads, _serial
 
 
 def open_embedder(
@@ -289,8 +345,9 @@ def open_embedder(
         }
         encoder = QnnEncoder(graphs)
     else:
-        loaded = factory.create(v.graphs["encoder"].path, target="cpu")
-        encoder = CpuEncoder(loaded, max_batch=max_batch, bucketing=bucketing)
+        workers, creator = _cpu_sessions()
+        loaded = creator.create(v.graphs["encoder"].path, target="cpu")
+        encoder = CpuEncoder(loaded, max_batch=max_batch, bucketing=bucketing, workers=workers)
     tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
     max_tokens = int(v.options.get("max_tokens", manifest.context_length))
     log.info("loaded %s/%s (%s)", manifest.name, variant, encoder.provider)
