@@ -188,8 +188,20 @@ def _run(chunks) -> tuple[str, GenerationChunk]:
     return "".join(c.text for c in items), items[-1]
 
 
+# With no system message the template adds SmolLM's own, after which the float model's first
+# token is a near tie ("The" 25.33 against "L" 25.24 logits); the int8 activations of the CPU
+# graph flip it (onnxruntime-genai on the same graph answers the same), so the question is asked
+# with a plain system message, where the margin is real.
+SYSTEM = "You are a helpful assistant."
+
+
 def test_greedy_answer_names_paris(model):
-    request = _chat(_msg("user", "What is the capital of France?"), temperature=0, max_tokens=32)
+    request = _chat(
+        _msg("system", SYSTEM),
+        _msg("user", "What is the capital of France?"),
+        temperature=0,
+        max_tokens=32,
+    )
     text, last = _run(model.generate_chat(request, threading.Event()))
     assert "Paris" in text
     assert last.finish_reason == FinishReason.stop
