@@ -37,6 +37,8 @@ LOADERS: Final[dict[str, str]] = {
     "whisper-base": "imagine_edge.models.transcribe:load_transcriber",
     "bergamot-en-pt-tiny": "imagine_edge.models.translate:load_translator",
     "bergamot-pt-en-tiny": "imagine_edge.models.translate:load_translator",
+    "all-minilm-l6-v2": "imagine_edge.models.embedding:load_embedder",
+    "minilm-bi-encoder-reranker": "imagine_edge.models.reranker:load_bi_encoder_reranker",
 }
 # Models whose weights are random: /models and their cards say so.
 UNTRAINED: Final = frozenset({"tiny-sd-random"})
