@@ -27,6 +27,7 @@ so a crash never leaves a half-written cache entry.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -99,12 +100,23 @@ class LoadedSession:
 
 
 def _file_digest(path: Path) -> str:
-    """Hash of the graph and its external-data file (``<name>.data``), if any."""
+    """Hash of the graph and its external-data file (``<name>.data``), if any.
+
+    Memoised per process under each file's (size, mtime, inode): a model is hashed once, not on
+    every session it opens.
+    """
+    parts = [p for p in (path, path.with_name(path.name + ".data")) if p.is_file()]
+    stamps = tuple(
+        (str(p), st.st_size, st.st_mtime_ns, st.st_ino) for p in parts if (st := p.stat())
+    )
+    return _digest_of(stamps)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest_of(stamps: tuple[tuple[str, int, int, int], ...]) -> str:
     h = hashlib.sha256()
-    for part in (path, path.with_name(path.name + ".data")):
-        if not part.is_file():
-            continue
-        with part.open("rb") as f:
+    for name, *_ in stamps:
+        with open(name, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
@@ -229,8 +241,11 @@ class SessionFactory:
     def compile_qnn(self, path: Path, options: QnnOptions) -> Path:
         """Compile ``path`` into an EPContext model (cached); returns the cached file."""
         cached = self.epcontext_path(path, options)
-        if cached.is_file():
-            return cached
+        if not cached.is_file():
+            self._compile(path, options, cached)
+        return cached
+
+    def _compile(self, path: Path, options: QnnOptions, cached: Path) -> None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         so = self._qnn_session_options(options, None)
         fd, tmp_name = tempfile.mkstemp(dir=cached.parent, suffix=".onnx.tmp")
@@ -246,13 +261,14 @@ class SessionFactory:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
         log.info("compiled %s for QNN into %s", path.name, cached)
-        return cached
 
     def _create_qnn(
         self, path: Path, options: QnnOptions, session_config: dict[str, str] | None
     ) -> LoadedSession:
-        from_cache = self.epcontext_path(path, options).is_file()
-        compiled = self.compile_qnn(path, options)
+        compiled = self.epcontext_path(path, options)
+        from_cache = compiled.is_file()
+        if not from_cache:
+            self._compile(path, options, compiled)
         so = self._qnn_session_options(options, session_config)
         try:
             session = ort.InferenceSession(str(compiled), so)
