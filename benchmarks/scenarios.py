@@ -252,10 +252,14 @@ def _closed_loop(
     start = time.perf_counter()
     deadline = start + config.duration
 
+    def more() -> bool:
+        # Until the deadline, and until min_samples were taken across all clients.
+        with lock:
+            return len(samples) < config.min_samples or time.perf_counter() < deadline
+
     def worker() -> None:
         nonlocal errors
-        taken = 0
-        while taken < config.min_samples or time.perf_counter() < deadline:
+        while more():
             try:
                 sample = call()
             except Exception:  # a rejected (429) or failed request counts, it does not stop us
@@ -265,7 +269,6 @@ def _closed_loop(
                 if time.perf_counter() > deadline + config.duration:
                     return
                 continue
-            taken += 1
             with lock:
                 samples.append(sample)
             progress.update()
