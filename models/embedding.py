@@ -7,9 +7,12 @@ masks, and the L2 normalisation, which stays on the host for both targets (QNN.m
 (``models/prepare/minilm.py``) return the masked mean of the last hidden states.
 
 Batching: texts are sorted by token count (stable) and cut into batches of at most
-``max_batch`` texts and ``max_batch_tokens`` padded tokens; each batch is padded to its longest
-text, so unsorted input costs no padding. The QNN graphs have static shapes: each text runs
-alone in the smallest sequence bucket that fits it.
+``max_batch`` texts and ``max_batch_tokens`` padded tokens (smaller when that gives every worker
+a batch); each batch is padded to its longest text, so unsorted input costs little padding (at
+batch 32 of 10-40-word sentences: 29% extra tokens per request of 32 against 66% in input
+order, 4% over 256 texts). On the CPU, batches run side by side, one thread each (see
+``_cpu_sessions``). The QNN graphs have static shapes: each text runs alone in the smallest
+sequence bucket that fits it.
 
 Invariants:
 - ``vectors[i]`` belongs to ``texts[i]``, whatever order the batches ran in.
