@@ -106,7 +106,9 @@ def write_chart(report: Mapping[str, Any], path: Path) -> None:
             left.set_xticks(list(xs), labels, rotation=30, ha="right", fontsize=7)
             left.set_ylabel(f"{name.removesuffix('_s')} (ms)")
             left.legend(fontsize=7)
-        left.set_title(f"{scenario['model_type']}: {scenario['model']}", fontsize=9)
+        left.set_title(
+            f"{scenario['model_type']}: {scenario['model']} [{scenario['transport']}]", fontsize=9
+        )
         concurrency = [p for p in points if "concurrency" in p["params"]]
         if concurrency:
             by_prompt: dict[Any, list[Mapping[str, Any]]] = {}
@@ -134,7 +136,7 @@ def write_chart(report: Mapping[str, Any], path: Path) -> None:
         f"imagine-edge bench, {report['created']} on {report['machine']['cpu_model']}",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / rows))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
