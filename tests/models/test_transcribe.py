@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from imagine_edge.benchmarks.bench_transcribe import wer
 from imagine_edge.models.audio import load_audio
 from imagine_edge.models.prepare.whisper import read_ct2, whisper_state_dict
 from imagine_edge.models.store import prepared
@@ -42,21 +42,6 @@ TWO_CITIES = (
     "so far like the present period, that some of its noisiest authorities insisted on its "
     "being received, for good or for evil, in the superlative degree of comparison only."
 )
-
-
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate: word-level Levenshtein distance over the reference length."""
-    ref, hyp = _words(reference), _words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / max(1, len(ref))
 
 
 def test_wer_counts_substitutions_insertions_deletions() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imagine_edge.benchmarks.bench_translate import SENTENCES
 from imagine_edge.models.prepare.bergamot import (
     BergamotConfig,
     bergamot_weights,
@@ -31,30 +32,8 @@ from imagine_edge.models.translate import (
 from imagine_edge.sdk.errors import InvalidRequestError
 from imagine_edge.sdk.types import FinishReason, TranslateRequest
 
-EN = [
-    "How are you today?",
-    "The book is on the table.",
-    "I live in a small house near the river.",
-    "We will meet at the station tomorrow morning.",
-    "She has been working in the hospital for ten years.",
-    "Can you help me find my keys?",
-    "The weather is very nice in the summer.",
-    "He didn't want to go to the party because he was tired.",
-    "The cat is sleeping in the garden.",
-    "Please send me the report before Friday.",
-]
-PT = [
-    "Como você está hoje?",
-    "O livro está na mesa.",
-    "Eu moro em uma casa pequena perto do rio.",
-    "Vamos nos encontrar na estação amanhã de manhã.",
-    "Ela trabalha no hospital há dez anos.",
-    "Você pode me ajudar a encontrar minhas chaves?",
-    "O tempo é muito bom no verão.",
-    "Ele não queria ir à festa porque estava cansado.",
-    "O museu fecha às segundas-feiras.",
-    "Por favor, me envie o relatório antes de sexta-feira.",
-]
+EN = SENTENCES["en-pt"][:10]
+PT = SENTENCES["pt-en"][:10]
 
 
 def _models_dir() -> Path:
