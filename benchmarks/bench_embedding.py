@@ -283,6 +283,7 @@ def run(n: int, repeats: int, threads: int) -> dict[str, Any]:
         f.unlink()
     work.rmdir()
     return {
+        "load_average": [round(x, 2) for x in os.getloadavg()],  # others share these cores
         "sentences": len(texts),
         "words": [min(len(t.split()) for t in texts), max(len(t.split()) for t in texts)],
         "threads": threads,
@@ -322,6 +323,7 @@ def render(report: dict[str, Any]) -> str:
         f"per call {pad['ours_per_call_extra']:.0%}, ours one call {pad['ours_one_call_extra']:.0%}"
     )
     lines.append(f"ours-int8 graph: {report['quantization']}")
+    lines.append(f"load average at the end: {report['load_average']}")
     return "\n".join(lines)
 
 

@@ -187,3 +187,15 @@ def test_batch_plan_covers_every_text_within_the_caps(
     # Sorted by length: batches never interleave (each starts where the previous ended).
     order = [int(arr[b.indices].min()) for b in plan]
     assert order == sorted(order)
+
+
+def test_requests_are_cut_into_enough_small_batches(manifest: Manifest) -> None:
+    encoder = open_embedder(manifest, "cpu").encoder
+    encoder.workers = 2  # as on a two-core machine, whatever this one has
+    sizes = {
+        n: [len(b.indices) for b in encoder.plan(np.full(n, 20, np.int64))] for n in (1, 3, 32, 256)
+    }
+    assert sizes[1] == [1]
+    assert sizes[3] == [2, 1]  # both workers get a batch
+    assert sizes[32] == [4] * 8  # small batches pad less; several per worker
+    assert sizes[256] == [16] * 16  # capped at max_batch
