@@ -15,7 +15,7 @@ from imagine_edge.models.base import ModelCard
 from imagine_edge.sdk.errors import InvalidRequestError, ModelNotFoundError, ModelUnavailableError
 from imagine_edge.sdk.types import ModelType
 
-__all__ = ["CLIENT_DEFAULT_NAMES", "ModelIndex"]
+__all__ = ["CLIENT_DEFAULT_NAMES", "ModelIndex", "client_alias"]
 
 # The names the official client sends when the caller gives no model (CONTRACT.md §1.11).
 CLIENT_DEFAULT_NAMES: Final[Mapping[ModelType, str]] = {
@@ -28,7 +28,14 @@ CLIENT_DEFAULT_NAMES: Final[Mapping[ModelType, str]] = {
 }
 
 
+# A translate model is a language pair: the client's default (English to Spanish) must not
+# silently answer in another language, so it is never an alias.
 _NOT_ALIASED: Final = frozenset({ModelType.TRANSLATE})
+
+
+def client_alias(model_type: ModelType) -> str | None:
+    """The official client's default name that means this type's local default, if any."""
+    return None if model_type in _NOT_ALIASED else CLIENT_DEFAULT_NAMES[model_type]
 
 
 class ModelIndex:
@@ -52,10 +59,9 @@ class ModelIndex:
                 if index.setdefault(key.lower(), card.name) != card.name:
                     raise ValueError(f"name {key!r} is used by {index[key.lower()]!r} too")
         for model_type, default in self._defaults.items():
-            # A translate model is a language pair: the client's default (English to Spanish)
-            # must not silently answer in another language, so it is never an alias.
-            if default is not None and model_type not in _NOT_ALIASED:
-                index.setdefault(CLIENT_DEFAULT_NAMES[model_type].lower(), default.name)
+            alias = client_alias(model_type)
+            if default is not None and alias is not None:
+                index.setdefault(alias.lower(), default.name)
         return index
 
     @property
@@ -70,7 +76,9 @@ class ModelIndex:
     def aliases(self) -> dict[str, str]:
         """Every alias (card aliases and the client's default names) -> the model it means."""
         return {alias: card.name for card in self._cards.values() for alias in card.aliases} | {
-            CLIENT_DEFAULT_NAMES[t]: card.name for t, card in self._defaults.items() if card
+            alias: card.name
+            for t, card in self._defaults.items()
+            if card and (alias := client_alias(t)) is not None
         }
 
     def lookup(self, name: str) -> ModelCard | None:

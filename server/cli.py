@@ -16,7 +16,8 @@ import sys
 from collections.abc import Sequence
 
 from imagine_edge.sdk._backends import API_KEY_ENV
-from imagine_edge.sdk.engine import CLIENT_DEFAULT_NAMES, Engine, ModelState
+from imagine_edge.sdk._names import client_alias
+from imagine_edge.sdk.engine import Engine, ModelState
 from imagine_edge.sdk.errors import ImagineException
 
 __all__ = ["is_loopback", "serve_command"]
@@ -64,7 +65,8 @@ def _banner(url: str, engine: Engine, states: Sequence[ModelState], key: bool) -
         where = state.execution_provider or state.state
         default = ""
         if engine.default_card(card.model_type) is card:
-            default = f" (default; answers to {CLIENT_DEFAULT_NAMES[card.model_type]!r} too)"
+            alias = client_alias(card.model_type)
+            default = f" (default; answers to {alias!r} too)" if alias else " (default)"
         lines.append(f"  {card.model_type.value:<13} {card.name}: {where}{default}")
     lines.append("  API key required" if key else "  no API key (loopback only)")
     return "\n".join(lines) + "\n"

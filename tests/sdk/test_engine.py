@@ -64,6 +64,7 @@ def test_names_aliases_and_defaults(engine):
         assert engine.resolve(alias, model_type) is engine.default_card(model_type)
     assert engine.resolve("ECHO-LLM", ModelType.LLM).name == "echo-llm"
     assert engine.aliases()["Llama-3.1-8B"] == "echo-llm"
+    assert "Helsinki-NLP/opus-mt-en-es" not in engine.aliases()
     with pytest.raises(ModelNotFoundError, match="unknown llm model 'gpt'; available: echo-llm"):
         engine.resolve("gpt", ModelType.LLM)
     with pytest.raises(InvalidRequestError, match="'hash-embedder' is of type 'embedding'"):
