@@ -26,7 +26,7 @@ from tokenizers import Tokenizer
 
 from imagine_edge.models.base import GenerationChunk, GenerationStats
 from imagine_edge.models.chat_format import ChatMLFormat, ToolCallFilter
-from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.store import Manifest
 from imagine_edge.runtime.generate import (
     Delta,
     GenerationPlan,
@@ -40,7 +40,7 @@ from imagine_edge.runtime.static_decoder import StaticDecoder
 from imagine_edge.sdk.errors import ModelRunError, ModelUnavailableError
 from imagine_edge.sdk.types import ChatCompletionRequest, CompletionRequest, FinishReason
 
-__all__ = ["SMOLLM2", "SMOLLM2_DEFAULTS", "ChatModel", "load_chat_model", "load_smollm2"]
+__all__ = ["SMOLLM2", "SMOLLM2_DEFAULTS", "ChatModel", "load_chat_model"]
 
 log = logging.getLogger(__name__)
 
@@ -247,9 +247,3 @@ def load_chat_model(manifest: Manifest) -> ChatModel:
         target=cast(Target, target),
         spin=os.environ.get("IMAGINE_EDGE_LLM_SPIN", "0") == "1",
     )
-
-
-def load_smollm2() -> ChatModel:
-    """SmolLM2-135M-Instruct, prepared first if needed (see :func:`load_chat_model`)."""
-    target = os.environ.get("IMAGINE_EDGE_LLM_TARGET", "cpu")
-    return load_chat_model(prepared(SMOLLM2, ["cpu", "qnn"] if target == "qnn" else ["cpu"]))

@@ -238,13 +238,6 @@ class SessionFactory:
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         return epcontext_dir() / f"{path.stem}-{digest}.onnx"
 
-    def compile_qnn(self, path: Path, options: QnnOptions) -> Path:
-        """Compile ``path`` into an EPContext model (cached); returns the cached file."""
-        cached = self.epcontext_path(path, options)
-        if not cached.is_file():
-            self._compile(path, options, cached)
-        return cached
-
     def _compile(self, path: Path, options: QnnOptions, cached: Path) -> None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         so = self._qnn_session_options(options, None)
