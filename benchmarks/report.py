@@ -49,12 +49,15 @@ def render_table(report: Mapping[str, Any]) -> str:
             for point in source["points"]
         )
         lines.extend(
-            f"   {source['name']:>17} | {source['error']}"
+            f"   {source['name']:>17} | {source[key]}"
             for source in sources
-            if source.get("error")
+            for key in ("note", "error")
+            if source.get(key)
         )
-        for name, ratio in scenario.get("ratios", {}).items():
-            lines.append(f"   ratio {name}: {ratio:.2f}x")
+        ratios = scenario.get("ratios", {})
+        if ratios:
+            lines.append("   ratios, ours / the peer's (p50 for latencies):")
+            lines.extend(f"   {name}: {ratio:.2f}x" for name, ratio in ratios.items())
     return "\n".join(lines)
 
 
