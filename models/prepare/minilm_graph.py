@@ -105,6 +105,11 @@ def encoder_class() -> type[Any]:
                 self.register_buffer(names[0], keep)
                 self.register_buffer(names[1], idx)
                 self.outliers[(layer, kind)] = names
+            # A new Module is in training mode, and so would be the BertModel it wraps once
+            # the exporter restores this module's mode: dropout would then be on whenever the
+            # weights run in torch after an export (the outlier calibration did, picking
+            # different channels each time).
+            self.eval()
 
         def linear(self, layer: int, kind: str, lins: Sequence[Any], x: torch.Tensor) -> list[Any]:
             """``lin(x)`` for each of ``lins`` (which share the input ``x``)."""

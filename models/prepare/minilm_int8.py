@@ -50,6 +50,7 @@ def outlier_channels(
     """Per matmul input kind, the ``counts[kind]`` channels of largest |value| on ``texts``."""
     import torch
 
+    bert.eval()  # no dropout: the channels are those of the model as it serves
     amax: dict[tuple[int, str], torch.Tensor] = {}
 
     def hook(key: tuple[int, str]) -> Callable[..., None]:
