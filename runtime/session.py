@@ -20,13 +20,15 @@ Placement policy:
 
 EPContext cache: a compiled QNN graph is written next to nothing in the repository but under the
 model store's cache directory, keyed by the model file's content hash, the onnxruntime and
-onnxruntime-qnn versions and the provider options; it is written to a temporary file and renamed,
-so a crash never leaves a half-written cache entry.
+onnxruntime-qnn versions and the provider options. Each entry is a small ``.onnx`` wrapper plus
+the context binary beside it (``<name>_qnn.bin``): loading the binary from its own file is ~4.5x
+faster than parsing it out of a protobuf (0.13 s against 0.60 s for a 93 MB context). Both are
+compiled in a temporary folder and renamed binary first, so the wrapper, whose presence marks an
+entry as complete, never points at a half-written binary.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -232,6 +234,7 @@ class SessionFactory:
                 "onnxruntime": ort.__version__,
                 "onnxruntime_qnn": qnn_version(),
                 "options": options.provider_options(),
+                "context_binary": "external",
             },
             sort_keys=True,
         )
@@ -241,18 +244,21 @@ class SessionFactory:
     def _compile(self, path: Path, options: QnnOptions, cached: Path) -> None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         so = self._qnn_session_options(options, None)
-        fd, tmp_name = tempfile.mkstemp(dir=cached.parent, suffix=".onnx.tmp")
-        os.close(fd)
-        os.unlink(tmp_name)  # the compiler refuses to overwrite an existing file
-        try:
-            compiler = ort.ModelCompiler(so, str(path), embed_compiled_data_into_model=True)
-            compiler.compile_to_file(tmp_name)
-            os.replace(tmp_name, cached)
-        except Exception as exc:
-            raise ModelRunError(f"QNN could not compile {path.name}: {exc}", phase="load") from exc
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_name)
+        binary = cached.with_name(cached.stem + "_qnn.bin")  # the name the compiler gives it
+        with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".compiling-") as tmp:
+            staged = Path(tmp) / cached.name
+            try:
+                compiler = ort.ModelCompiler(so, str(path), embed_compiled_data_into_model=False)
+                compiler.compile_to_file(str(staged))
+                staged_binary = staged.with_name(binary.name)
+                if not staged_binary.is_file():
+                    raise RuntimeError(f"the compiler wrote no {binary.name}")
+                os.replace(staged_binary, binary)
+                os.replace(staged, cached)
+            except Exception as exc:
+                raise ModelRunError(
+                    f"QNN could not compile {path.name}: {exc}", phase="load"
+                ) from exc
         log.info("compiled %s for QNN into %s", path.name, cached)
 
     def _create_qnn(

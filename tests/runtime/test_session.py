@@ -94,6 +94,11 @@ def test_qdq_graph_runs_entirely_on_qnn_and_caches_its_context(
     assert not first.from_epcontext_cache
     cached = factory.epcontext_path(qdq_model, factory_options := _options())
     assert cached.is_file(), factory_options
+    # The context binary sits beside its wrapper; nothing of the staging folder is left.
+    assert cached.with_name(cached.stem + "_qnn.bin").is_file()
+    assert sorted(p.name for p in cached.parent.iterdir()) == sorted(
+        [cached.name, cached.stem + "_qnn.bin"]
+    )
     (on_npu,) = first.session.run(None, {"x": X})
 
     second = factory.create(qdq_model, target="qnn")
