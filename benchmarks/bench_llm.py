@@ -142,6 +142,7 @@ def llama_cpp(manifest: Manifest, threads: int) -> Engine | str:
         start = time.perf_counter()
         first = last = 0.0
         count = 0
+        llm.reset()  # a cold prompt, as ours gets (it would reuse the last run's KV otherwise)
         for _ in llm.create_completion(
             prompt,
             max_tokens=n,

@@ -103,6 +103,9 @@ def _llama_cpp_stream(gguf: Path, config: BenchConfig) -> Callable[[str], Iterat
     eos = llm.token_eos()
 
     def stream(prompt: str) -> Iterator[object]:
+        # A cold prompt, as ours gets: llama-cpp-python would otherwise reuse the KV of the
+        # previous request's matching prefix (the bench prompts share one).
+        llm.reset()
         yield from llm.create_completion(
             prompt,
             max_tokens=config.llm_max_tokens,
