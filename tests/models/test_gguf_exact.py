@@ -14,7 +14,7 @@ from safetensors.numpy import save_file
 from imagine_edge.models.prepare.gguf_exact import encode_q4, encode_q8, encode_u8
 from imagine_edge.models.prepare.gguf_exact import reencode_builder_graph as reencode
 
-HIDDEN, VOCAB, KV, SEQ = 64, 40, 32, 5
+HIDDEN, VOCAB, KV, SEQ, MLP = 64, 40, 32, 5, 96
 RNG = np.random.default_rng(0)
 
 
@@ -72,8 +72,10 @@ def _builder_graph(path: Path, weights: dict[str, np.ndarray], int8: bool) -> No
     its int8 graph from a float copy."""
     bits = 8 if int8 else 4
     qkv, qkv_init = _nbits("/model/layers.0/attn/qkv_proj/MatMul_Q", HIDDEN + 2 * KV, bits)
+    gate, gate_init = _nbits("/model/layers.0/mlp/gate_proj/MatMul_Q", MLP, bits)
+    up, up_init = _nbits("/model/layers.0/mlp/up_proj/MatMul_Q", MLP, bits)
     head, head_init = _nbits("/lm_head/MatMul_Q", VOCAB, bits)
-    inits = [*qkv_init, *head_init]
+    inits = [*qkv_init, *gate_init, *up_init, *head_init]
     if int8:
         inits.append(numpy_helper.from_array(weights["model.embed_tokens.weight"], "emb"))
         inits[-1].name = "model.embed_tokens.weight"
@@ -94,9 +96,11 @@ def _builder_graph(path: Path, weights: dict[str, np.ndarray], int8: bool) -> No
     outputs = [
         helper.make_tensor_value_info("qkv_proj", TensorProto.FLOAT, [1, SEQ, HIDDEN + 2 * KV]),
         helper.make_tensor_value_info("lm_head", TensorProto.FLOAT, [1, SEQ, VOCAB]),
+        helper.make_tensor_value_info("gate_proj", TensorProto.FLOAT, [1, SEQ, MLP]),
+        helper.make_tensor_value_info("up_proj", TensorProto.FLOAT, [1, SEQ, MLP]),
     ]
     graph = helper.make_graph(
-        [*embed, qkv, head],
+        [*embed, qkv, gate, up, head],
         "tiny",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, SEQ])],
         outputs,
@@ -115,6 +119,8 @@ def test_reencoded_builder_graph_computes_the_gguf_weights(
         "model.layers.0.self_attn.q_proj.weight": _q4_1(HIDDEN, HIDDEN),
         "model.layers.0.self_attn.k_proj.weight": _q4_1(KV, HIDDEN),
         "model.layers.0.self_attn.v_proj.weight": _q4_1(KV, HIDDEN),
+        "model.layers.0.mlp.gate_proj.weight": _q4_1(MLP, HIDDEN),
+        "model.layers.0.mlp.up_proj.weight": _q4_1(MLP, HIDDEN),
     }
     (tmp_path / "hf").mkdir()
     save_file(weights, str(tmp_path / "hf" / "model.safetensors"))
@@ -127,13 +133,21 @@ def test_reencoded_builder_graph_computes_the_gguf_weights(
     w_qkv = np.concatenate([weights[f"model.layers.0.self_attn.{p}_proj.weight"] for p in "qkv"])
     tolerance = 1e-6 if layers == "q4" else float(np.abs(w_qkv).max()) / 100
     assert errors["layers"] < tolerance
-    ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
-    assert "Gather" not in ops  # the embedding reads the 8-bit head bytes
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    assert "Gather" not in {n.op_type for n in nodes}  # the embedding reads the 8-bit head bytes
+    # gate and up read one input: one MatMulNBits of twice the width, split in two
+    mlp = [n.op_type for n in nodes if n.name.startswith("/model/layers.0/mlp/")]
+    assert mlp.count("MatMulNBits") == 1
+    assert "Split" in mlp
     ids = np.array([[0, 7, 39, 3, 7]], np.int64)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got_qkv, got_logits = session.run(None, {"ids": ids})
+    got_qkv, got_logits, got_gate, got_up = session.run(None, {"ids": ids})
     x = weights["model.embed_tokens.weight"][ids[0]]
     np.testing.assert_allclose(got_logits[0], x @ weights["model.embed_tokens.weight"].T, atol=2e-5)
     reference = x @ w_qkv.T
     atol = 2e-5 if layers == "q4" else errors["layers"] * float(np.abs(x).sum(-1).max())
     np.testing.assert_allclose(got_qkv[0], reference, atol=atol)
+    for got, proj in ((got_gate, "gate_proj"), (got_up, "up_proj")):
+        w = weights[f"model.layers.0.mlp.{proj}.weight"]
+        tolerance = 2e-5 if layers == "q4" else errors["layers"] * float(np.abs(x).sum(-1).max())
+        np.testing.assert_allclose(got[0], x @ w.T, atol=tolerance)
