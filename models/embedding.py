@@ -14,6 +14,12 @@ order). On the CPU, batches run side by side, one thread each (see
 ``_cpu_sessions``). The QNN graphs have static shapes: each text runs alone in the smallest
 sequence bucket that fits it.
 
+Sessions are shared: every embedder of the process on the same graph file (the bi-encoder
+reranker's store folder hard-links the embedding model's files) holds a lease on one session
+(:class:`SessionPool`), opened by the first and closed when the last releases it. The first
+holder counts the session's memory in ``resident_bytes``; the others report 0 and say whose
+sessions they share in ``execution_provider``, so health never counts a session twice.
+
 Invariants:
 - ``vectors[i]`` belongs to ``texts[i]``, whatever order the batches ran in.
 - Padding never changes a vector: padded positions are masked in attention and pooling (and
@@ -30,7 +36,8 @@ import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final, Protocol
 
 import numpy as np
@@ -43,6 +50,8 @@ from imagine_edge.runtime.providers import QnnOptions
 from imagine_edge.runtime.session import (
     LoadedSession,
     SessionFactory,
+    Target,
+    file_digest,
     session_summary,
     shared_factory,
 )
@@ -51,10 +60,13 @@ from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
 __all__ = [
     "EMBEDDING_MODEL",
     "QNN_OPTIONS",
+    "SESSIONS",
     "Batch",
     "CpuEncoder",
     "QnnEncoder",
     "SentenceEmbedder",
+    "SessionLease",
+    "SessionPool",
     "TextEncoder",
     "load_all_minilm_l6_v2",
     "load_embedder",
@@ -109,6 +121,85 @@ def plan_batches(
     return batches
 
 
+@dataclass(eq=False)
+class _Shared:
+    loaded: LoadedSession
+    holders: list[SessionLease] = field(default_factory=list)  # in the order they came
+    # Held around runs where the EP takes one at a time (QNN), across all holders.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class SessionLease:
+    """One model's hold on a session of a :class:`SessionPool`."""
+
+    def __init__(self, pool: SessionPool, key: tuple[object, ...], shared: _Shared, holder: str):
+        self._pool, self.key, self._shared, self.holder = pool, key, shared, holder
+
+    @property
+    def loaded(self) -> LoadedSession:
+        return self._shared.loaded
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._shared.lock
+
+    def counts_memory(self) -> bool:
+        """True for the first holder still holding the session: it reports its memory."""
+        return self._shared.holders[:1] == [self]
+
+    def others(self) -> list[str]:
+        """The other holders' names."""
+        return [h.holder for h in self._shared.holders if h is not self]
+
+    def release(self) -> None:
+        self._pool.release(self)
+
+
+class SessionPool:
+    """Sessions opened once per process per graph (content hash) and way of opening it; each
+    holder gets a :class:`SessionLease`, and a session closes with its last lease."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._entries: dict[tuple[object, ...], _Shared] = {}
+
+    def open(
+        self,
+        holder: str,
+        factory: SessionFactory,
+        path: Path,
+        target: Target,
+        *,
+        qnn_options: QnnOptions | None = None,
+        session_config: dict[str, str] | None = None,
+    ) -> SessionLease:
+        config = tuple(sorted((session_config or {}).items()))
+        key = (file_digest(path), id(factory), target, repr(qnn_options), config)
+        with self._mutex:  # loads are rare: one at a time keeps this simple
+            shared = self._entries.get(key)
+            if shared is None:
+                loaded = factory.create(
+                    path, target, qnn_options=qnn_options, session_config=session_config
+                )
+                shared = self._entries[key] = _Shared(loaded)
+            lease = SessionLease(self, key, shared, holder)
+            shared.holders = [*shared.holders, lease]
+            return lease
+
+    def release(self, lease: SessionLease) -> None:
+        with self._mutex:
+            shared = self._entries.get(lease.key)
+            if shared is None or lease not in shared.holders:
+                return  # released already
+            shared.holders = [h for h in shared.holders if h is not lease]
+            if not shared.holders:
+                del self._entries[lease.key]
+                shared.loaded.close()
+
+
+SESSIONS: Final = SessionPool()
+
+
 class TextEncoder(Protocol):
     """A graph set that turns padded token ids into pooled (not normalised) vectors."""
 
@@ -131,9 +222,15 @@ class TextEncoder(Protocol):
         """``[b, length]`` ids and 0/1 mask -> ``[b, dim]`` masked means."""
         ...
 
+    def leases(self) -> list[SessionLease]:
+        """The encoder's holds on its (possibly shared) sessions; empty once closed."""
+        ...
+
     def sessions(self) -> list[LoadedSession]: ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the leases (a session closes with its last lease)."""
+        ...
 
 
 class CpuEncoder:
@@ -143,7 +240,7 @@ class CpuEncoder:
 
     def __init__(
         self,
-        loaded: LoadedSession,
+        lease: SessionLease,
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
@@ -155,7 +252,7 @@ class CpuEncoder:
                 "max_batch, max_batch_tokens and workers must be >= 1, got "
                 f"{max_batch}, {max_batch_tokens}, {workers}"
             )
-        self.loaded: LoadedSession | None = loaded
+        self.lease: SessionLease | None = lease
         self.max_batch, self.max_batch_tokens = max_batch, max_batch_tokens
         # Off only to measure what sorting saves: batches then keep the input order.
         self.bucketing = bucketing
@@ -163,7 +260,7 @@ class CpuEncoder:
 
     @property
     def provider(self) -> str:
-        return "closed" if self.loaded is None else self.loaded.describe()
+        return "closed" if self.lease is None else self.lease.loaded.describe()
 
     def plan(self, lengths: npt.NDArray[np.int64]) -> list[Batch]:
         # The int8 graph costs the same per sentence from 4 to 16 texts a batch (measured), so
@@ -175,18 +272,22 @@ class CpuEncoder:
         return plan_batches(lengths, size, self.max_batch_tokens, sort=self.bucketing)
 
     def run(self, ids: I64, mask: npt.NDArray[np.generic]) -> F32:
-        if self.loaded is None:
+        lease = self.lease
+        if lease is None:
             raise ModelRunError("the embedding model is closed")
-        out = self.loaded.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        out = lease.loaded.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         return np.asarray(out, dtype=np.float32)
 
+    def leases(self) -> list[SessionLease]:
+        return [] if self.lease is None else [self.lease]
+
     def sessions(self) -> list[LoadedSession]:
-        return [] if self.loaded is None else [self.loaded]
+        return [lease.loaded for lease in self.leases()]
 
     def close(self) -> None:
-        if self.loaded is not None:
-            self.loaded.close()
-            self.loaded = None
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
 
 
 class QnnEncoder:
@@ -195,14 +296,14 @@ class QnnEncoder:
     mask_dtype: type[np.generic] = np.float32
     workers = 1  # the HTP runs one graph at a time
 
-    def __init__(self, graphs: dict[int, LoadedSession]) -> None:
+    def __init__(self, graphs: dict[int, SessionLease]) -> None:
         if not graphs:
             raise ValueError("QnnEncoder needs at least one bucket graph")
-        self.graphs: dict[int, LoadedSession] = dict(sorted(graphs.items()))
+        self.graphs: dict[int, SessionLease] = dict(sorted(graphs.items()))
 
     @property
     def provider(self) -> str:
-        return next(iter(self.graphs.values())).describe() if self.graphs else "closed"
+        return next(iter(self.graphs.values())).loaded.describe() if self.graphs else "closed"
 
     def bucket(self, length: int) -> int:
         """The smallest bucket holding ``length`` tokens."""
@@ -219,16 +320,20 @@ class QnnEncoder:
     def run(self, ids: I64, mask: npt.NDArray[np.generic]) -> F32:
         if not self.graphs:
             raise ModelRunError("the embedding model is closed")
-        loaded = self.graphs[ids.shape[1]]
-        out = loaded.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        lease = self.graphs[ids.shape[1]]
+        with lease.lock:  # another model may share this session
+            out = lease.loaded.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         return np.asarray(out, dtype=np.float32).reshape(1, -1)
 
-    def sessions(self) -> list[LoadedSession]:
+    def leases(self) -> list[SessionLease]:
         return list(self.graphs.values())
 
+    def sessions(self) -> list[LoadedSession]:
+        return [lease.loaded for lease in self.leases()]
+
     def close(self) -> None:
-        for loaded in self.graphs.values():
-            loaded.close()
+        for lease in self.graphs.values():
+            lease.release()
         self.graphs = {}
 
 
@@ -245,11 +350,24 @@ class SentenceEmbedder:
 
     @property
     def execution_provider(self) -> str:
-        return self.encoder.provider
+        """The EP, and whose sessions are shared (memory counted by their first holder)."""
+        leases = self.encoder.leases()
+        if not leases or not (others := leases[0].others()):
+            return self.encoder.provider
+        names = ", ".join(dict.fromkeys(others))
+        if leases[0].counts_memory():
+            return f"{self.encoder.provider} (sessions shared with {names})"
+        return f"{self.encoder.provider} (sessions of {names}, memory counted there)"
 
     def resident_bytes(self) -> int:
-        # Each session holds its graph's weights once; the files are their size.
-        return sum(s.path.stat().st_size for s in self.encoder.sessions() if s.path.is_file())
+        """The graph files' size for the sessions this embedder counts (see the module doc):
+        weights dominate a session's memory (measured RSS is ~1.4x the int8 file: packed
+        weights and activation buffers come on top)."""
+        return sum(
+            lease.loaded.path.stat().st_size
+            for lease in self.encoder.leases()
+            if lease.counts_memory() and lease.loaded.path.is_file()
+        )
 
     def close(self) -> None:
         self.encoder.close()
@@ -333,28 +451,35 @@ def open_embedder(
     *,
     max_batch: int = DEFAULT_MAX_BATCH,
     bucketing: bool = True,
+    sessions: SessionPool | None = None,
 ) -> SentenceEmbedder:
     """A :class:`SentenceEmbedder` on ``manifest``'s prepared ``variant``.
 
     ``cpu`` (int8) and ``cpu-fp32`` run on the CPU EP; ``qnn`` opens every bucket graph on the
-    QNN HTP with CPU fallback disabled (ModelRunError if any node would not run there).
+    QNN HTP with CPU fallback disabled (ModelRunError if any node would not run there). Sessions
+    come from ``sessions`` (default ``SESSIONS``): a graph another model of the process has open
+    is not opened again.
     """
     v = manifest.variant(variant)
-    factory = shared_factory()
+    pool = SESSIONS if sessions is None else sessions
     encoder: TextEncoder
     if v.ep == "qnn":
-        graphs = {
-            int(role.rsplit("_s", 1)[1]): factory.create(
-                g.path, target="qnn", qnn_options=QNN_OPTIONS
-            )
-            for role, g in v.graphs.items()
-            if role.startswith("encoder_s")
-        }
+        graphs: dict[int, SessionLease] = {}
+        try:
+            for role, g in v.graphs.items():
+                if role.startswith("encoder_s"):
+                    graphs[int(role.rsplit("_s", 1)[1])] = pool.open(
+                        manifest.name, shared_factory(), g.path, "qnn", qnn_options=QNN_OPTIONS
+                    )
+        except BaseException:
+            for lease in graphs.values():
+                lease.release()
+            raise
         encoder = QnnEncoder(graphs)
     else:
-        workers, creator = _cpu_sessions()
-        loaded = creator.create(v.graphs["encoder"].path, target="cpu")
-        encoder = CpuEncoder(loaded, max_batch=max_batch, bucketing=bucketing, workers=workers)
+        workers, factory = _cpu_sessions()
+        lease = pool.open(manifest.name, factory, v.graphs["encoder"].path, "cpu")
+        encoder = CpuEncoder(lease, max_batch=max_batch, bucketing=bucketing, workers=workers)
     tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
     max_tokens = int(v.options.get("max_tokens", manifest.context_length))
     log.info("loaded %s/%s (%s)", manifest.name, variant, encoder.provider)

@@ -53,7 +53,14 @@ from imagine_edge.runtime.providers import (
 )
 from imagine_edge.sdk.errors import ModelRunError
 
-__all__ = ["LoadedSession", "SessionFactory", "Target", "epcontext_dir", "shared_factory"]
+__all__ = [
+    "LoadedSession",
+    "SessionFactory",
+    "Target",
+    "epcontext_dir",
+    "file_digest",
+    "shared_factory",
+]
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +108,7 @@ class LoadedSession:
         self.session = None
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
     """Hash of the graph and its external-data file (``<name>.data``), if any.
 
     Memoised per process under each file's (size, mtime, inode): a model is hashed once, not on
@@ -230,7 +237,7 @@ class SessionFactory:
         """The cache file of ``path`` compiled for QNN with ``options``."""
         key = json.dumps(
             {
-                "model": _file_digest(path),
+                "model": file_digest(path),
                 "onnxruntime": ort.__version__,
                 "onnxruntime_qnn": qnn_version(),
                 "options": options.provider_options(),

@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from imagine_edge.models.catalog import get_entry
-from imagine_edge.models.embedding import EMBEDDING_MODEL, load_all_minilm_l6_v2
+from imagine_edge.models.embedding import (
+    EMBEDDING_MODEL,
+    SessionPool,
+    load_all_minilm_l6_v2,
+    open_embedder,
+)
 from imagine_edge.models.reranker import (
     BI_ENCODER_RERANKER,
     BiEncoderReranker,
@@ -75,9 +80,43 @@ def test_reranker_entry_shares_the_embedding_graphs() -> None:
     assert reranker != embedding
     assert reranker.read_bytes() == embedding.read_bytes()
     model = load_bi_encoder_reranker(prepared(BI_ENCODER_RERANKER, ["cpu"]))
+    embedder = load_all_minilm_l6_v2()
     np.testing.assert_array_equal(
-        model.embedder.embed(PASSAGES).vectors, load_all_minilm_l6_v2().embed(PASSAGES).vectors
+        model.embedder.embed(PASSAGES).vectors, embedder.embed(PASSAGES).vectors
     )
+    # The catalog's loaders share one session (same bytes, one process).
+    assert model.embedder.encoder.sessions() == embedder.encoder.sessions()
+
+
+@pytest.mark.model
+def test_one_session_for_both_models_counted_once_freed_with_the_last() -> None:
+    pool = SessionPool()
+    embedder = open_embedder(prepared(EMBEDDING_MODEL, ["cpu"]), "cpu", sessions=pool)
+    reranker = BiEncoderReranker(
+        open_embedder(prepared(BI_ENCODER_RERANKER, ["cpu"]), "cpu", sessions=pool)
+    )
+    (session,) = embedder.encoder.sessions()
+    assert reranker.embedder.encoder.sessions()[0] is session
+    size = session.path.stat().st_size
+    # Health adds the models up: the session's memory is reported once, by its first holder,
+    # and both say it is shared.
+    assert (embedder.resident_bytes(), reranker.resident_bytes()) == (size, 0)
+    assert embedder.execution_provider == (
+        f"CPUExecutionProvider (sessions shared with {BI_ENCODER_RERANKER})"
+    )
+    assert reranker.execution_provider == (
+        f"CPUExecutionProvider (sessions of {EMBEDDING_MODEL}, memory counted there)"
+    )
+    before = reranker.rank(QUERY, PASSAGES).scores
+    embedder.close()  # the reranker still holds the session, and now counts it
+    assert session.session is not None
+    assert reranker.resident_bytes() == size
+    assert reranker.execution_provider == "CPUExecutionProvider"
+    np.testing.assert_array_equal(reranker.rank(QUERY, PASSAGES).scores, before)
+    embedder.close()  # twice: no effect
+    reranker.close()
+    assert session.session is None  # freed with its last holder
+    assert reranker.resident_bytes() == 0
 
 
 def test_default_reranker_says_it_is_a_bi_encoder() -> None:
