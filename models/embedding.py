@@ -84,6 +84,10 @@ QNN_OPTIONS: Final = QnnOptions(extra=(("offload_graph_io_quantization", "0"),))
 DEFAULT_MAX_BATCH: Final = 16
 MIN_BATCH: Final = 4
 DEFAULT_MAX_BATCH_TOKENS: Final = 8192
+# onnxruntime's CPU SkipLayerNormalization (its fusion of Add + LayerNormalization) took 347 us
+# where the two ops take 53 us ([4, 45, 384], onnxruntime 1.32): without the fusion a batch of
+# the int8 graph runs ~10% faster.
+CPU_SESSION_CONFIG: Final = {"optimization.disable_specified_optimizers": "SkipLayerNormFusion"}
 _EPS: Final = np.float32(1e-12)
 
 F32 = npt.NDArray[np.float32]
@@ -478,7 +482,13 @@ def open_embedder(
         encoder = QnnEncoder(graphs)
     else:
         workers, factory = _cpu_sessions()
-        lease = pool.open(manifest.name, factory, v.graphs["encoder"].path, "cpu")
+        lease = pool.open(
+            manifest.name,
+            factory,
+            v.graphs["encoder"].path,
+            "cpu",
+            session_config=CPU_SESSION_CONFIG,
+        )
         encoder = CpuEncoder(lease, max_batch=max_batch, bucketing=bucketing, workers=workers)
     tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
     max_tokens = int(v.options.get("max_tokens", manifest.context_length))
