@@ -1,14 +1,12 @@
 """Text-to-image: a Stable Diffusion pipeline over ONNX graphs in optimum's diffusers layout.
 
 Owns the ImageGenerator of ModelType.TEXT_TO_IMAGE (``models/base.py``): it loads any folder that
-optimum's ONNX export of a Stable Diffusion 1.x/2.x/Turbo/LCM pipeline produces::
-
-    model_index.json   text_encoder/model.onnx   unet/model.onnx   vae_decoder/model.onnx
-    tokenizer/ (tokenizer.json, or CLIP's vocab.json + merges.txt)   scheduler/scheduler_config.json
-    (plus each graph's config.json, read for the VAE scale and scaling factor)
-
-and runs CLIP text encoder -> UNet loop (numpy schedulers, ``models/schedulers.py``) -> VAE decoder
--> PNG, as diffusers' ``StableDiffusionPipeline`` does (tests compare the two on the same weights).
+optimum's ONNX export of a Stable Diffusion 1.x/2.x/Turbo/LCM pipeline produces (the layout:
+``models/text_to_image_layout.py``) and runs CLIP text encoder (``text_to_image_tokenizer.py``)
+-> UNet loop (numpy schedulers, ``models/schedulers.py``) -> VAE decoder -> PNG
+(``text_to_image_png.py``), as diffusers' ``StableDiffusionPipeline`` does (tests compare the two
+on the same weights). Each graph runs behind ``text_to_image_graph.py``, which adapts to its
+input dtypes and static shapes.
 
 Invariants and policies:
 - Image ``i`` of a request uses ``numpy.random.default_rng((seed + i * seed_increment) mod 2**64)``
@@ -30,13 +28,10 @@ Invariants and policies:
 
 from __future__ import annotations
 
-import json
 import logging
-import struct
 import threading
 import time
-import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -46,7 +41,11 @@ import numpy.typing as npt
 
 from imagine_edge.models.schedulers import Scheduler, SchedulerKind, make_scheduler
 from imagine_edge.models.store import Manifest
-from imagine_edge.runtime.session import LoadedSession, Target, shared_factory
+from imagine_edge.models.text_to_image_graph import PipelineGraph
+from imagine_edge.models.text_to_image_layout import GRAPHS, check_layout, read_json
+from imagine_edge.models.text_to_image_png import encode_png
+from imagine_edge.models.text_to_image_tokenizer import ClipTokenizer
+from imagine_edge.runtime.session import Target
 from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
 from imagine_edge.sdk.limits import parse_image_size
 from imagine_edge.sdk.types import ImageRequest
@@ -65,162 +64,6 @@ log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
 DEFAULT_MAX_SIDE: Final = 1024
 DEFAULT_GUIDANCE: Final = 7.5
-GRAPHS: Final = ("text_encoder", "unet", "vae_decoder")
-_ORT_DTYPES: Final = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int32)": np.int32,
-    "tensor(int64)": np.int64,
-}
-
-
-def encode_png(rgb: npt.NDArray[np.uint8]) -> bytes:
-    """An 8-bit RGB PNG of ``rgb`` [height, width, 3]; the same pixels give the same bytes."""
-    height, width, channels = rgb.shape
-    if channels != 3:
-        raise ValueError(f"encode_png needs [height, width, 3] uint8, got shape {rgb.shape}")
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    # Filter type 0 on every row: simple and deterministic; zlib level 6 is deterministic too.
-    raw = np.concatenate([np.zeros((height, 1), np.uint8), rgb.reshape(height, -1)], axis=1)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
-        + chunk(b"IEND", b"")
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else {}
-
-
-def _token_text(value: Any, default: str) -> str:
-    """A special token from a tokenizer config: a string or an AddedToken dict."""
-    if isinstance(value, dict):
-        return str(value.get("content", default))
-    return default if value is None else str(value)
-
-
-class ClipTokenizer:
-    """CLIP's tokenizer with the ``tokenizers`` library: [bos] + ids[:max-2] + [eos] + padding.
-
-    Reads ``tokenizer.json`` when the folder has one, else CLIP's ``vocab.json`` and
-    ``merges.txt`` (what most optimum exports of SD carry), built as transformers'
-    ``CLIPTokenizer`` builds them. Padding uses the configured ``pad_token`` (``<|endoftext|>``
-    for SD 1.x, ``!`` for SD 2.x and SD-Turbo).
-    """
-
-    def __init__(self, folder: Path, max_length: int) -> None:
-        from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
-        from tokenizers.models import BPE
-
-        config = {**_read_json(folder / "special_tokens_map.json")}
-        config.update(_read_json(folder / "tokenizer_config.json"))
-        bos = _token_text(config.get("bos_token"), "<|startoftext|>")
-        eos = _token_text(config.get("eos_token"), "<|endoftext|>")
-        pad = _token_text(config.get("pad_token"), eos)
-        if (folder / "tokenizer.json").is_file():
-            self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        else:
-            vocab = _read_json(folder / "vocab.json")
-            lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
-            pairs = [m.split() for m in lines if m and not m.startswith("#version")]
-            merges = [(p[0], p[1]) for p in pairs if len(p) == 2]
-            bpe = BPE(vocab=vocab, merges=merges, continuing_subword_prefix="",
-                      end_of_word_suffix="</w>", fuse_unk=False, unk_token=eos)  # fmt: skip
-            tok = Tokenizer(bpe)
-            tok.normalizer = normalizers.Sequence(
-                [
-                    normalizers.NFC(),
-                    normalizers.Replace(Regex(r"\s+"), " "),
-                    normalizers.Lowercase(),
-                ]
-            )
-            split = Regex(
-                r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]"
-                r"|[^\s\p{L}\p{N}]+"
-            )
-            tok.pre_tokenizer = pre_tokenizers.Sequence([
-                pre_tokenizers.Split(split, behavior="removed", invert=True),
-                pre_tokenizers.ByteLevel(add_prefix_space=False),
-            ])  # fmt: skip
-            tok.decoder = decoders.ByteLevel()
-            self._tok = tok
-        ids = [self._tok.token_to_id(t) for t in (bos, eos, pad)]
-        if any(i is None for i in ids):
-            raise ModelRunError(f"tokenizer in {folder} lacks {bos!r}, {eos!r} or {pad!r}", "load")
-        self.bos_id, self.eos_id, self.pad_id = (int(i) for i in ids if i is not None)
-        limit = config.get("model_max_length")
-        # Some configs say 1e30 ("no limit"): the text encoder's positions are the real cap.
-        self.max_length = (
-            int(limit) if isinstance(limit, int) and limit <= max_length else max_length
-        )
-
-    def __call__(self, texts: Sequence[str]) -> npt.NDArray[np.int64]:
-        """[len(texts), max_length] ids, truncated and padded as the SD pipelines do."""
-        out = np.full((len(texts), self.max_length), self.pad_id, np.int64)
-        for row, text in enumerate(texts):
-            body = self._tok.encode(text, add_special_tokens=False).ids[: self.max_length - 2]
-            ids = [self.bos_id, *body, self.eos_id]
-            out[row, : len(ids)] = ids
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class _Graph:
-    """A session with the facts about its inputs the pipeline adapts to."""
-
-    loaded: LoadedSession
-    dtypes: Mapping[str, Any]
-    ranks: Mapping[str, int]
-    static: Mapping[str, tuple[int, ...]]  # inputs whose every dimension is fixed
-    output: str
-
-    @classmethod
-    def open(cls, path: Path, target: Target, output: str) -> _Graph:
-        loaded = shared_factory().create(path, target=target)
-        inputs = loaded.session.get_inputs()
-        names = loaded.output_names
-        return cls(
-            loaded=loaded,
-            dtypes={i.name: _ORT_DTYPES.get(i.type, np.float32) for i in inputs},
-            ranks={i.name: len(i.shape) for i in inputs},
-            static={
-                i.name: tuple(i.shape) for i in inputs if all(isinstance(d, int) for d in i.shape)
-            },
-            output=output if output in names else names[0],
-        )
-
-    def batch_size(self, name: str) -> int | None:
-        shape = self.static.get(name)
-        return shape[0] if shape else None
-
-    def run(self, feeds: Mapping[str, npt.NDArray[Any]], batched: Sequence[str]) -> F32:
-        """Run, splitting the ``batched`` inputs into chunks a static batch dimension takes."""
-        feeds = {k: np.asarray(v, dtype=self.dtypes.get(k, np.float32)) for k, v in feeds.items()}
-        n = feeds[batched[0]].shape[0]
-        size = self.batch_size(batched[0]) or n
-        outs = []
-        for start in range(0, n, size):
-            part = dict(feeds)
-            for name in batched:
-                chunk = feeds[name][start : start + size]
-                if len(chunk) < size:  # pad the last chunk of a static batch with its first row
-                    chunk = np.concatenate([chunk, np.repeat(chunk[:1], size - len(chunk), 0)])
-                part[name] = chunk
-            result = self.loaded.session.run([self.output], part)[0]
-            outs.append(result[: min(size, n - start)])
-        return np.concatenate(outs).astype(np.float32, copy=False)
 
 
 @dataclass(slots=True)
@@ -252,24 +95,11 @@ class StableDiffusionOnnx:
         turbo_steps: int = 1,
     ) -> None:
         self.folder = Path(folder).expanduser().resolve()
-        missing = [
-            f"{g}/model.onnx" for g in GRAPHS if not (self.folder / g / "model.onnx").is_file()
-        ]
-        missing += [
-            f
-            for f in ("scheduler/scheduler_config.json", "tokenizer")
-            if not (self.folder / f).exists()
-        ]
-        if missing:
-            raise ModelRunError(
-                f"{self.folder} is not a Stable Diffusion ONNX export in optimum's layout: "
-                f"missing {', '.join(missing)}",
-                phase="load",
-            )
-        index = _read_json(self.folder / "model_index.json")
-        unet_cfg = _read_json(self.folder / "unet" / "config.json")
-        vae_cfg = _read_json(self.folder / "vae_decoder" / "config.json")
-        text_cfg = _read_json(self.folder / "text_encoder" / "config.json")
+        check_layout(self.folder)
+        index = read_json(self.folder / "model_index.json")
+        unet_cfg = read_json(self.folder / "unet" / "config.json")
+        vae_cfg = read_json(self.folder / "vae_decoder" / "config.json")
+        text_cfg = read_json(self.folder / "text_encoder" / "config.json")
         self.vae_scale = int(2 ** (len(vae_cfg.get("block_out_channels") or (0,) * 4) - 1))
         self.size_multiple = self.vae_scale * _unet_factor(unet_cfg)
         self.scaling_factor = float(vae_cfg.get("scaling_factor", 0.18215))
@@ -278,17 +108,19 @@ class StableDiffusionOnnx:
         name = f"{index.get('_name_or_path', '')} {self.folder.name}".lower()
         self.turbo = ("turbo" in name) if turbo is None else turbo
         self.turbo_steps = turbo_steps
-        self.scheduler_config = _read_json(self.folder / "scheduler" / "scheduler_config.json")
+        self.scheduler_config = read_json(self.folder / "scheduler" / "scheduler_config.json")
         self.scheduler_kind = scheduler
         self._new_scheduler()  # fail at load, not on the first request, on an unusable config
         self.tokenizer = ClipTokenizer(
             self.folder / "tokenizer", int(text_cfg.get("max_position_embeddings", 77))
         )
-        self.text_encoder = _Graph.open(
+        self.text_encoder = PipelineGraph.open(
             self.folder / "text_encoder" / "model.onnx", "cpu", "last_hidden_state"
         )
-        self.unet = _Graph.open(self.folder / "unet" / "model.onnx", target, "out_sample")
-        self.vae_decoder = _Graph.open(self.folder / "vae_decoder" / "model.onnx", target, "sample")
+        self.unet = PipelineGraph.open(self.folder / "unet" / "model.onnx", target, "out_sample")
+        self.vae_decoder = PipelineGraph.open(
+            self.folder / "vae_decoder" / "model.onnx", target, "sample"
+        )
         if {"text_embeds", "time_ids"} & set(self.unet.dtypes):
             raise ModelRunError(
                 "SDXL-style UNets (text_embeds, time_ids) are not supported", "load"
