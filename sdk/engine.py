@@ -9,43 +9,40 @@ thread (``sdk/_worker.py``), builds the response DTOs there and records the requ
 
 Name resolution (``sdk/_names.py``): a card's name or alias, or the official client's default
 name of a type, which means that type's local default.
+
+Layers: name resolution is :class:`~imagine_edge.sdk._names.ModelIndex`; the workers, admission,
+recording and lifecycle are :class:`~imagine_edge.sdk._engine_core.EngineCore`; :class:`Engine`
+adds the contract's endpoints, each validating its request and building the job body that runs on
+the worker. Images kept for URL responses live in ``sdk/_image_files.py``.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import logging
-import re
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final, Never, cast
+from typing import Any, Never
 
 import numpy as np
-from pydantic import BaseModel
 
 from imagine_edge.models.base import (
     Embedder,
     GenerationChunk,
     ImageGenerator,
-    ModelCard,
     Reranker,
     TextGenerator,
     Transcriber,
     Translator,
 )
 from imagine_edge.sdk._calls import Call
+from imagine_edge.sdk._engine_core import EngineCore
+from imagine_edge.sdk._image_files import find_image, keep_image
 from imagine_edge.sdk._names import CLIENT_DEFAULT_NAMES, ModelIndex
 from imagine_edge.sdk._responses import Head, TextFold, new_id
-from imagine_edge.sdk._worker import Job, JobContext, ModelState, ModelWorker, Outcome
-from imagine_edge.sdk.errors import (
-    InvalidRequestError,
-    ModelRunError,
-    ModelUnavailableError,
-)
-from imagine_edge.sdk.limits import Limits
+from imagine_edge.sdk._worker import JobContext, ModelState
+from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -71,39 +68,15 @@ from imagine_edge.sdk.types import (
     UsageInfo,
     UsageResponse,
 )
-from imagine_edge.sdk.usage import Endpoint, Recorder, RequestRecord, default_data_dir
+from imagine_edge.sdk.usage import Endpoint
 
 __all__ = ["CLIENT_DEFAULT_NAMES", "Engine", "ModelIndex", "ModelState"]
 
-logger = logging.getLogger(__name__)
-
-_FILE_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
-_KEEP_IMAGE_FILES: Final = 256
 TextEvent = Callable[[str, bool, bool], Any]  # (text, first, final) -> stream event
 
 
-class Engine(ModelIndex):
+class Engine(EngineCore):
     """Serves the Imagine contract from a set of model cards; thread-safe."""
-
-    def __init__(
-        self,
-        cards: Sequence[ModelCard],
-        *,
-        data_dir: Path | None = None,
-        recorder: Recorder | None = None,
-        limits: Limits | None = None,
-        max_queue: int = 16,
-        userid: str = "local",
-    ) -> None:
-        super().__init__(cards)
-        self.limits = limits or Limits()
-        self.data_dir = data_dir if data_dir is not None else default_data_dir()
-        self._recorder = recorder
-        self._userid = userid
-        self._max_queue = max_queue
-        self._workers: dict[str, ModelWorker] = {}
-        self._lock = threading.Lock()
-        self._closed = False
 
     @classmethod
     def from_catalog(cls, names: Sequence[str] | None = None, **kwargs: Any) -> Engine:
@@ -117,26 +90,7 @@ class Engine(ModelIndex):
             cards = [everything.lookup_strict(name) for name in names]
         return cls(cards, **kwargs)
 
-    # ------------------------------------------------------------------ state and stores
-
-    @property
-    def recorder(self) -> Recorder:
-        """The usage store, opened on first use."""
-        with self._lock:
-            if self._recorder is None:
-                self._recorder = Recorder(self.data_dir / "usage.sqlite3", userid=self._userid)
-            return self._recorder
-
-    def model_states(self) -> list[ModelState]:
-        """Load state, execution provider, memory and queue of every model."""
-        with self._lock:
-            workers = dict(self._workers)
-        return [
-            workers[name].state()
-            if name in workers
-            else ModelState(name, "not loaded", None, None, 0)
-            for name in self._cards
-        ]
+    # ------------------------------------------------------------------ state and history
 
     def ping(self) -> PingResponse:
         """The liveness answer."""
@@ -177,100 +131,9 @@ class Engine(ModelIndex):
 
     def image_path(self, file_id: str) -> Path | None:
         """The PNG file of a generated image, if it still exists."""
-        if not _FILE_ID.match(file_id):
-            return None
-        path = self.data_dir / "images" / f"{file_id}.png"
-        return path if path.is_file() else None
+        return find_image(self.data_dir / "images", file_id)
 
-    # ------------------------------------------------------------------ lifecycle
-
-    def _worker(self, card: ModelCard) -> ModelWorker:
-        with self._lock:
-            if self._closed:
-                raise ModelUnavailableError("the engine is closed")
-            worker = self._workers.get(card.name)
-            if worker is None:
-                worker = self._workers[card.name] = ModelWorker(card, self._max_queue)
-            return worker
-
-    def load(self, names: Sequence[str] | None = None) -> None:
-        """Load models now: those named, else each type's default (they otherwise load lazily)."""
-        cards = (
-            [self.lookup_strict(n) for n in names]
-            if names is not None
-            else [c for c in self._defaults.values() if c is not None]
-        )
-        for card in cards:
-            self._worker(card).load()
-
-    def unload(self, name: str) -> None:
-        """Free a model's sessions after its admitted requests; it reloads on next use."""
-        card = self.lookup_strict(name)
-        with self._lock:
-            worker = self._workers.get(card.name)
-        if worker is not None:
-            worker.unload()
-
-    def close(self) -> None:
-        """Cancel all requests, stop the workers, free every model and close the store."""
-        with self._lock:
-            self._closed, workers = True, list(self._workers.values())
-            self._workers.clear()
-        for worker in workers:
-            worker.close()
-        with self._lock:
-            if self._recorder is not None:
-                self._recorder.close()
-                self._recorder = None
-
-    def __enter__(self) -> Engine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # ------------------------------------------------------------------ admission
-
-    def _submit(
-        self,
-        card: ModelCard,
-        endpoint: Endpoint,
-        request: BaseModel | Mapping[str, Any],
-        call: Call[Any, Any],
-        body: Callable[[Any, Call[Any, Any], JobContext], Any],
-    ) -> Call[Any, Any]:
-        created = time.time()
-        request_json = (
-            request.model_dump(mode="json", exclude_none=True)
-            if isinstance(request, BaseModel)
-            else dict(request)
-        )
-
-        def on_done(job: Job, out: Outcome) -> None:
-            ctx = out.context
-            self.recorder.record(
-                RequestRecord(
-                    id=call.id,
-                    endpoint=endpoint,
-                    model=card.name,
-                    model_type=card.model_type,
-                    status=out.status,
-                    created=created,
-                    prompt_tokens=ctx.prompt_tokens,
-                    completion_tokens=ctx.completion_tokens,
-                    queue_seconds=out.queue_seconds,
-                    load_seconds=out.load_seconds,
-                    prefill_seconds=ctx.prefill_seconds,
-                    decode_seconds=ctx.decode_seconds,
-                    generation_seconds=out.generation_seconds,
-                    request=request_json,
-                    response=_stored_response(out.result),
-                    error=None if out.error is None else str(out.error),
-                )
-            )
-
-        self._worker(card).submit(Job(call, body, on_done))
-        return call
+    # ------------------------------------------------------------------ text generation
 
     @staticmethod
     def _fold(
@@ -301,8 +164,6 @@ class Engine(ModelIndex):
         stats = fold.stats
         ctx.prompt_tokens, ctx.completion_tokens = stats.prompt_tokens, stats.completion_tokens
         ctx.prefill_seconds, ctx.decode_seconds = stats.prefill_seconds, stats.decode_seconds
-
-    # ------------------------------------------------------------------ text generation
 
     def chat(
         self, request: ChatCompletionRequest
@@ -475,13 +336,7 @@ class Engine(ModelIndex):
         return self._submit(card, Endpoint.IMAGES, request, call, body)
 
     def _save_image(self, file_id: str, png: bytes, url_for: Callable[[str], str] | None) -> str:
-        folder = self.data_dir / "images"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{file_id}.png"
-        path.write_bytes(png)
-        old = sorted(folder.glob("*.png"), key=lambda p: p.stat().st_mtime)[:-_KEEP_IMAGE_FILES]
-        for stale in old:
-            stale.unlink(missing_ok=True)
+        path = keep_image(self.data_dir / "images", file_id, png)
         return url_for(file_id) if url_for is not None else path.resolve().as_uri()
 
     def transcribe(self, audio: bytes, model: str) -> Call[Never, TranscribeResponse]:
@@ -503,19 +358,3 @@ class Engine(ModelIndex):
 
         request = {"model": model, "file_bytes": len(audio)}
         return self._submit(card, Endpoint.TRANSCRIBE, request, Call(call_id, None), body)
-
-
-def _stored_response(result: Any) -> dict[str, Any] | None:
-    """The response as kept in the history; image data is left out (it can be megabytes)."""
-    if not isinstance(result, BaseModel):
-        return None
-    if isinstance(result, ImageResponse):
-        result = result.model_copy(
-            update={
-                "data": [
-                    Image(url=i.url, b64_json=None if i.b64_json is None else "<omitted>")
-                    for i in result.data
-                ]
-            }
-        )
-    return cast(dict[str, Any], result.model_dump(mode="json"))
