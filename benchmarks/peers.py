@@ -105,7 +105,7 @@ def _llama_cpp_stream(gguf: Path, config: BenchConfig) -> Callable[[str], Iterat
     def stream(prompt: str) -> Iterator[object]:
         # A cold prompt, as ours gets: llama-cpp-python would otherwise reuse the KV of the
         # previous request's matching prefix (the bench prompts share one).
-        llm.reset()
+        llm.reset()  # type: ignore[no-untyped-call,unused-ignore]
         yield from llm.create_completion(
             prompt,
             max_tokens=config.llm_max_tokens,
