@@ -139,7 +139,7 @@ CATALOG: list[CatalogEntry] = [
         licence="Apache-2.0 (recipe and architectures); random, untrained weights",
         model_card=tiny_sd.MODEL_CARD,
         # No package carries text-to-image weights: the recipe builds random ones, so the recipe
-        # file itself is the source whose hash keys the store folder.
+        # files themselves (a glob over its modules) are the source whose hash keys the folder.
         source_package="imagine-edge",
         source_module="imagine_edge.models.prepare",
         source_file=tiny_sd.RECIPE_FILE,
