@@ -214,9 +214,12 @@ def run(n: int, repeats: int, threads: int) -> dict[str, Any]:
     assert manifest.float_weights is not None
     texts = sentences(n)
     work = Path(tempfile.mkdtemp(prefix="bench-embedding-"))
+    # The torch peer first: torch gets its OpenMP wait policy as it loads, and the exports import
+    # torch (spin-waiting threads would slow torch under load and steal the cores from the rest).
+    torch_run = torch_embedder(manifest.float_weights, manifest.tokenizer, threads)
     plain_fp32, plain_int8 = _plain_exports(manifest.float_weights, work)
     runners: dict[str, Embed] = {
-        "torch": torch_embedder(manifest.float_weights, manifest.tokenizer, threads),
+        "torch": torch_run,
         "ort-fp32": _ort_runner(plain_fp32, manifest.tokenizer, threads),
         "ort-int8": _ort_runner(plain_int8, manifest.tokenizer, threads),
     }
