@@ -97,6 +97,15 @@ def _genai_stream(folder: Path, config: BenchConfig) -> Callable[[str], Iterator
 
 
 def _llama_cpp_stream(gguf: Path, config: BenchConfig) -> Callable[[str], Iterator[object]]:
+    from imagine_edge.benchmarks import _peer_engines
+
+    if _peer_engines.TORCH_WAIT_POLICY == "PASSIVE":
+        # llama.cpp would run its threads on the OpenMP runtime torch loaded (one libgomp per
+        # process) with passive waiting: measured 3x slower (40 against 118 tokens/s).
+        raise RuntimeError(
+            "not measured in a process where the torch peer set OpenMP to passive waiting; "
+            "run `imagine-edge bench --type llm --compare` on its own"
+        )
     from llama_cpp import Llama
 
     llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=2, verbose=False, seed=0)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
 from imagine_edge.benchmarks.machine import machine_info
-from imagine_edge.benchmarks.peers import _ratios, compare
+from imagine_edge.benchmarks.peers import _llama_cpp_stream, _peer, _ratios, compare
 from imagine_edge.benchmarks.report import SCHEMA_PATH, render_table
 from imagine_edge.benchmarks.scenarios import BenchConfig, Point
 from imagine_edge.benchmarks.stats import summarize
@@ -158,6 +160,19 @@ def test_a_peer_that_is_not_installed_is_reported_not_failed(
     assert peer["error"].startswith("not installed:"), peer
     assert scenario["ratios"] == {}
     _report(scenario)
+
+
+def test_llama_cpp_is_not_measured_on_an_openmp_runtime_set_passive_for_torch(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from imagine_edge.benchmarks import _peer_engines
+
+    monkeypatch.setattr(_peer_engines, "TORCH_WAIT_POLICY", "PASSIVE")
+    make = functools.partial(_llama_cpp_stream, tmp_path / "model.gguf", BenchConfig.smoke())
+    entry = _peer("llama.cpp", make, lambda stream: [])
+    assert entry["points"] == []
+    assert "passive waiting" in entry["error"], entry
+    assert "--type llm --compare" in entry["error"]
 
 
 def _measured(model_type: str, model: str, ours: list[dict[str, Any]]) -> dict[str, Any]:
