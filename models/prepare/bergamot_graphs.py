@@ -259,7 +259,7 @@ def export_qnn_encoder(
     ``bergamot.py``; the mask shares the 16-bit range of the attention scores, so -1e9 would
     swamp it, QNN.md).
     """
-    from imagine_edge.models.prepare.whisper_graphs import quantize_qdq
+    from imagine_edge.models.prepare.qdq import quantize_qdq
 
     scratch = out / ".float"
     scratch.mkdir()

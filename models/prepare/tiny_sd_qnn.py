@@ -9,14 +9,15 @@ encoder stays float and runs on the CPU EP.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from imagine_edge.models.prepare.tiny_sd_calibration import Feed, calibration_feeds
+from imagine_edge.models.prepare.qdq import quantize_qdq
+from imagine_edge.models.prepare.tiny_sd_calibration import calibration_feeds
 from imagine_edge.models.prepare.tiny_sd_config import QNN_SIZE
 from imagine_edge.models.prepare.tiny_sd_export import (
     OPSET,
@@ -32,40 +33,7 @@ from imagine_edge.models.store import GraphFile, Manifest, Variant
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["prepare_qnn", "quantize_for_qnn"]
-
-
-class _Reader:
-    """A CalibrationDataReader over recorded feeds."""
-
-    def __init__(self, feeds: Sequence[Feed]) -> None:
-        self._feeds = iter(feeds)
-
-    def get_next(self) -> Feed | None:
-        return next(self._feeds, None)
-
-
-def quantize_for_qnn(float_path: Path, out_path: Path, feeds: Sequence[Feed]) -> None:
-    """QDQ-quantize a static graph for the HTP: uint16 activations, uint8 per-channel weights."""
-    from onnxruntime.quantization import QuantType, quantize
-    from onnxruntime.quantization.execution_providers.qnn import (
-        get_qnn_qdq_config,
-        qnn_preprocess_model,
-    )
-
-    pre = float_path.with_name(float_path.stem + ".pre.onnx")
-    # Fuses the decomposed GELU (Erf) and LayerNorm patterns the HTP cannot run as they are.
-    source = pre if qnn_preprocess_model(float_path, pre, fuse_layernorm=True) else float_path
-    config = get_qnn_qdq_config(
-        source,
-        _Reader(feeds),
-        activation_type=QuantType.QUInt16,
-        weight_type=QuantType.QUInt8,
-        per_channel=True,
-    )
-    with quiet():
-        quantize(source, out_path, config)
-    pre.unlink(missing_ok=True)
+__all__ = ["prepare_qnn"]
 
 
 def _group_norm_without_reshape(
@@ -133,7 +101,8 @@ def prepare_qnn(manifest: Manifest, out: Path) -> Variant:
     ):
         (out / role).mkdir()
         target = out / role / "model.onnx"
-        quantize_for_qnn(float_graph.path, target, feeds)
+        with quiet():
+            quantize_qdq(float_graph.path, target, feeds)
         shutil.copyfile(float_graph.path.parent / "config.json", out / role / "config.json")
         graphs[role] = GraphFile(target, float_graph.inputs, float_graph.outputs)
     shutil.rmtree(scratch)

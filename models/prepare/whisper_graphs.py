@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from imagine_edge.models.prepare.qdq import quantize_qdq
 from imagine_edge.models.store import GraphFile
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "export_encoder",
     "export_qnn_encoder",
     "quantize_int8",
-    "quantize_qdq",
 ]
 
 logger = logging.getLogger(__name__)
@@ -247,41 +247,6 @@ def export_cpu(model: Any, out: Path) -> dict[str, GraphFile]:
     for role in ("encoder", "decoder"):
         graphs[role] = quantize_int8(graphs[f"{role}_float"], out / f"{role}.onnx")
     return graphs
-
-
-class _Feeds:
-    """A CalibrationDataReader over recorded input feeds."""
-
-    def __init__(self, feeds: list[dict[str, npt.NDArray[Any]]]) -> None:
-        self._feeds = iter(feeds)
-
-    def get_next(self) -> dict[str, npt.NDArray[Any]] | None:
-        return next(self._feeds, None)
-
-
-def quantize_qdq(
-    float_path: Path, out_path: Path, feeds: list[dict[str, npt.NDArray[Any]]]
-) -> None:
-    """QDQ-quantize a static graph for the HTP (QNN.md's recipe): fuse what the HTP cannot run
-    as exported (Erf-GELU, decomposed LayerNorm), then uint16 activations and uint8 per-channel
-    weights, calibrated on ``feeds``."""
-    from onnxruntime.quantization import QuantType, quantize
-    from onnxruntime.quantization.execution_providers.qnn import (
-        get_qnn_qdq_config,
-        qnn_preprocess_model,
-    )
-
-    pre = out_path.with_name(out_path.stem + ".pre.onnx")
-    source = pre if qnn_preprocess_model(float_path, pre, fuse_layernorm=True) else float_path
-    config = get_qnn_qdq_config(
-        source,
-        _Feeds(feeds),
-        activation_type=QuantType.QUInt16,
-        weight_type=QuantType.QUInt8,
-        per_channel=True,
-    )
-    quantize(source, out_path, config)
-    pre.unlink(missing_ok=True)
 
 
 def export_qnn_encoder(
