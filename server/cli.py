@@ -50,7 +50,10 @@ def _parser() -> argparse.ArgumentParser:
         "--api-key", help=f"require this Bearer token (default: ${API_KEY_ENV}, if set)"
     )
     parser.add_argument(
-        "--lazy", action="store_true", help="load models on first use instead of at start"
+        "--preload",
+        action="store_true",
+        help="load every model at start (default: each on first use, so only the models in use "
+        "take memory)",
     )
     parser.add_argument("--max-queue", type=int, default=16, help="requests per model (16)")
     parser.add_argument("--log-level", default="info", help="uvicorn log level (info)")
@@ -63,6 +66,8 @@ def _banner(url: str, engine: Engine, states: Sequence[ModelState], key: bool) -
     for state in states:
         card = cards[state.name]
         where = state.execution_provider or state.state
+        if where == "not loaded":
+            where = "loads on first use"
         default = ""
         if engine.default_card(card.model_type) is card:
             alias = client_alias(card.model_type)
@@ -84,7 +89,7 @@ def serve_command(argv: list[str]) -> int:
         return 2
     try:
         engine = Engine.from_catalog(args.models, max_queue=args.max_queue)
-        if not args.lazy:
+        if args.preload:
             engine.load(args.models)
     except ImagineException as e:
         sys.stderr.write(f"cannot serve: {e}\n")
