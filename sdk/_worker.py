@@ -15,6 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -37,6 +38,22 @@ __all__ = ["Job", "JobContext", "ModelState", "ModelWorker", "Outcome"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# One model loads at a time, so the growth of the process's resident memory during a load is
+# that model's: sessions, prepacked weights and buffers (and libraries it is the first to import;
+# not the arena its first run adds). Loaders never wait on another worker, so this cannot deadlock.
+_LOAD_LOCK = threading.Lock()
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def process_resident_bytes() -> int | None:
+    """This process's resident set size now, or None where /proc is not available."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * _PAGE_SIZE
 
 
 @dataclass(slots=True)
@@ -88,6 +105,8 @@ class ModelState:
     execution_provider: str | None
     resident_bytes: int | None
     queued: int
+    # How much the process's resident memory grew while the model loaded (None: not measured).
+    load_rss_bytes: int | None = None
 
 
 class _Control:
@@ -116,6 +135,7 @@ class ModelWorker:
         self._pending: deque[Job | _Control] = deque()
         self._running: Job | None = None
         self._model: LoadedModel | None = None
+        self._load_rss: int | None = None
         self._state = "not loaded"
         self._closing = False
         self._avg_seconds = 1.0  # moving average of job durations: the Retry-After estimate
@@ -175,12 +195,14 @@ class ModelWorker:
         """The model's load state, execution provider, memory and queue occupancy."""
         with self._cond:
             model, state, queued = self._model, self._state, self._occupancy()
+            load_rss = self._load_rss
         return ModelState(
             name=self.card.name,
             state=state,
             execution_provider=None if model is None else model.execution_provider,
             resident_bytes=None if model is None else model.resident_bytes(),
             queued=queued,
+            load_rss_bytes=None if model is None else load_rss,
         )
 
     def close(self) -> None:
@@ -221,7 +243,10 @@ class ModelWorker:
         with self._cond:
             self._state = "loading"
         try:
-            model = self.card.load()
+            with _LOAD_LOCK:
+                before = process_resident_bytes()
+                model = self.card.load()
+                after = process_resident_bytes()
         except ImagineException as e:
             with self._cond:
                 self._state = f"failed: {e}"
@@ -234,8 +259,9 @@ class ModelWorker:
                 f"model {self.card.name!r} could not be loaded: {type(e).__name__}: {e}",
                 phase="load",
             ) from e
+        grown = None if before is None or after is None else max(0, after - before)
         with self._cond:
-            self._model, self._state = model, "loaded"
+            self._model, self._state, self._load_rss = model, "loaded", grown
         logger.info("loaded %s on %s", self.card.name, model.execution_provider)
         return model
 

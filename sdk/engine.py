@@ -104,6 +104,8 @@ class Engine(EngineCore):
             if s.execution_provider is not None:
                 mib = (s.resident_bytes or 0) / 2**20
                 detail += f" on {s.execution_provider}, {mib:.1f} MiB"
+                if s.load_rss_bytes is not None:  # measured, beside the weights' size
+                    detail += f" (+{s.load_rss_bytes / 2**20:.1f} MiB resident at load)"
             parts.append(f"{s.name} ({self._cards[s.name].model_type.value}): {detail}")
         return HealthResponse(
             postgres="not used", redis="not used", models="; ".join(parts) or "no models"

@@ -197,6 +197,25 @@ def test_load_failure_is_a_load_error_and_shows_in_health(tmp_path):
         assert "failed: OSError: weights missing" in engine.health().models
 
 
+def test_health_reports_how_much_resident_memory_a_load_took(tmp_path):
+    from imagine_edge.sdk.testing import EchoLLM
+
+    held: list[bytes] = []
+
+    def heavy() -> EchoLLM:
+        held.append(b"x" * (64 * 2**20))  # 64 MiB, every page written
+        return EchoLLM()
+
+    card = ModelCard("heavy", ModelType.LLM, "allocates 64 MiB", "MIT", heavy, default=True)
+    with Engine([card], data_dir=tmp_path) as engine:
+        assert engine.model_states()[0].load_rss_bytes is None  # not loaded yet
+        engine.load(["heavy"])
+        (state,) = engine.model_states()
+        assert state.load_rss_bytes is not None
+        assert 60 * 2**20 <= state.load_rss_bytes <= 80 * 2**20
+        assert "MiB resident at load" in engine.health().models
+
+
 def test_unload_and_close_free_the_models(fakes, tmp_path):
     engine = Engine(fake_cards(fakes), data_dir=tmp_path)
     engine.load(["echo-llm"])
