@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from imagine_edge.runtime.kv_cache import (
     DecoderSpec,
     KVCachePool,
+    KVSlot,
     SharedBufferDecoder,
     reusable_prefix,
 )
@@ -204,3 +206,25 @@ def test_slots_are_allocated_lazily_and_cleared_on_close(decoder):
     assert slot.nbytes >= decoder.spec.slot_bytes
     decoder.close()
     assert decoder.pool.slots == ()
+
+
+def _resident() -> int:
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc")
+def test_a_slot_costs_memory_only_for_the_positions_it_fills():
+    # SmolLM2's shape at its full context: 377 MB of K/V if every page were touched.
+    spec = DecoderSpec(num_layers=30, num_kv_heads=3, head_size=64, vocab_size=8,
+                       max_length=8192, prefill_chunk=128)  # fmt: skip
+    big = np.ones(4 * 2**20)  # malloc reuses freed heap memory, which calloc must clear
+    del big
+    before = _resident()
+    slot = KVSlot(0, spec)
+    for k, v in zip(slot.keys, slot.values, strict=True):
+        k[0, :, :12] = 1.0  # 12 positions written, as after a short prompt
+        v[0, :, :12] = 1.0
+    grown = _resident() - before
+    assert sum(k.nbytes + v.nbytes for k, v in zip(slot.keys, slot.values, strict=True)) > 3e8
+    assert grown < 16 * 2**20, grown / 2**20
