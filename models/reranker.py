@@ -7,7 +7,7 @@ Two kinds of reranker satisfy the :class:`~imagine_edge.models.base.Reranker` pr
   the cosine of the two unit vectors, in [-1, 1]. Not a cross-encoder: the model never reads the
   query and a document together. Its graphs are the embedding model's (hard links in the
   store), so with both loaded the process holds one set of sessions: see
-  :class:`~imagine_edge.models.embedding.SessionPool`.
+  :class:`~imagine_edge.runtime.session_pool.SessionPool`.
 - :class:`CrossEncoderReranker`: a BERT-style sequence classifier over (query, document) pairs,
   one logit per pair (sigmoid by default, so scores are in (0, 1) as cross-encoder rerank APIs
   report them). No cross-encoder weights ship in a package here; any exported with
