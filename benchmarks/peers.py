@@ -61,8 +61,6 @@ __all__ = ["compare"]
 T = TypeVar("T")
 PeerPoints = list[dict[str, Any]]
 
-_SAMPLING = {"temperature": 0.7, "top_k": 50, "top_p": 0.9, "repetition_penalty": 1.1}
-
 
 def _decode_sample(tokens: Iterator[object], start: float) -> dict[str, float]:
     arrivals = [time.perf_counter() for _ in tokens]
@@ -86,7 +84,9 @@ def _genai_stream(folder: Path, config: BenchConfig) -> Callable[[str], Iterator
         ids = tokenizer.encode(prompt)
         params = og.GeneratorParams(model)
         total = len(ids) + config.llm_max_tokens
-        params.set_search_options(do_sample=True, max_length=total, min_length=total, **_SAMPLING)
+        params.set_search_options(
+            do_sample=True, max_length=total, min_length=total, **_peer_engines.LLM_SAMPLING
+        )
         generator = og.Generator(model, params)
         generator.append_tokens(ids)
         while not generator.is_done():
@@ -97,36 +97,8 @@ def _genai_stream(folder: Path, config: BenchConfig) -> Callable[[str], Iterator
 
 
 def _llama_cpp_stream(gguf: Path, config: BenchConfig) -> Callable[[str], Iterator[object]]:
-    from imagine_edge.benchmarks import _peer_engines
-
-    if _peer_engines.TORCH_WAIT_POLICY == "PASSIVE":
-        # llama.cpp would run its threads on the OpenMP runtime torch loaded (one libgomp per
-        # process) with passive waiting: measured 3x slower (40 against 118 tokens/s).
-        raise RuntimeError(
-            "not measured in a process where the torch peer set OpenMP to passive waiting; "
-            "run `imagine-edge bench --type llm --compare` on its own"
-        )
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=2, verbose=False, seed=0)
-    eos = llm.token_eos()
-
-    def stream(prompt: str) -> Iterator[object]:
-        # A cold prompt, as ours gets: llama-cpp-python would otherwise reuse the KV of the
-        # previous request's matching prefix (the bench prompts share one).
-        llm.reset()  # type: ignore[no-untyped-call,unused-ignore]
-        yield from llm.create_completion(
-            prompt,
-            max_tokens=config.llm_max_tokens,
-            stream=True,
-            temperature=_SAMPLING["temperature"],
-            top_k=int(_SAMPLING["top_k"]),
-            top_p=_SAMPLING["top_p"],
-            repeat_penalty=_SAMPLING["repetition_penalty"],
-            logit_bias={eos: -1e9},  # ignore_eos, as our run does
-        )
-
-    return stream
+    generate = _peer_engines.llama_cpp_generator(gguf, threads=2)
+    return lambda prompt: generate(prompt, config.llm_max_tokens)
 
 
 def _llm_peer_points(
