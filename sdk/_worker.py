@@ -15,7 +15,6 @@ Invariants:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from imagine_edge.models.base import LoadedModel, ModelCard
+from imagine_edge.runtime.memory import process_resident_bytes
 from imagine_edge.sdk._calls import Call
 from imagine_edge.sdk.errors import (
     ImagineAPITooManyRequestsException,
@@ -43,17 +43,6 @@ T = TypeVar("T")
 # that model's: sessions, prepacked weights and buffers (and libraries it is the first to import;
 # not the arena its first run adds). Loaders never wait on another worker, so this cannot deadlock.
 _LOAD_LOCK = threading.Lock()
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def process_resident_bytes() -> int | None:
-    """This process's resident set size now, or None where /proc is not available."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            pages = int(f.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * _PAGE_SIZE
 
 
 @dataclass(slots=True)

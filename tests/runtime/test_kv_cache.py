@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from imagine_edge.runtime.kv_cache import (
     SharedBufferDecoder,
     reusable_prefix,
 )
+from imagine_edge.runtime.memory import process_resident_bytes
 from imagine_edge.sdk.errors import ContextLengthError, ImagineAPITooManyRequestsException
 
 LAYERS, KV_HEADS, HEAD_SIZE, VOCAB = 2, 2, 16, 258
@@ -209,11 +209,12 @@ def test_slots_are_allocated_lazily_and_cleared_on_close(decoder):
 
 
 def _resident() -> int:
-    with open("/proc/self/statm", "rb") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    resident = process_resident_bytes()
+    assert resident is not None
+    return resident
 
 
-@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc")
+@pytest.mark.skipif(process_resident_bytes() is None, reason="reads /proc")
 def test_a_slot_costs_memory_only_for_the_positions_it_fills():
     # SmolLM2's shape at its full context: 377 MB of K/V if every page were touched.
     spec = DecoderSpec(num_layers=30, num_kv_heads=3, head_size=64, vocab_size=8,
