@@ -6,7 +6,7 @@ The HTP simulator runs a 2-layer decode step in seconds, so the on-NPU tests use
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +15,19 @@ import pytest
 from tokenizers import Tokenizer
 
 from imagine_edge.models.prepare.llm_qnn import MASK_VALUE, HostCache, QnnGraphSpec
-from imagine_edge.models.store import Manifest
+from imagine_edge.models.store import Manifest, OptionValue
 
 SPEC = QnnGraphSpec(
     num_layers=2, num_kv_heads=1, head_dim=4, vocab_size=10, context_length=8, prefill_length=4
 )
+
+
+def _truncated_spec(opts: Mapping[str, OptionValue]) -> QnnGraphSpec:
+    """The shapes of SmolLM2's truncated QNN graphs, from their variant's options."""
+    return QnnGraphSpec(
+        int(opts["num_layers"]), 3, 64, 49152, int(opts["context_length"]),
+        int(opts["prefill_length"]),
+    )  # fmt: skip
 
 
 def test_host_cache_feeds_follow_the_protocol() -> None:
@@ -118,10 +126,7 @@ def test_truncated_graphs_run_on_htp_and_agree_with_cpu(smollm2_qnn_truncated: M
 
     variant = smollm2_qnn_truncated.variant("qnn-truncated")
     opts = variant.options
-    spec = QnnGraphSpec(
-        int(opts["num_layers"]), 3, 64, 49152, int(opts["context_length"]),
-        int(opts["prefill_length"]),
-    )  # fmt: skip
+    spec = _truncated_spec(opts)
     factory = SessionFactory(2, shared_pool=False)
     sessions = {}
     for role in ("prefill", "decode"):
@@ -177,10 +182,7 @@ def test_epcontext_cache_is_used_and_gives_identical_logits(
     monkeypatch.setenv("IMAGINE_EDGE_CACHE", str(tmp_path))
     variant = smollm2_qnn_truncated.variant("qnn-truncated")
     opts = variant.options
-    spec = QnnGraphSpec(
-        int(opts["num_layers"]), 3, 64, 49152, int(opts["context_length"]),
-        int(opts["prefill_length"]),
-    )  # fmt: skip
+    spec = _truncated_spec(opts)
     prefill = variant.graphs["prefill"].path
     factory = SessionFactory(2, shared_pool=False)
 
