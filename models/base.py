@@ -55,7 +55,9 @@ class ModelCard:
     """What the runtime knows about a model before loading it.
 
     ``load`` builds the model (preparing it into the model store first if needed); it is called
-    at most once per engine, on first use.
+    at most once per engine, on first use. ``prepare``, when given, runs just before ``load``
+    and does the preparation alone (out of process), so that loads, which the engine runs one
+    at a time to measure their memory, do not wait behind another model's preparation.
     """
 
     name: str
@@ -67,6 +69,7 @@ class ModelCard:
     # False for models with random weights (the text-to-image default): said in /models too.
     trained: bool = True
     default: bool = False
+    prepare: Callable[[], None] | None = None
 
 
 @runtime_checkable

@@ -26,7 +26,7 @@ from imagine_edge.models.catalog import CATALOG, CatalogEntry
 from imagine_edge.models.store import Manifest, lookup, prepared
 from imagine_edge.sdk.errors import ModelRunError
 
-__all__ = ["LOADERS", "load_entry", "model_cards"]
+__all__ = ["LOADERS", "ensure_prepared", "load_entry", "model_cards"]
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,19 @@ def _prepare_in_child(entry: CatalogEntry) -> None:
         )
 
 
-def load_entry(entry: CatalogEntry) -> LoadedModel:
-    """Load ``entry``'s prepared model, preparing it first (in a child process) if needed."""
+def ensure_prepared(entry: CatalogEntry) -> None:
+    """Prepare ``entry``'s default variants (in a child process) unless the store has them."""
     found = lookup(entry.name)
     missing = found.manifest is None or any(
         v not in found.manifest.variants for v in entry.default_variants
     )
     if missing:
         _prepare_in_child(entry)
+
+
+def load_entry(entry: CatalogEntry) -> LoadedModel:
+    """Load ``entry``'s prepared model, preparing it first (in a child process) if needed."""
+    ensure_prepared(entry)
     return _loader(entry.name)(prepared(entry.name))
 
 
@@ -84,6 +89,7 @@ def model_cards() -> list[ModelCard]:
             description=entry.description,
             licence=entry.licence,
             load=functools.partial(load_entry, entry),
+            prepare=functools.partial(ensure_prepared, entry),
             aliases=entry.aliases,
             trained=entry.name not in UNTRAINED,
             default=entry.default,

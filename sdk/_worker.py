@@ -41,7 +41,8 @@ T = TypeVar("T")
 
 # One model loads at a time, so the growth of the process's resident memory during a load is
 # that model's: sessions, prepacked weights and buffers (and libraries it is the first to import;
-# not the arena its first run adds). Loaders never wait on another worker, so this cannot deadlock.
+# not the arena its first run adds). Preparation (a child process) runs before, outside it.
+# Loaders never wait on another worker, so this cannot deadlock.
 _LOAD_LOCK = threading.Lock()
 
 
@@ -232,6 +233,8 @@ class ModelWorker:
         with self._cond:
             self._state = "loading"
         try:
+            if self.card.prepare is not None:  # outside the lock: preparing takes many seconds
+                self.card.prepare()
             with _LOAD_LOCK:
                 before = process_resident_bytes()
                 model = self.card.load()

@@ -216,6 +216,31 @@ def test_health_reports_how_much_resident_memory_a_load_took(tmp_path):
         assert "MiB resident at load" in engine.health().models
 
 
+def test_a_model_being_prepared_does_not_hold_up_another_models_load(tmp_path):
+    from imagine_edge.sdk.testing import EchoLLM, HashEmbedder
+
+    preparing, release = threading.Event(), threading.Event()
+
+    def slow_prepare() -> None:
+        preparing.set()
+        assert release.wait(10)
+
+    slow = ModelCard("slow", ModelType.LLM, "prepares slowly", "MIT", EchoLLM, default=True,
+                     prepare=slow_prepare)  # fmt: skip
+    quick = ModelCard("quick", ModelType.EMBEDDING, "ready", "MIT", HashEmbedder, default=True)
+    with Engine([slow, quick], data_dir=tmp_path) as engine:
+        loading = threading.Thread(target=engine.load, args=(["slow"],))
+        loading.start()
+        assert preparing.wait(5)
+        engine.load(["quick"])  # not behind the other model's preparation
+        assert {s.name: s.state for s in engine.model_states()} == {
+            "slow": "loading", "quick": "loaded",
+        }  # fmt: skip
+        release.set()
+        loading.join(5)
+        assert {s.state for s in engine.model_states()} == {"loaded"}
+
+
 def test_unload_and_close_free_the_models(fakes, tmp_path):
     engine = Engine(fake_cards(fakes), data_dir=tmp_path)
     engine.load(["echo-llm"])
