@@ -58,13 +58,10 @@ from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
 __all__ = [
     "EMBEDDING_MODEL",
     "QNN_OPTIONS",
-    "SESSIONS",
     "Batch",
     "CpuEncoder",
     "QnnEncoder",
     "SentenceEmbedder",
-    "SessionLease",
-    "SessionPool",
     "TextEncoder",
     "load_all_minilm_l6_v2",
     "load_embedder",
