@@ -73,12 +73,31 @@ def qnn_version() -> str | None:
     return str(getattr(onnxruntime_qnn, "__version__", "unknown"))
 
 
+def _bind_libffi_first() -> None:
+    """Load the extensions that call libffi before any QNN library.
+
+    The x86-64 HTP backend (libQnnHtp.so) carries its own, older libffi and exports its symbols,
+    and the QNN libraries are loaded with global symbols. An extension that links libffi after
+    them binds to that copy: cffi's backend then failed ("ffi_prep_closure(): bad user_data") or
+    returned garbage, so soundfile could not decode audio in a process that had opened a QNN
+    session. Loaded first, they bind to the system's libffi.
+    """
+    import importlib
+
+    for name in ("_ctypes", "_cffi_backend"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
 def register_qnn() -> bool:
     """Register the QNN plugin EP once per process; False (with a reason) when unavailable."""
     global _registered, _unavailable_reason
     with _lock:
         if _registered is not None:
             return _registered
+        _bind_libffi_first()
         try:
             import onnxruntime_qnn
         except ImportError:

@@ -3,6 +3,7 @@ cache, and the explicit CPU fallback."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -139,6 +140,36 @@ def test_strict_qnn_refuses_a_graph_it_cannot_place(
     with pytest.raises(ModelRunError) as info:
         factory.create(_unsupported_model(tmp_path / "r.onnx"), target="qnn")
     assert info.value.phase == "load"
+
+
+_AUDIO_AFTER_QNN = """
+import io, sys
+import numpy as np
+from imagine_edge.runtime.session import SessionFactory
+from imagine_edge.sdk.errors import ModelRunError
+try:
+    SessionFactory(1, shared_pool=False).create(sys.argv[1], target="qnn")
+except ModelRunError:
+    pass  # refused, but the HTP backend's libraries are loaded now
+import soundfile  # first imported after them, as in a server that transcribes later
+buffer = io.BytesIO()
+soundfile.write(buffer, np.linspace(-0.5, 0.5, 1600, dtype=np.float32), 16000, format="WAV")
+samples, rate = soundfile.read(io.BytesIO(buffer.getvalue()), dtype="float32")
+print(rate, samples.shape[0])
+"""
+
+
+@needs_qnn
+def test_audio_decoding_still_works_after_a_qnn_session(tmp_path: Path) -> None:
+    # libQnnHtp.so exports an old libffi; cffi loaded after it broke soundfile (see providers).
+    model = _unsupported_model(tmp_path / "r.onnx")
+    env = {**os.environ, "IMAGINE_EDGE_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run(
+        [sys.executable, "-c", _AUDIO_AFTER_QNN, str(model)],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[-1].split() == ["16000", "1600"]  # QNN prints above it
 
 
 @needs_qnn
