@@ -42,7 +42,6 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +62,7 @@ from imagine_edge.models.manifest import (
     write_json_atomic,
 )
 from imagine_edge.models.store_prepare import add_variant, clean_stale_tmp, locked, write_base
+from imagine_edge.runtime.cache_dir import user_cache
 from imagine_edge.sdk.errors import ModelNotFoundError, ModelRunError
 
 if TYPE_CHECKING:
@@ -95,12 +95,7 @@ _GLOB_CHARS: Final = frozenset("*?[")
 
 def cache_root() -> Path:
     """The store folder: ``$IMAGINE_EDGE_CACHE/models`` or the user cache dir's ``models``."""
-    override = os.environ.get("IMAGINE_EDGE_CACHE")
-    if override:
-        return Path(override).expanduser().resolve() / "models"
-    import platformdirs  # only needed when no override is given
-
-    return Path(platformdirs.user_cache_dir("imagine-edge")) / "models"
+    return user_cache("models")
 
 
 # --------------------------------------------------------------------------- source and key

@@ -43,6 +43,8 @@ from typing import Any, Literal
 
 import onnxruntime as ort
 
+from imagine_edge.runtime.cache_dir import user_cache
+from imagine_edge.runtime.prepacked import prepacked_copy
 from imagine_edge.runtime.providers import (
     CPU_EP,
     QNN_EP,
@@ -69,12 +71,7 @@ Target = Literal["cpu", "qnn", "auto"]
 
 def epcontext_dir() -> Path:
     """Where compiled QNN graphs are cached (outside the repository)."""
-    root = os.environ.get("IMAGINE_EDGE_CACHE")
-    if root:
-        return Path(root) / "epcontext"
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("imagine-edge")) / "epcontext"
+    return user_cache("epcontext")
 
 
 @dataclass(slots=True)
@@ -88,6 +85,8 @@ class LoadedSession:
     node_assignment: dict[str, int] = field(default_factory=dict)
     # True when the session was loaded from the EPContext cache instead of compiled.
     from_epcontext_cache: bool = False
+    # The optimized copy with memory-mapped pre-packed weights it runs, if any (runtime/prepacked).
+    prepacked: Path | None = None
 
     @property
     def input_names(self) -> list[str]:
@@ -149,6 +148,7 @@ class SessionFactory:
         self.shared_pool = shared_pool
         self._pool_ready = False
         self._lock = threading.Lock()
+        self._prepack_lock = threading.Lock()
 
     def _use_global_pool(self) -> bool:
         with self._lock:
@@ -161,16 +161,20 @@ class SessionFactory:
                 self._pool_ready = True
             return self.shared_pool
 
-    def session_options(self) -> ort.SessionOptions:
+    def session_options(self, config: dict[str, str] | None = None) -> ort.SessionOptions:
+        """Options of this factory's sessions, with the session config entries ``config``."""
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
+        entries = dict(config or {})
         if self._use_global_pool():
             so.use_per_session_threads = False
         else:
             so.intra_op_num_threads = self.intra_op_threads
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            entries.setdefault("session.intra_op.allow_spinning", "0")
+        for key, value in entries.items():  # once each: onnxruntime warns on an overwrite
+            so.add_session_config_entry(key, value)
         return so
 
     def create(
@@ -181,8 +185,14 @@ class SessionFactory:
         qnn_options: QnnOptions | None = None,
         session_config: dict[str, str] | None = None,
         free_dimensions: dict[str, int] | None = None,
+        prepacked: bool = False,
     ) -> LoadedSession:
-        """Open ``model_path`` on ``target``; see the module docstring for the policy."""
+        """Open ``model_path`` on ``target``; see the module docstring for the policy.
+
+        ``prepacked``: on the CPU EP, run the cached optimized copy whose pre-packed weights are
+        memory-mapped (runtime/prepacked.py), so further sessions of the graph share them. When
+        the copy cannot be written the graph is opened as it is, with a warning.
+        """
         path = Path(model_path)
         if not path.is_file():
             raise ModelRunError(f"model file {path} does not exist", phase="load")
@@ -194,30 +204,46 @@ class SessionFactory:
                     raise
                 reason = exc.message or "QNN failed"
                 log.warning("%s: falling back to the CPU EP: %s", path.name, reason)
-                loaded = self._create_cpu(path, session_config, free_dimensions)
+                loaded = self._create_cpu(path, session_config, free_dimensions, prepacked)
                 loaded.fallback_reason = reason
                 return loaded
-        return self._create_cpu(path, session_config, free_dimensions)
+        return self._create_cpu(path, session_config, free_dimensions, prepacked)
 
     def _create_cpu(
         self,
         path: Path,
         session_config: dict[str, str] | None,
         free_dimensions: dict[str, int] | None,
+        prepacked: bool = False,
     ) -> LoadedSession:
-        so = self.session_options()
-        so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
-        for key, value in (session_config or {}).items():
-            so.add_session_config_entry(key, value)
+        so = self.session_options(
+            {"session.record_ep_graph_assignment_info": "1", **(session_config or {})}
+        )
         for name, size in (free_dimensions or {}).items():
             so.add_free_dimension_override_by_name(name, size)
+        copy = self._prepacked_copy(path) if prepacked and not free_dimensions else None
+        if copy is not None:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            session = ort.InferenceSession(str(path), so, providers=[CPU_EP])
+            session = ort.InferenceSession(str(copy or path), so, providers=[CPU_EP])
         except Exception as exc:
             raise ModelRunError(f"could not open {path}: {exc}", phase="load") from exc
         return LoadedSession(
-            session=session, provider=CPU_EP, path=path, node_assignment=_assignment(session)
+            session=session,
+            provider=CPU_EP,
+            path=path,
+            node_assignment=_assignment(session),
+            prepacked=copy,
         )
+
+    def _prepacked_copy(self, path: Path) -> Path | None:
+        options = self.session_options()
+        with self._prepack_lock:  # one writer per process; processes race safely (a rename)
+            try:
+                return prepacked_copy(path, file_digest(path), options)
+            except Exception as exc:
+                log.warning("%s: no pre-packed copy (%s); opening the graph as it is", path, exc)
+                return None
 
     def _qnn_session_options(
         self, options: QnnOptions, session_config: dict[str, str] | None
@@ -225,11 +251,13 @@ class SessionFactory:
         devices = qnn_devices()
         if not devices:
             raise ModelRunError(qnn_unavailable_reason() or "QNN unavailable", phase="load")
-        so = self.session_options()
-        so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-        so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
-        for key, value in (session_config or {}).items():
-            so.add_session_config_entry(key, value)
+        so = self.session_options(
+            {
+                "session.disable_cpu_ep_fallback": "1",
+                "session.record_ep_graph_assignment_info": "1",
+                **(session_config or {}),
+            }
+        )
         so.add_provider_for_devices(devices, options.provider_options())
         return so
 
@@ -320,4 +348,5 @@ def session_summary(loaded: LoadedSession) -> dict[str, Any]:
         "fallback_reason": loaded.fallback_reason,
         "node_assignment": loaded.node_assignment,
         "from_epcontext_cache": loaded.from_epcontext_cache,
+        "prepacked_weights": str(loaded.prepacked) if loaded.prepacked else None,
     }
