@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final, cast
+from typing import Any, Final, Literal, cast
 
 from tokenizers import Tokenizer
 
@@ -34,9 +34,11 @@ from imagine_edge.runtime.generate import (
     SamplingDefaults,
     TextGenerationLoop,
 )
-from imagine_edge.runtime.kv_cache import Decoder, DecoderSpec, SharedBufferDecoder
+from imagine_edge.runtime.kv_cache import Decoder, DecoderSpec
 from imagine_edge.runtime.session import LoadedSession, Target, shared_factory
+from imagine_edge.runtime.shared_buffer_decoder import SharedBufferDecoder
 from imagine_edge.runtime.static_decoder import StaticDecoder
+from imagine_edge.runtime.thread_policy import AdaptivePolicy, FixedPolicy, StepPolicy
 from imagine_edge.sdk.errors import ModelRunError, ModelUnavailableError
 from imagine_edge.sdk.types import ChatCompletionRequest, CompletionRequest, FinishReason
 
@@ -49,11 +51,19 @@ SMOLLM2: Final = "smollm2-135m-instruct"
 SMOLLM2_DEFAULTS: Final = SamplingDefaults(temperature=0.2, top_k=-1, top_p=0.9, max_tokens=256)
 # Prompt tokens per forward call of the CPU graph: bounds the logits and attention scratch.
 CPU_PREFILL_CHUNK: Final = 128
-# Spinning intra-op workers: a decode step is ~1,000 small kernels, and workers that spin between
-# them answer faster on idle cores, but they double the step's CPU time and, when other processes
-# want the cores, its latency (measured 2x on 2 busy cores). Off unless asked for (as in
-# onnxruntime-genai). A session on the factory's global thread pool keeps the pool's setting.
+# How the CPU graph's intra-op workers wait between a decode step's ~700 small kernels. Spinning
+# answers faster on idle cores, sleeping when other processes want them (measured on 2 cores:
+# 110 against 80 tok/s idle, 54 against 74 beside one busy process). "auto" keeps one session of
+# each, sharing memory-mapped pre-packed weights, and picks per step from measured step times
+# (runtime/thread_policy.py). Spinning stops when a run returns ("force_spinning_stop"): the
+# workers would otherwise spin through the sampling between steps (98 against 110 tok/s idle).
+# A session on the factory's global thread pool keeps the pool's setting.
+ThreadMode = Literal["auto", "spin", "sleep"]
 SPIN_CONFIG: Final = "session.intra_op.allow_spinning"
+THREAD_CONFIGS: Final[dict[str, dict[str, str]]] = {
+    "sleep": {SPIN_CONFIG: "0"},
+    "spin": {SPIN_CONFIG: "1", "session.force_spinning_stop": "1"},
+}
 
 
 class ChatModel:
@@ -74,20 +84,19 @@ class ChatModel:
         defaults: SamplingDefaults = SMOLLM2_DEFAULTS,
         seed: int | None = None,
         target: Target = "cpu",
-        spin: bool = False,
+        threads: ThreadMode = "auto",
     ) -> None:
         self.manifest = manifest
         self.defaults = defaults
         self.seed = seed
         self.format = ChatMLFormat.from_template(manifest.chat_template)
         self._sessions: list[LoadedSession] = []
-        self._spin = spin
+        self._threads = threads
         decoder = self._open(target, max_length, num_slots)
         tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
         self.loop = TextGenerationLoop(decoder, tokenizer, manifest.special_tokens.eos_token_ids)
-        self._weights_bytes = sum(
-            f.stat().st_size for s in self._sessions for f in _graph_files(s.path)
-        )
+        graphs = {f for s in self._sessions for f in _graph_files(s.path)}
+        self._weights_bytes = sum(f.stat().st_size for f in graphs)
         log.info(
             "loaded %s (%s, context %d)", manifest.name, decoder.provider, decoder.spec.max_length
         )
@@ -121,10 +130,10 @@ class ChatModel:
             else:
                 fallback = "no prepared QNN graphs"
             log.warning("%s: running on the CPU EP: %s", self.manifest.name, fallback)
+        graph = self.manifest.variant("cpu").graphs["decoder"].path
+        first_mode = "sleep" if self._threads == "auto" else self._threads
         loaded = factory.create(
-            self.manifest.variant("cpu").graphs["decoder"].path,
-            target="cpu",
-            session_config={SPIN_CONFIG: "1" if self._spin else "0"},
+            graph, target="cpu", session_config=THREAD_CONFIGS[first_mode], prepacked=True
         )
         self._sessions.append(loaded)
         context = self.manifest.context_length
@@ -136,11 +145,46 @@ class ChatModel:
             head_size=arch.head_dim if arch is not None else None,
         )
         provider = loaded.describe() + (f" (fallback: {fallback})" if fallback else "")
-        return SharedBufferDecoder(loaded.session, spec, num_slots=num_slots, provider=provider)
+        alternates, policy = self._thread_policy(graph, loaded, first_mode)
+        return SharedBufferDecoder(
+            loaded.session,
+            spec,
+            num_slots=num_slots,
+            provider=provider,
+            alternates=alternates,
+            policy=policy,
+        )
+
+    def _thread_policy(
+        self, graph: Path, first: LoadedSession, first_mode: str
+    ) -> tuple[list[Any], StepPolicy]:
+        """The sessions besides ``first`` and the policy choosing between them per step."""
+        factory = shared_factory()
+        if self._threads != "auto":
+            return [], FixedPolicy(f"workers {first_mode}")
+        if factory.shared_pool:
+            return [], FixedPolicy("the global thread pool's workers")
+        if first.prepacked is None:
+            # Without shared pre-packed weights a second session would double the memory.
+            log.warning("%s: no pre-packed copy, so decode workers always sleep", graph)
+            return [], FixedPolicy("workers sleep (no pre-packed copy to share)")
+        spinning = factory.create(
+            graph, target="cpu", session_config=THREAD_CONFIGS["spin"], prepacked=True
+        )
+        self._sessions.append(spinning)
+        return [spinning.session], AdaptivePolicy([first_mode, "spin"])
 
     @property
     def execution_provider(self) -> str:
-        return self.loop.decoder.provider
+        policy = self.thread_policy
+        threads = f"; decode threads: {policy.describe()}" if policy is not None else ""
+        return self.loop.decoder.provider + threads
+
+    @property
+    def thread_policy(self) -> StepPolicy | None:
+        """How the CPU graph's decode steps choose their session (None for the QNN graphs)."""
+        decoder = self.loop.decoder
+        return decoder.policy if isinstance(decoder, SharedBufferDecoder) else None
 
     def resident_bytes(self) -> int:
         if not self._sessions:
@@ -234,8 +278,9 @@ def load_chat_model(manifest: Manifest) -> ChatModel:
     ``IMAGINE_EDGE_LLM_TARGET`` = cpu (default) | qnn | auto picks the graphs: on x86-64 the HTP
     backend is a simulator hundreds of times slower than the CPU EP, so QNN is opt-in there.
     ``IMAGINE_EDGE_LLM_MAX_LENGTH`` caps the CPU graph's KV cache (default: the model's context;
-    pages are touched only as positions fill). ``IMAGINE_EDGE_LLM_SPIN=1`` lets the CPU graph's
-    intra-op workers spin (faster on otherwise idle cores; see ``SPIN_CONFIG``).
+    pages are touched only as positions fill). ``IMAGINE_EDGE_LLM_SPIN`` = auto (default) | 1 | 0:
+    whether the CPU graph's intra-op workers spin, chosen per step from measured speed, always,
+    or never (see ``THREAD_CONFIGS``).
     """
     target = os.environ.get("IMAGINE_EDGE_LLM_TARGET", "cpu")
     if target not in ("cpu", "qnn", "auto"):
@@ -245,5 +290,12 @@ def load_chat_model(manifest: Manifest) -> ChatModel:
         manifest,
         max_length=int(raw) if raw else None,
         target=cast(Target, target),
-        spin=os.environ.get("IMAGINE_EDGE_LLM_SPIN", "0") == "1",
+        threads=_thread_mode(os.environ.get("IMAGINE_EDGE_LLM_SPIN", "auto")),
     )
+
+
+def _thread_mode(raw: str) -> ThreadMode:
+    modes: dict[str, ThreadMode] = {"auto": "auto", "1": "spin", "0": "sleep"}
+    if raw not in modes:
+        raise ValueError(f"IMAGINE_EDGE_LLM_SPIN must be auto, 1 or 0, got {raw!r}")
+    return modes[raw]

@@ -7,8 +7,9 @@ Owns:
 - :class:`KVCachePool`: a few slots per model handed to requests, reusing the slot whose tokens
   are the longest prefix of the new prompt (the next turn of a chat), otherwise the least
   recently used one.
-- :class:`SharedBufferDecoder`: the forward step of graphs whose attention is the
-  ``GroupQueryAttention`` contrib op (the onnxruntime-genai builder's CPU graph).
+- :class:`Decoder`: what a forward step over a slot provides; the shared-buffer one for
+  ``GroupQueryAttention`` graphs is in runtime/shared_buffer_decoder.py, the static one for QNN
+  graphs in runtime/static_decoder.py.
 
 How the shared buffer works (as onnxruntime-genai binds ``past_present_share_buffer``):
 ``past_key_values.N.*`` and ``present.N.*`` are bound, once per slot, to the same full-length
@@ -48,7 +49,6 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from imagine_edge.sdk.errors import (
-    ContextLengthError,
     ImagineAPITooManyRequestsException,
     ModelRunError,
 )
@@ -58,8 +58,6 @@ __all__ = [
     "DecoderSpec",
     "KVCachePool",
     "KVSlot",
-    "SharedBufferDecoder",
-    "quiet_run_options",
     "reusable_prefix",
 ]
 
@@ -319,126 +317,3 @@ class Decoder(Protocol):
     def resident_bytes(self) -> int: ...
 
     def close(self) -> None: ...
-
-
-@dataclass(slots=True)
-class _Bound:
-    """A slot's IOBinding and what is currently bound to it."""
-
-    io: Any
-    tokens_ptr: int
-    # (address of the logits buffer, rows) bound as the ``logits`` output.
-    logits: tuple[int, int] = (0, 0)
-
-
-def quiet_run_options() -> ort.RunOptions:
-    """Run options for a per-token loop.
-
-    onnxruntime's Python ``run_with_iobinding`` looks up the WebGPU graph-capture id in the run
-    options on every call; when the entry is missing the lookup raises and catches a C++
-    exception, ~0.1 ms a call on a busy core. "-1" (capture off) makes it a plain read.
-    """
-    options = ort.RunOptions()
-    options.add_run_config_entry("gpu_graph_id", "-1")
-    return options
-
-
-class SharedBufferDecoder:
-    """The forward step of a GroupQueryAttention decoder with past and present sharing buffers."""
-
-    def __init__(
-        self,
-        session: ort.InferenceSession,
-        spec: DecoderSpec,
-        *,
-        num_slots: int = 2,
-        provider: str = "CPUExecutionProvider",
-    ) -> None:
-        self._session: Any = session
-        self._spec = spec
-        self._pool = KVCachePool(spec, num_slots)
-        self._provider = provider
-        self._run_options = quiet_run_options()
-        self._mask = np.ones(spec.max_length, np.int64)
-        self._mask_ptr: int = self._mask.ctypes.data
-        self._positions = np.arange(spec.max_length, dtype=np.int64)
-        self._logits_one = np.zeros((1, 1, spec.vocab_size), np.float32)
-        self._logits_one_ptr: int = self._logits_one.ctypes.data
-        self._last_one: npt.NDArray[np.float32] = self._logits_one[0, 0]
-        # Logits of every position of a prompt chunk, when the LM head is not pruned.
-        self._logits_chunk: npt.NDArray[np.float32] | None = None
-
-    @property
-    def spec(self) -> DecoderSpec:
-        return self._spec
-
-    @property
-    def pool(self) -> KVCachePool:
-        return self._pool
-
-    @property
-    def provider(self) -> str:
-        return self._provider
-
-    def _bind_slot(self, slot: KVSlot) -> _Bound:
-        """Bind the slot's buffers as both past and present, once for the slot's lifetime."""
-        binding = self._session.io_binding()
-        shape = list(slot.keys[0].shape)
-        dtype = self._spec.kv_dtype
-        for layer, (k, v) in enumerate(zip(slot.keys, slot.values, strict=True)):
-            for kind, buf in (("key", k), ("value", v)):
-                ptr = buf.ctypes.data
-                binding.bind_input(f"past_key_values.{layer}.{kind}", "cpu", 0, dtype, shape, ptr)
-                binding.bind_output(f"present.{layer}.{kind}", "cpu", 0, dtype, shape, ptr)
-        return _Bound(binding, slot.tokens.ctypes.data)
-
-    def _logits_target(self, count: int) -> tuple[npt.NDArray[np.float32], int, int]:
-        """The buffer the logits of ``count`` tokens go to, its address and the rows filled."""
-        if count == 1 or self._spec.last_logits_only:
-            return self._logits_one, self._logits_one_ptr, 1
-        chunk = self._logits_chunk
-        if chunk is None or chunk.shape[1] < count:
-            rows = max(count, self._spec.prefill_chunk)
-            chunk = np.empty((1, rows, self._spec.vocab_size), np.float32)
-            self._logits_chunk = chunk
-        return chunk, chunk.ctypes.data, count
-
-    def forward(self, slot: KVSlot, count: int) -> npt.NDArray[np.float32]:
-        start = slot.length
-        total = start + count
-        if count < 1 or total > self._spec.max_length:
-            raise ContextLengthError(
-                f"cannot run {count} tokens after {start}: the KV cache holds "
-                f"{self._spec.max_length} positions"
-            )
-        bound: _Bound = slot.binding or self._bind_slot(slot)
-        slot.binding = bound
-        io = bound.io
-        # Only what moves is rebound: the ids and mask views, and the logits on a shape change.
-        io.bind_input("input_ids", "cpu", 0, np.int64, [1, count], bound.tokens_ptr + start * 8)
-        io.bind_input("attention_mask", "cpu", 0, np.int64, [1, total], self._mask_ptr)
-        if self._spec.has_position_ids:
-            pos_ptr = self._positions.ctypes.data + start * 8
-            io.bind_input("position_ids", "cpu", 0, np.int64, [1, count], pos_ptr)
-        target, ptr, rows = self._logits_target(count)
-        if bound.logits != (ptr, rows):
-            io.bind_output("logits", "cpu", 0, np.float32, [1, rows, self._spec.vocab_size], ptr)
-            bound.logits = (ptr, rows)
-        try:
-            self._session.run_with_iobinding(io, self._run_options)
-        except Exception as exc:
-            raise ModelRunError(f"decoder step failed at position {start}: {exc}") from exc
-        slot.length = total
-        if target is self._logits_one:
-            return self._last_one
-        last: npt.NDArray[np.float32] = target[0, count - 1]
-        return last
-
-    def resident_bytes(self) -> int:
-        chunk = self._logits_chunk.nbytes if self._logits_chunk is not None else 0
-        return self._pool.resident_bytes() + chunk + self._logits_one.nbytes
-
-    def close(self) -> None:
-        self._pool.clear()
-        self._logits_chunk = None
-        self._session = None

@@ -24,7 +24,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from imagine_edge.runtime.kv_cache import DecoderSpec, KVCachePool, KVSlot, quiet_run_options
+from imagine_edge.runtime.kv_cache import DecoderSpec, KVCachePool, KVSlot
+from imagine_edge.runtime.shared_buffer_decoder import quiet_run_options
 from imagine_edge.sdk.errors import ContextLengthError, ModelRunError
 
 __all__ = ["MASK_VALUE", "StaticDecoder", "static_spec"]

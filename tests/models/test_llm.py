@@ -390,3 +390,25 @@ def test_auto_target_falls_back_to_the_cpu_graph_visibly(manifest):
                 CompletionRequest(prompt="x", model=SMOLLM2, stream=False), threading.Event()
             )
         )
+
+
+def test_adaptive_decode_threads_switch_sessions_without_changing_the_output(model, manifest):
+    # The fixture's model keeps a sleeping and a spinning session of the graph, on one
+    # memory-mapped pre-packed copy, and picks one per step; a sleeping-only model is the
+    # reference. Probes switch sessions within the first tokens, so 64 tokens cover switches.
+    decoder = model.loop.decoder
+    assert len(decoder.sessions) == 2
+    assert "decode threads: adaptive" in model.execution_provider
+    reference = ChatModel(manifest, max_length=256, threads="sleep")
+    assert len(reference.loop.decoder.sessions) == 1
+    assert reference.execution_provider.endswith("decode threads: workers sleep")
+    request = _chat(_msg("user", LONG_ANSWER), temperature=0, max_tokens=64)
+    ids = []
+    for m in (model, reference):
+        plan = GenerationPlan.from_params(request, m.defaults)
+        ids.append(list(m.loop.run(m.chat_prompt(request), plan))[-1].stats.token_ids)
+    reference.close()
+    assert ids[0] == ids[1]
+    stats = decoder.policy.stats()
+    assert stats["probes"] >= 1
+    assert set(stats["median_step_ms"]) == {"sleep", "spin"}

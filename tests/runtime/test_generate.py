@@ -20,7 +20,8 @@ from imagine_edge.runtime.generate import (
     SamplingDefaults,
     TextGenerationLoop,
 )
-from imagine_edge.runtime.kv_cache import DecoderSpec, SharedBufferDecoder
+from imagine_edge.runtime.kv_cache import DecoderSpec
+from imagine_edge.runtime.shared_buffer_decoder import SharedBufferDecoder
 from imagine_edge.sdk.errors import ContextLengthError, InvalidRequestError
 from imagine_edge.sdk.types import CompletionRequest
 
