@@ -16,7 +16,7 @@ import pytest
 
 from imagine_edge.models.base import GenerationChunk
 from imagine_edge.models.chat_format import ChatMLFormat, ToolCallFilter, parse_tool_calls
-from imagine_edge.models.llm import SMOLLM2, ChatModel
+from imagine_edge.models.llm import SMOLLM2, ChatModel, load_chat_model
 from imagine_edge.models.store import Manifest, prepared
 from imagine_edge.runtime.generate import GenerationPlan, TextGenerationLoop
 from imagine_edge.runtime.kv_cache import DecoderSpec, KVCachePool, KVSlot
@@ -412,3 +412,23 @@ def test_adaptive_decode_threads_switch_sessions_without_changing_the_output(mod
     stats = decoder.policy.stats()
     assert stats["probes"] >= 1
     assert set(stats["median_step_ms"]) == {"sleep", "spin"}
+
+
+@pytest.mark.parametrize(("raw", "mode"), [("auto", "auto"), ("1", "spin"), ("0", "sleep")])
+def test_the_spin_setting_names_a_thread_mode(raw, mode, monkeypatch, manifest):
+    seen = {}
+
+    def fake_model(manifest, **kwargs):
+        seen.update(kwargs)
+        return "model"
+
+    monkeypatch.setattr("imagine_edge.models.llm.ChatModel", fake_model)
+    monkeypatch.setenv("IMAGINE_EDGE_LLM_SPIN", raw)
+    assert load_chat_model(manifest) == "model"
+    assert seen["threads"] == mode
+
+
+def test_a_bad_spin_setting_is_refused(monkeypatch, manifest):
+    monkeypatch.setenv("IMAGINE_EDGE_LLM_SPIN", "yes")
+    with pytest.raises(ValueError, match="auto, 1 or 0"):
+        load_chat_model(manifest)
