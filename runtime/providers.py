@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -85,10 +86,8 @@ def _bind_libffi_first() -> None:
     import importlib
 
     for name in ("_ctypes", "_cffi_backend"):
-        try:
+        with contextlib.suppress(ImportError):
             importlib.import_module(name)
-        except ImportError:
-            pass
 
 
 def register_qnn() -> bool:
