@@ -2,7 +2,8 @@
 
 ``prepare [NAME ...]`` prepares the named models (default: the catalog's defaults) and prints
 where each landed and whether it was a cache hit; ``list`` prints the catalog with what is
-prepared. Output goes to stdout; progress bars to stderr.
+prepared; ``prune [--dry-run]`` removes older model versions and the graphs derived from them
+(models/store_prune.py). Output goes to stdout; progress bars to stderr.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from imagine_edge.models import catalog
 from imagine_edge.models.catalog import default_entries, get_entry
 from imagine_edge.models.store import cache_root, lookup, prepared
+from imagine_edge.models.store_prune import remove, stale_files
 from imagine_edge.sdk.errors import ImagineException
 
 __all__ = ["models_command"]
@@ -38,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
         help="graph variant to build (repeatable; default: the model's default variants)",
     )
     sub.add_parser("list", help="list the catalog and what is prepared")
+    prune = sub.add_parser("prune", help="remove older model versions and their derived graphs")
+    prune.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
     return parser
 
 
@@ -75,12 +79,27 @@ def _list() -> int:
     return 0
 
 
+def _prune(dry_run: bool) -> int:
+    stale = stale_files()
+    for item in stale:
+        _emit(f"{item.size / 2**20:9.1f} MiB  {item.path}  ({item.reason})")
+    total = sum(item.size for item in stale) / 2**20
+    if dry_run:
+        _emit(f"would free {total:.1f} MiB in {len(stale)} items (dry run: nothing removed)")
+    else:
+        freed = remove(stale) / 2**20
+        _emit(f"freed {freed:.1f} MiB in {len(stale)} items")
+    return 0
+
+
 def models_command(argv: list[str]) -> int:
     """Run ``imagine-edge models ARGV``; returns the exit code."""
     args = _parser().parse_args(argv)
     try:
         if args.action == "prepare":
             return _prepare(args.names, args.variants)
+        if args.action == "prune":
+            return _prune(args.dry_run)
         return _list()
     except ImagineException as e:
         sys.stderr.write(f"imagine-edge models: {e}\n")

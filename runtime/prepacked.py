@@ -25,19 +25,21 @@ import logging
 import os
 import platform
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnxruntime as ort
 
-from imagine_edge.runtime.cache_dir import user_cache
+from imagine_edge.runtime.cache_dir import abandoned, orphaned, user_cache, write_source_record
 
-__all__ = ["cpu_identity", "prepacked_copy", "prepacked_dir"]
+__all__ = ["cpu_identity", "orphaned_copies", "prepacked_copy", "prepacked_dir"]
 
 log = logging.getLogger(__name__)
 
 _RECIPE = 1  # bump when the saving options below change
 _GRAPH = "model.onnx"
 _DATA = "model.data"
+_SOURCE = "source.json"
 
 
 def prepacked_dir() -> Path:
@@ -104,6 +106,7 @@ def prepacked_copy(path: Path, model_digest: str, options: ort.SessionOptions) -
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         if not (staged / _GRAPH).is_file() or not (staged / _DATA).is_file():
             raise OSError(f"onnxruntime saved no pre-packed copy of {path.name}")
+        write_source_record(staged / _SOURCE, path)
         try:
             os.rename(staged, entry)
         except OSError:
@@ -111,3 +114,19 @@ def prepacked_copy(path: Path, model_digest: str, options: ort.SessionOptions) -
                 raise
     log.info("saved the pre-packed copy of %s in %s", path.name, entry)
     return graph
+
+
+def orphaned_copies(removed: Sequence[Path] = ()) -> list[Path]:
+    """Entries whose source graph is gone or in one of the ``removed`` folders (a model version
+    since replaced), and leftovers of interrupted saves: what ``models prune`` removes."""
+    root = prepacked_dir()
+    if not root.is_dir():
+        return []
+    stale = []
+    for p in root.iterdir():
+        if p.name.startswith(".saving-"):
+            if abandoned(p):
+                stale.append(p)
+        elif p.is_dir() and orphaned(p / _SOURCE, removed):
+            stale.append(p)
+    return sorted(stale)

@@ -37,13 +37,14 @@ import os
 import tempfile
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import onnxruntime as ort
 
-from imagine_edge.runtime.cache_dir import user_cache
+from imagine_edge.runtime.cache_dir import abandoned, orphaned, user_cache, write_source_record
 from imagine_edge.runtime.prepacked import prepacked_copy
 from imagine_edge.runtime.providers import (
     CPU_EP,
@@ -61,6 +62,7 @@ __all__ = [
     "Target",
     "epcontext_dir",
     "file_digest",
+    "orphaned_compilations",
     "shared_factory",
 ]
 
@@ -72,6 +74,29 @@ Target = Literal["cpu", "qnn", "auto"]
 def epcontext_dir() -> Path:
     """Where compiled QNN graphs are cached (outside the repository)."""
     return user_cache("epcontext")
+
+
+def orphaned_compilations(removed: Sequence[Path] = ()) -> list[Path]:
+    """Cached compilations whose source graph is gone or in one of the ``removed`` folders (a
+    model version since replaced), and leftovers of interrupted compiles: what ``models prune``
+    removes."""
+    root = epcontext_dir()
+    if not root.is_dir():
+        return []
+    stale = [p for p in root.glob(".compiling-*") if abandoned(p)]
+    for wrapper in root.glob("*.onnx"):
+        record = _source_record(wrapper)
+        if orphaned(record, removed):
+            stale += [p for p in (wrapper, _binary(wrapper), record) if p.exists()]
+    return sorted(stale)
+
+
+def _binary(wrapper: Path) -> Path:
+    return wrapper.with_name(wrapper.stem + "_qnn.bin")  # the name the compiler gives it
+
+
+def _source_record(wrapper: Path) -> Path:
+    return wrapper.with_name(wrapper.stem + ".source.json")
 
 
 @dataclass(slots=True)
@@ -279,7 +304,7 @@ class SessionFactory:
     def _compile(self, path: Path, options: QnnOptions, cached: Path) -> None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         so = self._qnn_session_options(options, None)
-        binary = cached.with_name(cached.stem + "_qnn.bin")  # the name the compiler gives it
+        binary = _binary(cached)
         with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".compiling-") as tmp:
             staged = Path(tmp) / cached.name
             try:
@@ -288,7 +313,9 @@ class SessionFactory:
                 staged_binary = staged.with_name(binary.name)
                 if not staged_binary.is_file():
                     raise RuntimeError(f"the compiler wrote no {binary.name}")
+                write_source_record(_source_record(staged), path)
                 os.replace(staged_binary, binary)
+                os.replace(_source_record(staged), _source_record(cached))
                 os.replace(staged, cached)
             except Exception as exc:
                 raise ModelRunError(

@@ -15,7 +15,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from imagine_edge.runtime import prepacked as prepacked_module
 from imagine_edge.runtime.memory import process_resident_bytes
-from imagine_edge.runtime.prepacked import cpu_identity, prepacked_copy, prepacked_dir
+from imagine_edge.runtime.prepacked import (
+    cpu_identity,
+    orphaned_copies,
+    prepacked_copy,
+    prepacked_dir,
+)
 from imagine_edge.runtime.session import SessionFactory, file_digest
 
 # A 4-bit MatMulNBits weight (the LLM's layers): 8 MiB, and onnxruntime's pre-packed copy of it
@@ -169,3 +174,14 @@ def test_a_second_session_shares_the_mapped_weights(cache: Path, tmp_path: Path)
     # A plain session holds its own pre-packed copy of the weight; a mapped one shares it.
     assert second_plain > 8 * 2**20, second_plain / 2**20
     assert second_mapped < second_plain / 3, (second_mapped / 2**20, second_plain / 2**20)
+
+
+def test_a_copy_whose_source_is_gone_is_orphaned(cache: Path, tmp_path: Path) -> None:
+    kept = _model(tmp_path / "kept.onnx")
+    (tmp_path / "old").mkdir()
+    gone = _model(tmp_path / "old" / "m.onnx", seed=3)
+    copies = [prepacked_copy(p, file_digest(p), _options()).parent for p in (kept, gone)]
+    assert orphaned_copies() == []
+    assert orphaned_copies([tmp_path / "old"]) == [copies[1]]  # about to be removed
+    gone.unlink()
+    assert orphaned_copies() == [copies[1]]

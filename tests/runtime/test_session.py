@@ -16,7 +16,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
 from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
 from imagine_edge.runtime.providers import CPU_EP, QNN_EP, qnn_unavailable_reason
-from imagine_edge.runtime.session import SessionFactory
+from imagine_edge.runtime.session import SessionFactory, orphaned_compilations
 from imagine_edge.sdk.errors import ModelRunError
 
 needs_qnn = pytest.mark.skipif(
@@ -95,11 +95,14 @@ def test_qdq_graph_runs_entirely_on_qnn_and_caches_its_context(
     assert not first.from_epcontext_cache
     cached = factory.epcontext_path(qdq_model, factory_options := _options())
     assert cached.is_file(), factory_options
-    # The context binary sits beside its wrapper; nothing of the staging folder is left.
+    # The context binary sits beside its wrapper, with the record of its source graph (for
+    # `models prune`); nothing of the staging folder is left.
     assert cached.with_name(cached.stem + "_qnn.bin").is_file()
     assert sorted(p.name for p in cached.parent.iterdir()) == sorted(
-        [cached.name, cached.stem + "_qnn.bin"]
+        [cached.name, cached.stem + "_qnn.bin", cached.stem + ".source.json"]
     )
+    assert orphaned_compilations() == []
+    assert orphaned_compilations([qdq_model.parent]) == sorted(cached.parent.iterdir())
     (on_npu,) = first.session.run(None, {"x": X})
 
     second = factory.create(qdq_model, target="qnn")
@@ -145,7 +148,7 @@ def test_strict_qnn_refuses_a_graph_it_cannot_place(
 _AUDIO_AFTER_QNN = """
 import io, sys
 import numpy as np
-from imagine_edge.runtime.session import SessionFactory
+from imagine_edge.runtime.session import SessionFactory, orphaned_compilations
 from imagine_edge.sdk.errors import ModelRunError
 try:
     SessionFactory(1, shared_pool=False).create(sys.argv[1], target="qnn")
@@ -189,7 +192,7 @@ def test_shared_pool_serves_several_sessions(tmp_path: Path) -> None:
     # A fresh process, as in the server: every session comes from the factory and shares one pool.
     script = f"""
 import numpy as np
-from imagine_edge.runtime.session import SessionFactory
+from imagine_edge.runtime.session import SessionFactory, orphaned_compilations
 f = SessionFactory(intra_op_threads=2, shared_pool=True)
 a = f.create({str(_float_model(tmp_path / "a.onnx"))!r}, target="cpu")
 b = f.create({str(_float_model(tmp_path / "b.onnx"))!r}, target="cpu")
