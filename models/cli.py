@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from imagine_edge.models import catalog
 from imagine_edge.models.catalog import default_entries, get_entry
 from imagine_edge.models.store import cache_root, lookup, prepared
-from imagine_edge.models.store_prune import remove, stale_files
 from imagine_edge.sdk.errors import ImagineException
 
 __all__ = ["models_command"]
@@ -80,6 +79,9 @@ def _list() -> int:
 
 
 def _prune(dry_run: bool) -> int:
+    # Imported here: it reads the onnxruntime-side caches, and the CLI must start without it.
+    from imagine_edge.models.store_prune import remove, stale_files
+
     stale = stale_files()
     for item in stale:
         _emit(f"{item.size / 2**20:9.1f} MiB  {item.path}  ({item.reason})")
