@@ -177,7 +177,8 @@ class ChatModel:
     @property
     def execution_provider(self) -> str:
         policy = self.thread_policy
-        threads = f"; decode threads: {policy.describe()}" if policy is not None else ""
+        # A comma, not a semicolon: health separates its models with semicolons.
+        threads = f", decode threads: {policy.describe()}" if policy is not None else ""
         return self.loop.decoder.provider + threads
 
     @property

@@ -399,6 +399,7 @@ def test_adaptive_decode_threads_switch_sessions_without_changing_the_output(mod
     decoder = model.loop.decoder
     assert len(decoder.sessions) == 2
     assert "decode threads: adaptive" in model.execution_provider
+    assert ";" not in model.execution_provider  # health separates models with semicolons
     reference = ChatModel(manifest, max_length=256, threads="sleep")
     assert len(reference.loop.decoder.sessions) == 1
     assert reference.execution_provider.endswith("decode threads: workers sleep")
