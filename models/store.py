@@ -82,6 +82,7 @@ __all__ = [
     "VariantPreparer",
     "cache_root",
     "entry_key",
+    "lock_file",
     "lookup",
     "prepared",
     "source_of",
@@ -224,6 +225,11 @@ class Lookup:
     manifest: Manifest | None
 
 
+def lock_file(folder: Path) -> Path:
+    """The file whose lock serializes preparing store ``folder`` (it sits beside the folder)."""
+    return folder.with_name(f".{folder.name}.lock")
+
+
 def lookup(name: str) -> Lookup:
     """Locate ``name`` (or an alias) in the store without preparing anything."""
     from imagine_edge.models.catalog import get_entry  # the catalog imports this module
@@ -254,7 +260,7 @@ def prepared(
         return found.manifest
     root = found.folder.parent
     root.mkdir(parents=True, exist_ok=True)
-    with locked(root / f".{found.folder.name}.lock"):
+    with locked(lock_file(found.folder)):
         clean_stale_tmp(root, found.folder.name)
         manifest = Manifest.load(found.folder) if (found.folder / MANIFEST).is_file() else None
         try:

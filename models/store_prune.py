@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagine_edge.models.manifest import TMP_PREFIX
-from imagine_edge.models.store import cache_root, lookup
+from imagine_edge.models.store import cache_root, lock_file, lookup
 from imagine_edge.runtime.cache_dir import abandoned
 from imagine_edge.runtime.prepacked import orphaned_copies
 from imagine_edge.runtime.session import orphaned_compilations
@@ -68,18 +68,19 @@ def stale_files() -> list[Stale]:
     orphan = "its source graph is gone or unrecorded"
     found += [(p, f"pre-packed copy; {orphan}") for p in orphaned_copies(going)]
     found += [(p, f"compiled QNN graph; {orphan}") for p in orphaned_compilations(going)]
-    return [Stale(path, reason, _size(path)) for path, reason in dict(found).items()]
+    return [Stale(path, reason, _size(path)) for path, reason in found]
 
 
 def remove(stale: list[Stale]) -> int:
     """Delete ``stale``; returns the bytes freed."""
     freed = 0
+    store = cache_root()
     for item in stale:
         if item.path.is_dir():
             shutil.rmtree(item.path, ignore_errors=True)
         else:
             item.path.unlink(missing_ok=True)
-        lock = item.path.with_name(f".{item.path.name}.lock")  # a store folder's lock file
-        lock.unlink(missing_ok=True)
+        if item.path.parent == store:
+            lock_file(item.path).unlink(missing_ok=True)
         freed += item.size
     return freed
