@@ -24,7 +24,6 @@ from pydantic import BaseModel, ValidationError
 
 from imagine_edge.models.base import ModelCard
 from imagine_edge.sdk import errors
-from imagine_edge.sdk._validation import validation_message
 from imagine_edge.sdk.engine import CLIENT_DEFAULT_NAMES, Engine
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.engine.recorder import Endpoint
@@ -45,6 +44,7 @@ from imagine_edge.sdk.types import (
     TranslateResponse,
     UsageResponse,
 )
+from imagine_edge.sdk.validation import validation_message
 
 __all__ = [
     "API_KEY_ENV",
@@ -193,7 +193,7 @@ class LocalBackend:
         return self.engine.health()
 
     def models(self, model_type: ModelType | None) -> dict[ModelType, list[str]]:
-        return self.engine.models(model_type)
+        return self.engine.index.models(model_type)
 
     def usage(self, *args: Any) -> UsageResponse:
         return self.engine.usage(*args)

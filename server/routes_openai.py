@@ -24,9 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
-from imagine_edge.sdk._validation import validation_message
-from imagine_edge.sdk.engine import Engine
-from imagine_edge.sdk.engine.calls import Call
+from imagine_edge.sdk.engine import Call, Engine
 from imagine_edge.sdk.errors import ImagineException, InvalidRequestError, ModelNotFoundError
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
@@ -41,6 +39,7 @@ from imagine_edge.sdk.types import (
     Tools,
     UsageInfo,
 )
+from imagine_edge.sdk.validation import validation_message
 from imagine_edge.server.errors import error_response
 from imagine_edge.server.routes_imagine import result_or_cancel
 from imagine_edge.server.sse import error_event, sse_response
@@ -367,11 +366,11 @@ def openai_router(engine: Engine, *, heartbeat: float) -> APIRouter:
 
     @router.get("/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_json(c.name) for c in engine.cards]}
+        return {"object": "list", "data": [model_json(c.name) for c in engine.index.cards]}
 
     @router.get("/models/{model_id:path}")
     async def model(model_id: str) -> dict[str, Any]:
-        card = engine.lookup(model_id)
+        card = engine.index.lookup(model_id)
         if card is None:
             raise ModelNotFoundError(f"unknown model {model_id!r}")
         return model_json(card.name)

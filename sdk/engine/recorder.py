@@ -25,10 +25,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self, cast
 
+from pydantic import BaseModel
+
+from imagine_edge.models.base import ModelCard
+from imagine_edge.sdk.engine.worker import Outcome, Status
 from imagine_edge.sdk.errors import InvalidRequestError, NoHistoryError
 from imagine_edge.sdk.types import (
+    Image,
+    ImageResponse,
     ModelType,
     UsageRecord,
     UsageRecordAggregated,
@@ -40,10 +46,10 @@ __all__ = [
     "Endpoint",
     "Recorder",
     "RequestRecord",
-    "Status",
     "default_data_dir",
     "parse_client_datetime",
     "parse_duration",
+    "stored_response",
 ]
 
 DATA_DIR_ENV: Final = "IMAGINE_EDGE_DATA_DIR"
@@ -73,14 +79,6 @@ class Endpoint(StrEnum):
     TRANSCRIBE = "transcribe"
 
 
-class Status(StrEnum):
-    """How a request ended."""
-
-    OK = "ok"
-    ERROR = "error"
-    CANCELLED = "cancelled"
-
-
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
     """One request as stored: counts, timings (seconds) and the JSON bodies."""
@@ -101,6 +99,53 @@ class RequestRecord:
     request: Mapping[str, Any] | None = None
     response: Mapping[str, Any] | None = None
     error: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        out: Outcome,
+        call_id: str,
+        endpoint: Endpoint,
+        card: ModelCard,
+        created: float,
+        request: Mapping[str, Any],
+    ) -> Self:
+        """The record of a job that ended with ``out``."""
+        ctx = out.context
+        return cls(
+            id=call_id,
+            endpoint=endpoint,
+            model=card.name,
+            model_type=card.model_type,
+            status=out.status,
+            created=created,
+            prompt_tokens=ctx.prompt_tokens,
+            completion_tokens=ctx.completion_tokens,
+            queue_seconds=out.queue_seconds,
+            load_seconds=out.load_seconds,
+            prefill_seconds=ctx.prefill_seconds,
+            decode_seconds=ctx.decode_seconds,
+            generation_seconds=out.generation_seconds,
+            request=request,
+            response=stored_response(out.result),
+            error=None if out.error is None else str(out.error),
+        )
+
+
+def stored_response(result: Any) -> dict[str, Any] | None:
+    """The response as kept in the history; image data is left out (it can be megabytes)."""
+    if not isinstance(result, BaseModel):
+        return None
+    if isinstance(result, ImageResponse):
+        result = result.model_copy(
+            update={
+                "data": [
+                    Image(url=i.url, b64_json=None if i.b64_json is None else "<omitted>")
+                    for i in result.data
+                ]
+            }
+        )
+    return cast(dict[str, Any], result.model_dump(mode="json"))
 
 
 def default_data_dir() -> Path:

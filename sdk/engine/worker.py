@@ -21,12 +21,12 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from imagine_edge.models.base import LoadedModel, ModelCard
 from imagine_edge.runtime.memory import process_resident_bytes
 from imagine_edge.sdk.engine.calls import Call
-from imagine_edge.sdk.engine.recorder import Status
 from imagine_edge.sdk.errors import (
     ImagineAPITooManyRequestsException,
     ImagineException,
@@ -34,7 +34,7 @@ from imagine_edge.sdk.errors import (
     ModelUnavailableError,
 )
 
-__all__ = ["Job", "JobContext", "ModelState", "ModelWorker", "Outcome"]
+__all__ = ["Body", "Job", "JobContext", "ModelState", "ModelWorker", "Outcome", "Status"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,6 +44,14 @@ T = TypeVar("T")
 # not the arena its first run adds). Preparation (a child process) runs before, outside it.
 # Loaders never wait on another worker, so this cannot deadlock.
 _LOAD_LOCK = threading.Lock()
+
+
+class Status(StrEnum):
+    """How a request ended."""
+
+    OK = "ok"
+    ERROR = "error"
+    CANCELLED = "cancelled"
 
 
 @dataclass(slots=True)

@@ -1,80 +1,34 @@
-"""The engine's core: one bounded worker per model, admission into it, recording, lifecycle.
+"""The worker registry: one bounded worker per model, started on first use, and its lifecycle.
 
-:class:`EngineCore` knows nothing of the contract's endpoints. The engine
-(:class:`imagine_edge.sdk.engine.Engine`) builds each request's job body and hands it to
-:meth:`EngineCore._submit`, which admits it into the model's worker (``sdk/engine/worker.py``;
-429 when its queue is full) and, when the job ends, records the request and its stored response
-through the :class:`~imagine_edge.sdk.engine.recorder.Recorder`. Workers start on first use;
-``load``, ``unload`` and ``close`` manage them explicitly.
+:class:`WorkerRegistry` knows nothing of the contract's endpoints or of recording. The engine
+(:class:`imagine_edge.sdk.engine.engine.Engine`) asks it for a model's
+:class:`~imagine_edge.sdk.engine.worker.ModelWorker` to admit a job into (429 when its queue is
+full); ``unload`` and ``close`` free the models explicitly.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any, Self, cast
-
-from pydantic import BaseModel
+from collections.abc import Iterable
 
 from imagine_edge.models.base import ModelCard
-from imagine_edge.sdk.engine.calls import Call
-from imagine_edge.sdk.engine.names import ModelIndex
-from imagine_edge.sdk.engine.recorder import Endpoint, Recorder, RequestRecord, default_data_dir
-from imagine_edge.sdk.engine.worker import Job, JobContext, ModelState, ModelWorker, Outcome
+from imagine_edge.sdk.engine.worker import ModelState, ModelWorker
 from imagine_edge.sdk.errors import ModelUnavailableError
-from imagine_edge.sdk.limits import Limits
-from imagine_edge.sdk.types import Image, ImageResponse
 
-__all__ = ["EngineCore"]
+__all__ = ["WorkerRegistry"]
 
 
-class EngineCore(ModelIndex):
-    """Model workers, admission and recording for a set of model cards; thread-safe."""
+class WorkerRegistry:
+    """The workers of an engine's models, by model name; thread-safe."""
 
-    def __init__(
-        self,
-        cards: Sequence[ModelCard],
-        *,
-        data_dir: Path | None = None,
-        recorder: Recorder | None = None,
-        limits: Limits | None = None,
-        max_queue: int = 16,
-        userid: str = "local",
-    ) -> None:
-        super().__init__(cards)
-        self.limits = limits or Limits()
-        self.data_dir = data_dir if data_dir is not None else default_data_dir()
-        self._recorder = recorder
-        self._userid = userid
+    def __init__(self, max_queue: int = 16) -> None:
         self._max_queue = max_queue
         self._workers: dict[str, ModelWorker] = {}
         self._lock = threading.Lock()
         self._closed = False
 
-    @property
-    def recorder(self) -> Recorder:
-        """The usage store, opened on first use."""
-        with self._lock:
-            if self._recorder is None:
-                self._recorder = Recorder(self.data_dir / "usage.sqlite3", userid=self._userid)
-            return self._recorder
-
-    def model_states(self) -> list[ModelState]:
-        """Load state, execution provider, memory and queue of every model."""
-        with self._lock:
-            workers = dict(self._workers)
-        return [
-            workers[name].state()
-            if name in workers
-            else ModelState(name, "not loaded", None, None, 0)
-            for name in self._cards
-        ]
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def _worker(self, card: ModelCard) -> ModelWorker:
+    def worker(self, card: ModelCard) -> ModelWorker:
+        """The worker of ``card``'s model, started now if it has none yet."""
         with self._lock:
             if self._closed:
                 raise ModelUnavailableError("the engine is closed")
@@ -83,98 +37,28 @@ class EngineCore(ModelIndex):
                 worker = self._workers[card.name] = ModelWorker(card, self._max_queue)
             return worker
 
-    def load(self, names: Sequence[str] | None = None) -> None:
-        """Load models now: those named, else each type's default (they otherwise load lazily)."""
-        cards = (
-            [self.lookup_strict(n) for n in names]
-            if names is not None
-            else [c for c in self._defaults.values() if c is not None]
-        )
-        for card in cards:
-            self._worker(card).load()
+    def states(self, cards: Iterable[ModelCard]) -> list[ModelState]:
+        """Load state, execution provider, memory and queue of each model, in ``cards`` order."""
+        with self._lock:
+            workers = dict(self._workers)
+        return [
+            workers[card.name].state()
+            if card.name in workers
+            else ModelState(card.name, "not loaded", None, None, 0)
+            for card in cards
+        ]
 
-    def unload(self, name: str) -> None:
+    def unload(self, card: ModelCard) -> None:
         """Free a model's sessions after its admitted requests; it reloads on next use."""
-        card = self.lookup_strict(name)
         with self._lock:
             worker = self._workers.get(card.name)
         if worker is not None:
             worker.unload()
 
     def close(self) -> None:
-        """Cancel all requests, stop the workers, free every model and close the store."""
+        """Cancel all requests, stop the workers and free every model; no worker starts after."""
         with self._lock:
             self._closed, workers = True, list(self._workers.values())
             self._workers.clear()
         for worker in workers:
             worker.close()
-        with self._lock:
-            if self._recorder is not None:
-                self._recorder.close()
-                self._recorder = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # ------------------------------------------------------------------ admission
-
-    def _submit(
-        self,
-        card: ModelCard,
-        endpoint: Endpoint,
-        request: BaseModel | Mapping[str, Any],
-        call: Call[Any, Any],
-        body: Callable[[Any, Call[Any, Any], JobContext], Any],
-    ) -> Call[Any, Any]:
-        """Admit ``body`` to run on ``card``'s worker for ``call``; record the request when done."""
-        created = time.time()
-        request_json = (
-            request.model_dump(mode="json", exclude_none=True)
-            if isinstance(request, BaseModel)
-            else dict(request)
-        )
-
-        def on_done(job: Job, out: Outcome) -> None:
-            ctx = out.context
-            self.recorder.record(
-                RequestRecord(
-                    id=call.id,
-                    endpoint=endpoint,
-                    model=card.name,
-                    model_type=card.model_type,
-                    status=out.status,
-                    created=created,
-                    prompt_tokens=ctx.prompt_tokens,
-                    completion_tokens=ctx.completion_tokens,
-                    queue_seconds=out.queue_seconds,
-                    load_seconds=out.load_seconds,
-                    prefill_seconds=ctx.prefill_seconds,
-                    decode_seconds=ctx.decode_seconds,
-                    generation_seconds=out.generation_seconds,
-                    request=request_json,
-                    response=_stored_response(out.result),
-                    error=None if out.error is None else str(out.error),
-                )
-            )
-
-        self._worker(card).submit(Job(call, body, on_done))
-        return call
-
-
-def _stored_response(result: Any) -> dict[str, Any] | None:
-    """The response as kept in the history; image data is left out (it can be megabytes)."""
-    if not isinstance(result, BaseModel):
-        return None
-    if isinstance(result, ImageResponse):
-        result = result.model_copy(
-            update={
-                "data": [
-                    Image(url=i.url, b64_json=None if i.b64_json is None else "<omitted>")
-                    for i in result.data
-                ]
-            }
-        )
-    return cast(dict[str, Any], result.model_dump(mode="json"))

@@ -11,11 +11,11 @@ from imagine_edge.sdk.engine.recorder import (
     Endpoint,
     Recorder,
     RequestRecord,
-    Status,
     default_data_dir,
     parse_client_datetime,
     parse_duration,
 )
+from imagine_edge.sdk.engine.worker import Status
 from imagine_edge.sdk.errors import InvalidRequestError, NoHistoryError
 from imagine_edge.sdk.types import ModelType
 
