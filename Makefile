@@ -53,9 +53,13 @@ $(STAMPS)/weights: Makefile | $(STAMPS)/deps
 	@for f in imagine_edge/*; do ln -s ../../$$f .typecheck/imagine_edge/; done
 	@for d in sdk runtime kernels models server benchmarks; do ln -s ../../$$d .typecheck/imagine_edge/$$d; done
 
-lint: setup
+# The import layers (pyproject's [tool.importlinter]), checked on the same view; the marker makes
+# the editable redirect step aside so that the view's modules are the ones analysed.
+lint: setup .typecheck/imagine_edge
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	cd .typecheck && SKBUILD_EDITABLE_SKIP="$(subst $() ,:,$(realpath $(wildcard build/*)))" \
+	  ../$(BIN)/lint-imports --config ../pyproject.toml --no-cache
 
 typecheck: setup .typecheck/imagine_edge
 	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p imagine_edge
