@@ -41,6 +41,7 @@ from imagine_edge.models.base import (
     Translator,
 )
 from imagine_edge.models.registry import model_cards
+from imagine_edge.runtime.results import GenerationStats
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.engine.image_files import find_image, keep_image
 from imagine_edge.sdk.engine.names import ModelIndex
@@ -305,7 +306,7 @@ class Engine:
                 raise ModelRunError(
                     f"{card.name} returned {out.vectors.shape[0]} vectors for {len(texts)} texts"
                 )
-            ctx.prompt_tokens = out.prompt_tokens
+            ctx.stats = GenerationStats(prompt_tokens=out.prompt_tokens)
             data = [
                 EmbeddingObject(object="embedding", embedding=vector.tolist(), index=i)
                 for i, vector in enumerate(out.vectors)
@@ -333,7 +334,7 @@ class Engine:
                 raise ModelRunError(
                     f"{card.name} returned scores of shape {scores.shape} for {len(docs)} documents"
                 )
-            ctx.prompt_tokens = out.prompt_tokens
+            ctx.stats = GenerationStats(prompt_tokens=out.prompt_tokens)
             # Stable sort on the negated scores: ties keep the documents' input order.
             order = np.argsort(-scores, kind="stable")[: request.top_n or len(docs)]
             data = [

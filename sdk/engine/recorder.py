@@ -22,7 +22,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Self, cast
@@ -30,6 +30,7 @@ from typing import Any, Final, Self, cast
 from pydantic import BaseModel
 
 from imagine_edge.models.base import ModelCard
+from imagine_edge.runtime.results import GenerationStats
 from imagine_edge.sdk.engine.worker import Outcome, Status
 from imagine_edge.sdk.errors import InvalidRequestError, NoHistoryError
 from imagine_edge.sdk.types import (
@@ -89,12 +90,10 @@ class RequestRecord:
     model_type: ModelType
     status: Status
     created: float  # epoch seconds when the request was admitted
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    # The run's token counts and model-side timings, as the model reported them.
+    stats: GenerationStats = field(default_factory=GenerationStats)
     queue_seconds: float = 0.0
     load_seconds: float = 0.0
-    prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
     generation_seconds: float = 0.0
     request: Mapping[str, Any] | None = None
     response: Mapping[str, Any] | None = None
@@ -111,7 +110,6 @@ class RequestRecord:
         request: Mapping[str, Any],
     ) -> Self:
         """The record of a job that ended with ``out``."""
-        ctx = out.context
         return cls(
             id=call_id,
             endpoint=endpoint,
@@ -119,12 +117,9 @@ class RequestRecord:
             model_type=card.model_type,
             status=out.status,
             created=created,
-            prompt_tokens=ctx.prompt_tokens,
-            completion_tokens=ctx.completion_tokens,
+            stats=out.context.stats,
             queue_seconds=out.queue_seconds,
             load_seconds=out.load_seconds,
-            prefill_seconds=ctx.prefill_seconds,
-            decode_seconds=ctx.decode_seconds,
             generation_seconds=out.generation_seconds,
             request=request,
             response=stored_response(out.result),
@@ -230,10 +225,11 @@ class Recorder:
 
     def record(self, rec: RequestRecord) -> None:
         """Store one request, then drop bodies beyond the newest ``history_keep`` of its kind."""
+        stats = rec.stats
         row = (
             rec.id, rec.created, self.userid, rec.endpoint.value, rec.model, rec.model_type.value,
-            rec.status.value, rec.prompt_tokens, rec.completion_tokens, rec.queue_seconds,
-            rec.load_seconds, rec.prefill_seconds, rec.decode_seconds, rec.generation_seconds,
+            rec.status.value, stats.prompt_tokens, stats.completion_tokens, rec.queue_seconds,
+            rec.load_seconds, stats.prefill_seconds, stats.decode_seconds, rec.generation_seconds,
             None if rec.request is None else json.dumps(rec.request),
             None if rec.response is None else json.dumps(rec.response),
             rec.error,

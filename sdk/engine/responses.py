@@ -1,7 +1,7 @@
 """Response DTOs built from model outputs.
 
 Streaming and non-streaming text responses are both built from the same
-:class:`~imagine_edge.models.base.GenerationChunk` s, folded by :class:`TextFold`, so a stream's
+:class:`~imagine_edge.runtime.results.GenerationChunk` s, folded by :class:`TextFold`, so a stream's
 concatenated deltas always equal the non-streaming text (CONTRACT.md §2.8, §2.9).
 
 Invariants:
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, overload
 
-from imagine_edge.models.base import GenerationChunk, GenerationStats
+from imagine_edge.runtime.results import GenerationChunk, GenerationStats
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.engine.worker import JobContext
 from imagine_edge.sdk.types import (
@@ -114,9 +114,7 @@ class TextFold:
                 close()
         if event is not None and self.finish_reason is None and not call.cancelled:
             call.emit(event("", first, True))
-        stats = self.stats
-        ctx.prompt_tokens, ctx.completion_tokens = stats.prompt_tokens, stats.completion_tokens
-        ctx.prefill_seconds, ctx.decode_seconds = stats.prefill_seconds, stats.decode_seconds
+        ctx.stats = self.stats
 
     @property
     def text(self) -> str:

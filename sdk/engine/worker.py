@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from imagine_edge.models.base import LoadedModel, ModelCard
 from imagine_edge.runtime.memory import process_resident_bytes
+from imagine_edge.runtime.results import GenerationStats
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.errors import (
     ImagineAPITooManyRequestsException,
@@ -56,14 +57,11 @@ class Status(StrEnum):
 
 @dataclass(slots=True)
 class JobContext:
-    """What a job body reports besides its result: token counts and model-side timings."""
+    """What a job body reports besides its result: the run's token counts and timings."""
 
     cancel: threading.Event
     started: float = 0.0  # time.monotonic() when the body started (after loading)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
+    stats: GenerationStats = field(default_factory=GenerationStats)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 
+from imagine_edge.runtime.results import GenerationStats
 from imagine_edge.sdk.engine.recorder import (
     Endpoint,
     Recorder,
@@ -27,7 +28,7 @@ def record(recorder: Recorder, i: int, *, at: float, model: str = "m", status=St
     recorder.record(
         RequestRecord(
             id=f"r{i}", endpoint=endpoint, model=model, model_type=ModelType.LLM, status=status,
-            created=at, prompt_tokens=tokens[0], completion_tokens=tokens[1],
+            created=at, stats=GenerationStats(prompt_tokens=tokens[0], completion_tokens=tokens[1]),
             generation_seconds=seconds, request={"n": i}, response={"answer": i},
         )
     )  # fmt: skip
