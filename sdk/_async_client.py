@@ -22,7 +22,7 @@ from imagine_edge.sdk._backends import (
     engine_factory,
 )
 from imagine_edge.sdk.engine import Engine
-from imagine_edge.sdk.engine.recorder import Endpoint
+from imagine_edge.sdk.paths import Endpoint
 from imagine_edge.sdk.types import (
     ChatCompletionResponse,
     ChatCompletionStreamResponse,

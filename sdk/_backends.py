@@ -20,13 +20,13 @@ from typing import Any, BinaryIO, Final
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from imagine_edge.models.base import ModelCard
 from imagine_edge.sdk import errors
 from imagine_edge.sdk.engine import CLIENT_DEFAULT_NAMES, Engine
 from imagine_edge.sdk.engine.calls import Call
-from imagine_edge.sdk.engine.recorder import Endpoint
+from imagine_edge.sdk.paths import API_PREFIX, Endpoint
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -44,7 +44,7 @@ from imagine_edge.sdk.types import (
     TranslateResponse,
     UsageResponse,
 )
-from imagine_edge.sdk.validation import validation_message
+from imagine_edge.sdk.validation import build
 
 __all__ = [
     "API_KEY_ENV",
@@ -58,16 +58,6 @@ __all__ = [
     "chat_messages",
     "engine_factory",
 ]
-
-DEFAULT_PREFIX: Final = "/api/v2"
-
-
-def build(cls: type[BaseModel], **fields: Any) -> Any:
-    """``cls(**fields)``, a validation failure raised as InvalidRequestError (as a server's 422)."""
-    try:
-        return cls(**fields)
-    except ValidationError as e:
-        raise errors.InvalidRequestError(validation_message(e.errors())) from e
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +238,7 @@ class AsyncLocalBackend:
 def api_root(base_url: str) -> str:
     """The API root: ``base_url`` itself, or with the server's default prefix when it has none."""
     base = base_url.rstrip("/")
-    return base if urlsplit(base).path else base + DEFAULT_PREFIX
+    return base if urlsplit(base).path else base + API_PREFIX
 
 
 @contextlib.contextmanager

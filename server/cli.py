@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from imagine_edge.sdk.client import API_KEY_ENV
 from imagine_edge.sdk.engine import Engine, ModelState, client_alias
 from imagine_edge.sdk.errors import ImagineException
+from imagine_edge.sdk.paths import API_PREFIX
 
 __all__ = ["is_loopback", "serve_command"]
 
@@ -60,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _banner(url: str, engine: Engine, states: Sequence[ModelState], key: bool) -> str:
-    lines = [f"imagine-edge serving the Imagine API at {url}/api/v2 and OpenAI's at {url}/v1"]
+    lines = [f"imagine-edge serving the Imagine API at {url}{API_PREFIX} and OpenAI's at {url}/v1"]
     cards = {c.name: c for c in engine.index.cards}
     for state in states:
         card = cards[state.name]

@@ -20,11 +20,11 @@ from starlette.responses import Response
 from imagine_edge.sdk.engine import (
     CLIENT_DEFAULT_NAMES,
     Call,
-    Endpoint,
     Engine,
     parse_client_datetime,
 )
 from imagine_edge.sdk.errors import ImagineException
+from imagine_edge.sdk.paths import Endpoint
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
     ChatCompletionResponse,

@@ -12,14 +12,13 @@ from __future__ import annotations
 from imagine_edge.sdk.engine.calls import HEARTBEAT, Call, Heartbeat
 from imagine_edge.sdk.engine.engine import Engine
 from imagine_edge.sdk.engine.names import CLIENT_DEFAULT_NAMES, ModelIndex, client_alias
-from imagine_edge.sdk.engine.recorder import Endpoint, Recorder, parse_client_datetime
+from imagine_edge.sdk.engine.recorder import Recorder, parse_client_datetime
 from imagine_edge.sdk.engine.worker import ModelState
 
 __all__ = [
     "CLIENT_DEFAULT_NAMES",
     "HEARTBEAT",
     "Call",
-    "Endpoint",
     "Engine",
     "Heartbeat",
     "ModelIndex",

@@ -45,12 +45,13 @@ from imagine_edge.runtime.results import GenerationStats
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.engine.image_files import find_image, keep_image
 from imagine_edge.sdk.engine.names import ModelIndex
-from imagine_edge.sdk.engine.recorder import Endpoint, Recorder, RequestRecord, default_data_dir
+from imagine_edge.sdk.engine.recorder import Recorder, RequestRecord, default_data_dir
 from imagine_edge.sdk.engine.responses import Head, TextFold, new_id
 from imagine_edge.sdk.engine.worker import Job, JobContext, ModelState, Outcome
 from imagine_edge.sdk.engine.workers import WorkerRegistry
 from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
 from imagine_edge.sdk.limits import Limits
+from imagine_edge.sdk.paths import Endpoint
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
     ChatCompletionResponse,

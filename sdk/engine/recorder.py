@@ -23,7 +23,6 @@ import sqlite3
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Self, cast
 
@@ -33,6 +32,7 @@ from imagine_edge.models.base import ModelCard
 from imagine_edge.runtime.results import GenerationStats
 from imagine_edge.sdk.engine.worker import Outcome, Status
 from imagine_edge.sdk.errors import InvalidRequestError, NoHistoryError
+from imagine_edge.sdk.paths import Endpoint
 from imagine_edge.sdk.types import (
     Image,
     ImageResponse,
@@ -44,7 +44,6 @@ from imagine_edge.sdk.types import (
 
 __all__ = [
     "DATA_DIR_ENV",
-    "Endpoint",
     "Recorder",
     "RequestRecord",
     "default_data_dir",
@@ -66,18 +65,6 @@ _UNITS: Final = {
     **dict.fromkeys(("w", "week", "weeks"), 604800),
 }
 _DURATION = re.compile(r"^\s*(\d+)?\s*([a-z]+)\s*$")
-
-
-class Endpoint(StrEnum):
-    """The request kinds, named by their path under the API root (the history key)."""
-
-    CHAT = "chat/completions"
-    COMPLETIONS = "completions"
-    TRANSLATE = "translate"
-    EMBEDDINGS = "embeddings"
-    RERANKER = "reranker"
-    IMAGES = "images/generations"
-    TRANSCRIBE = "transcribe"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,6 @@ import pytest
 
 from imagine_edge.models.base import ModelCard
 from imagine_edge.sdk.engine import CLIENT_DEFAULT_NAMES, Engine
-from imagine_edge.sdk.engine.recorder import Endpoint
 from imagine_edge.sdk.errors import (
     ImagineAPITooManyRequestsException,
     InvalidRequestError,
@@ -18,6 +17,7 @@ from imagine_edge.sdk.errors import (
     ModelRunError,
     ModelUnavailableError,
 )
+from imagine_edge.sdk.paths import Endpoint
 from imagine_edge.sdk.testing import fake_cards, fake_models
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,

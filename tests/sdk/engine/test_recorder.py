@@ -9,7 +9,6 @@ import pytest
 
 from imagine_edge.runtime.results import GenerationStats
 from imagine_edge.sdk.engine.recorder import (
-    Endpoint,
     Recorder,
     RequestRecord,
     default_data_dir,
@@ -18,6 +17,7 @@ from imagine_edge.sdk.engine.recorder import (
 )
 from imagine_edge.sdk.engine.worker import Status
 from imagine_edge.sdk.errors import InvalidRequestError, NoHistoryError
+from imagine_edge.sdk.paths import Endpoint
 from imagine_edge.sdk.types import ModelType
 
 T0 = dt.datetime(2024, 3, 4, 10, 0, tzinfo=dt.UTC).timestamp()
