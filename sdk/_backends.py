@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import os
 import posixpath
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Final
 from urllib.parse import urlsplit
@@ -28,10 +28,8 @@ from imagine_edge.sdk.engine import CLIENT_DEFAULT_NAMES, Engine
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.paths import API_PREFIX, Endpoint
 from imagine_edge.sdk.types import (
-    ChatCompletionRequest,
     ChatCompletionResponse,
     ChatCompletionStreamResponse,
-    CompletionRequest,
     CompletionResponse,
     CompletionStreamResponse,
     EmbeddingResponse,
@@ -44,7 +42,6 @@ from imagine_edge.sdk.types import (
     TranslateResponse,
     UsageResponse,
 )
-from imagine_edge.sdk.validation import build
 
 __all__ = [
     "API_KEY_ENV",
@@ -54,8 +51,6 @@ __all__ = [
     "HttpBackend",
     "LocalBackend",
     "audio_of",
-    "build",
-    "chat_messages",
     "engine_factory",
 ]
 
@@ -82,11 +77,6 @@ _OPS: Final[Mapping[Endpoint, _Op]] = {
 API_KEY_ENV: Final = "IMAGINE_EDGE_API_KEY"
 
 
-def chat_messages(messages: Iterable[Any]) -> list[Any]:
-    # ChatMessage objects of this package or of the official client, or plain dicts.
-    return [m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else m for m in messages]
-
-
 def audio_of(input_file: str | BinaryIO) -> tuple[bytes, str]:
     if isinstance(input_file, str):
         with open(input_file, "rb") as f:
@@ -96,7 +86,7 @@ def audio_of(input_file: str | BinaryIO) -> tuple[bytes, str]:
 
 
 class ClientBase:
-    """What both clients share: the official default model names and request building."""
+    """What both clients share: the official default model names."""
 
     @property
     def default_model_llm(self) -> str:
@@ -121,25 +111,6 @@ class ClientBase:
     @property
     def default_model_translate(self) -> str:
         return CLIENT_DEFAULT_NAMES[ModelType.TRANSLATE]
-
-    def _completion_request(
-        self, prompt: str, model: str | None, stream: bool, **params: Any
-    ) -> CompletionRequest:
-        model = model or self.default_model_llm
-        request: CompletionRequest = build(
-            CompletionRequest, prompt=prompt, model=model, stream=stream, **params
-        )
-        return request
-
-    def _chat_request(
-        self, messages: Iterable[Any], model: str | None, stream: bool, **params: Any
-    ) -> ChatCompletionRequest:
-        model = model or self.default_model_llm
-        request: ChatCompletionRequest = build(
-            ChatCompletionRequest, messages=chat_messages(messages), model=model,
-            stream=stream, **params,
-        )  # fmt: skip
-        return request
 
 
 def engine_factory(models: Sequence[ModelCard] | None, engine: Engine | None) -> tuple[Any, bool]:
