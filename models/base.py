@@ -24,11 +24,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from imagine_edge.runtime.results import GenerationChunk, GenerationStats
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
-    ChatMessageToolCall,
     CompletionRequest,
-    FinishReason,
     ImageRequest,
     ModelType,
     TranslateRequest,
@@ -88,28 +87,6 @@ class LoadedModel(Protocol):
     def close(self) -> None:
         """Free the sessions and buffers."""
         ...
-
-
-@dataclass(slots=True)
-class GenerationStats:
-    """Token counts and timings of one generation, on the final chunk."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    # Prompt tokens served from a reused KV cache instead of being recomputed.
-    cached_prompt_tokens: int = 0
-    prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
-
-
-@dataclass(slots=True)
-class GenerationChunk:
-    """An increment of generated text; the last one has ``finish_reason`` and ``stats``."""
-
-    text: str = ""
-    finish_reason: FinishReason | None = None
-    stats: GenerationStats | None = None
-    tool_calls: list[ChatMessageToolCall] | None = None
 
 
 class TextGenerator(LoadedModel, Protocol):

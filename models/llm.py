@@ -24,17 +24,12 @@ from typing import Any, Final, Literal, cast
 
 from tokenizers import Tokenizer
 
-from imagine_edge.models.base import GenerationChunk, GenerationStats
+from imagine_edge.models.base import GenerationChunk
 from imagine_edge.models.chat_format import ChatMLFormat, ToolCallFilter
 from imagine_edge.models.store import Manifest
-from imagine_edge.runtime.generate import (
-    Delta,
-    GenerationPlan,
-    RunStats,
-    SamplingDefaults,
-    TextGenerationLoop,
-)
+from imagine_edge.runtime.generate import TextGenerationLoop
 from imagine_edge.runtime.kv_cache import Decoder, DecoderSpec
+from imagine_edge.runtime.sampling import GenerationPlan, SamplingDefaults
 from imagine_edge.runtime.session import LoadedSession, Target, shared_factory
 from imagine_edge.runtime.shared_buffer_decoder import SharedBufferDecoder
 from imagine_edge.runtime.static_decoder import StaticDecoder
@@ -211,26 +206,22 @@ class ChatModel:
     ) -> Iterator[GenerationChunk]:
         self._check_open()
         plan = self._plan(request)
-        deltas = self.loop.run(self.chat_prompt(request), plan, cancel)
+        chunks = self.loop.run(self.chat_prompt(request), plan, cancel)
         if not request.tools:
-            yield from _chunks(deltas)
+            yield from chunks
             return
         tools = ToolCallFilter()
-        for delta in deltas:
-            if delta.finish_reason is None:
-                if text := tools.push(delta.text):
+        for chunk in chunks:
+            if chunk.finish_reason is None:
+                if text := tools.push(chunk.text):
                     yield GenerationChunk(text=text)
                 continue
             parsed = tools.finish()
             if parsed.text:
                 yield GenerationChunk(text=parsed.text)
-            reason = (
-                FinishReason.tool_calls if parsed.tool_calls else FinishReason(delta.finish_reason)
-            )
+            reason = FinishReason.tool_calls if parsed.tool_calls else chunk.finish_reason
             yield GenerationChunk(
-                finish_reason=reason,
-                stats=_stats(delta.stats),
-                tool_calls=parsed.tool_calls or None,
+                finish_reason=reason, stats=chunk.stats, tool_calls=parsed.tool_calls or None
             )
 
     def generate_completion(
@@ -238,34 +229,11 @@ class ChatModel:
     ) -> Iterator[GenerationChunk]:
         self._check_open()
         plan = self._plan(request)
-        yield from _chunks(self.loop.run(self.loop.encode(request.prompt), plan, cancel))
+        yield from self.loop.run(self.loop.encode(request.prompt), plan, cancel)
 
     def _check_open(self) -> None:
         if not self._sessions:
             raise ModelUnavailableError(f"{self.manifest.name} is closed")
-
-
-def _stats(stats: RunStats | None) -> GenerationStats:
-    s = stats or RunStats()
-    return GenerationStats(
-        prompt_tokens=s.prompt_tokens,
-        completion_tokens=s.completion_tokens,
-        cached_prompt_tokens=s.cached_prompt_tokens,
-        prefill_seconds=s.prefill_seconds,
-        decode_seconds=s.decode_seconds,
-    )
-
-
-def _chunks(deltas: Iterator[Delta]) -> Iterator[GenerationChunk]:
-    for delta in deltas:
-        if delta.finish_reason is None:
-            yield GenerationChunk(text=delta.text)
-        else:
-            yield GenerationChunk(
-                text=delta.text,
-                finish_reason=FinishReason(delta.finish_reason),
-                stats=_stats(delta.stats),
-            )
 
 
 def _graph_files(graph: Path) -> list[Path]:

@@ -1,10 +1,9 @@
 """The generation loop: prefill a prompt into a KV slot, then decode with the kernels' sampler.
 
-Owns:
-- :class:`GenerationPlan`: the per-request plan built once from the contract's
-  ``LLMSamplingParams`` (no pydantic on the hot path, STYLE.md P1).
-- :class:`TextGenerationLoop`: tokenizer + decoder + end-of-sequence ids; its :meth:`run` yields
-  :class:`Delta` text increments and ends with one carrying ``finish_reason`` and :class:`RunStats`.
+Owns :class:`TextGenerationLoop`: tokenizer + decoder + end-of-sequence ids; its :meth:`run`
+takes a request's :class:`~imagine_edge.runtime.sampling.GenerationPlan` and yields
+:class:`~imagine_edge.runtime.results.GenerationChunk` text increments, ending with one that
+carries the finish reason and the :class:`~imagine_edge.runtime.results.GenerationStats`.
 
 Per token, in this order: sample (kernels pipeline, in place on the decoder's logits buffer) ->
 end of sequence -> detokenize (UTF-8-safe incremental decoding: a character split across tokens
@@ -23,13 +22,10 @@ loop checks it after every token and every prefill chunk and ends with finish_re
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -38,114 +34,13 @@ from tokenizers.decoders import DecodeStream
 
 from imagine_edge import kernels
 from imagine_edge.runtime.kv_cache import Decoder, KVSlot
+from imagine_edge.runtime.results import GenerationChunk, GenerationStats
+from imagine_edge.runtime.sampling import GenerationPlan
+from imagine_edge.runtime.stop import StopStringMatcher, StopTokens
 from imagine_edge.sdk.errors import ContextLengthError, InvalidRequestError
-from imagine_edge.sdk.types import LLMSamplingParams
+from imagine_edge.sdk.types import FinishReason
 
-__all__ = [
-    "DEFAULT_MAX_TOKENS",
-    "Delta",
-    "FinishReason",
-    "GenerationPlan",
-    "RunStats",
-    "SamplingDefaults",
-    "TextGenerationLoop",
-]
-
-DEFAULT_MAX_TOKENS: Final = 256
-
-FinishReason = Literal["stop", "length"]
-
-
-@dataclass(frozen=True, slots=True)
-class SamplingDefaults:
-    """A model's defaults for the parameters a request leaves unset."""
-
-    temperature: float = 0.7
-    top_k: int = -1
-    top_p: float = 1.0
-    max_tokens: int = DEFAULT_MAX_TOKENS
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationPlan:
-    """Everything the loop needs about one request, validated and frozen."""
-
-    sampling: kernels.SamplingConfig
-    # None: the model's default, clipped to the room left in the context.
-    max_tokens: int | None = None
-    max_seconds: float | None = None
-    stop: tuple[str, ...] = ()
-    stop_token_ids: tuple[tuple[int, ...], ...] = ()
-    ignore_eos: bool = False
-    skip_special_tokens: bool = True
-    # None: derived from the prompt's token ids (see the module docstring).
-    seed: int | None = None
-    default_max_tokens: int = DEFAULT_MAX_TOKENS
-
-    @classmethod
-    def from_params(
-        cls,
-        params: LLMSamplingParams,
-        defaults: SamplingDefaults | None = None,
-        *,
-        seed: int | None = None,
-    ) -> GenerationPlan:
-        """The plan of a contract request; unset parameters take ``defaults``."""
-        d = defaults or SamplingDefaults()
-
-        def pick(value: float | None, default: float) -> float:
-            return default if value is None else value
-
-        try:
-            sampling = kernels.SamplingConfig(
-                temperature=pick(params.temperature, d.temperature),
-                top_k=int(pick(params.top_k, d.top_k)),
-                top_p=pick(params.top_p, d.top_p),
-                repetition_penalty=pick(params.repetition_penalty, 1.0),
-                presence_penalty=pick(params.presence_penalty, 0.0),
-                frequency_penalty=pick(params.frequency_penalty, 0.0),
-                min_tokens=0,
-            )
-        except ValueError as exc:
-            raise InvalidRequestError(str(exc)) from exc
-        return cls(
-            sampling=sampling,
-            max_tokens=params.max_tokens,
-            max_seconds=None if params.max_seconds is None else float(params.max_seconds),
-            stop=tuple(s for s in params.stop or () if s),
-            stop_token_ids=tuple(tuple(s) for s in params.stop_token_ids or ()),
-            ignore_eos=bool(params.ignore_eos),
-            skip_special_tokens=params.skip_special_tokens is not False,
-            seed=seed,
-            default_max_tokens=d.max_tokens,
-        )
-
-    def seed_for(self, prompt: npt.NDArray[np.int64]) -> int:
-        if self.seed is not None:
-            return self.seed
-        return int.from_bytes(hashlib.blake2b(prompt.tobytes(), digest_size=8).digest(), "little")
-
-
-@dataclass(slots=True)
-class RunStats:
-    """Counts and timings of one run."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
-    # The generated token ids, including a final end-of-sequence token.
-    token_ids: list[int] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Delta:
-    """A text increment; the last one has ``finish_reason`` and ``stats``."""
-
-    text: str
-    finish_reason: FinishReason | None = None
-    stats: RunStats | None = None
+__all__ = ["TextGenerationLoop"]
 
 
 class TextGenerationLoop:
@@ -189,7 +84,7 @@ class TextGenerationLoop:
         prompt_ids: Sequence[int] | npt.NDArray[np.int64],
         plan: GenerationPlan,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Delta]:
+    ) -> Iterator[GenerationChunk]:
         """Generate from ``prompt_ids``; see the module docstring for the order of checks.
 
         Returns without a final delta when ``cancel`` is set.
@@ -200,7 +95,7 @@ class TextGenerationLoop:
         if prompt.size == 0:
             raise InvalidRequestError("the prompt is empty: it must have at least one token")
         limit = self.budget(len(prompt), plan)
-        stats = RunStats(prompt_tokens=len(prompt))
+        stats = GenerationStats(prompt_tokens=len(prompt))
         with self.decoder.pool.lease(prompt) as (slot, cached):
             stats.cached_prompt_tokens = cached
             logits = self._prefill(slot, prompt, cached, deadline, cancel)
@@ -209,14 +104,14 @@ class TextGenerationLoop:
             if logits is None:
                 if cancel is not None and cancel.is_set():
                     return
-                yield Delta("", "length", stats)
+                yield GenerationChunk("", FinishReason.length, stats)
                 return
             reason = yield from self._decode(
                 slot, prompt, logits, plan, limit, deadline, cancel, stats
             )
             stats.decode_seconds = time.perf_counter() - prefilled
         if reason is not None:
-            yield Delta("", reason, stats)
+            yield GenerationChunk("", reason, stats)
 
     def _prefill(
         self,
@@ -251,17 +146,19 @@ class TextGenerationLoop:
         limit: int,
         deadline: float,
         cancel: threading.Event | None,
-        stats: RunStats,
-    ) -> Generator[Delta, None, FinishReason | None]:
+        stats: GenerationStats,
+    ) -> Generator[GenerationChunk, None, FinishReason | None]:
         """The decode loop; returns the finish reason, or None when cancelled."""
         # Everything the loop touches is bound to a local: attribute lookups cost per token.
         sampling = plan.sampling
         state = kernels.SequenceState(self.decoder.spec.vocab_size, prompt)
         draw = np.random.default_rng(plan.seed_for(prompt)).random
-        eos_ids = self.eos_token_ids
-        ends_turn = frozenset(() if plan.ignore_eos else eos_ids)
-        stop_ids = plan.stop_token_ids
-        matcher = kernels.StopStringMatcher(list(plan.stop)) if plan.stop else None
+        stops = StopTokens.build(
+            self.eos_token_ids, plan.stop_token_ids, ignore_eos=plan.ignore_eos
+        )
+        eos_ids, ends_turn = stops.mask_ids, stops.end_of_turn
+        stop_ids, ends_with_stop_sequence = stops.stop_token_ids, stops.ends_with_stop_sequence
+        matcher = StopStringMatcher(list(plan.stop)) if plan.stop else None
         detokenize = DecodeStream(skip_special_tokens=plan.skip_special_tokens).step
         tokenizer, tokens, forward = self.tokenizer, slot.tokens, self.decoder.forward
         sample, clock = kernels.sample, time.perf_counter
@@ -274,30 +171,30 @@ class TextGenerationLoop:
             generated.append(token)
             stats.completion_tokens += 1
             if token in ends_turn:
-                reason = "stop"
+                reason = FinishReason.stop
                 break
             piece = detokenize(tokenizer, token)
             if piece:
                 if matcher is not None:
                     piece, stopped = matcher.push(piece)
                     if piece:
-                        yield Delta(piece)
+                        yield GenerationChunk(piece)
                     if stopped:
-                        return "stop"
+                        return FinishReason.stop
                 else:
-                    yield Delta(piece)
-            if stop_ids and kernels.ends_with_stop_ids(generated, stop_ids):
-                reason = "stop"
+                    yield GenerationChunk(piece)
+            if stop_ids and ends_with_stop_sequence(generated):
+                reason = FinishReason.stop
                 break
             if len(generated) >= limit or clock() >= deadline:
-                reason = "length"
+                reason = FinishReason.length
                 break
             if cancelled():
                 return None
             tokens[slot.length] = token
             logits = forward(slot, 1)
         if matcher is not None and (rest := matcher.flush()):
-            yield Delta(rest)
+            yield GenerationChunk(rest)
         return reason
 
 

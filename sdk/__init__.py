@@ -5,9 +5,10 @@
 in process or, given ``base_url``, talking to an ``imagine-edge serve`` server.
 
 The DTOs and errors depend only on pydantic and the standard library, so they are re-exported
-directly. The clients load on first access: they pull in the engine and the models, and
-``runtime`` and ``models`` import this package for the DTOs, so an eager import would close the
-cycle sdk -> models -> runtime -> sdk.
+directly. The clients load on first access, for cost, not for a cycle (the import layers are
+checked by ``make lint``): they pull in the engine, the models and ONNX Runtime, while every
+layer imports the contract (``imagine_edge.sdk.types``, ``.errors``, ``.limits``) and so runs
+this module first; the model store and its CLI must start without ONNX Runtime.
 """
 
 from __future__ import annotations

@@ -8,40 +8,37 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 from imagine_edge.models.base import ModelCard
+from imagine_edge.sdk import _requests as requests
 from imagine_edge.sdk._backends import (
     API_KEY_ENV,
     AsyncHttpBackend,
     AsyncLocalBackend,
     ClientBase,
     audio_of,
-    build,
     engine_factory,
 )
+from imagine_edge.sdk._requests import arun_method, astream_method
 from imagine_edge.sdk.engine import Engine
+from imagine_edge.sdk.paths import Endpoint
 from imagine_edge.sdk.types import (
     ChatCompletionResponse,
     ChatCompletionStreamResponse,
     CompletionResponse,
     CompletionStreamResponse,
-    EmbeddingRequest,
     EmbeddingResponse,
     HealthResponse,
-    ImageRequest,
     ImageResponse,
     ModelType,
     PingResponse,
-    ReRankerRequest,
     ReRankerResponse,
     TranscribeResponse,
-    TranslateRequest,
     TranslateResponse,
     UsageResponse,
 )
-from imagine_edge.sdk.usage import Endpoint
 
 __all__ = ["AsyncImagineEdge"]
 
@@ -117,232 +114,28 @@ class AsyncImagineEdge(ClientBase):
 
     # ------------------------------------------------------------------ embeddings, reranker
 
-    async def embeddings(
-        self, text: str | list[str], model: str | None = None
-    ) -> EmbeddingResponse:
-        """Embed a text or a list of texts (one vector each, in input order)."""
-        request = build(EmbeddingRequest, input=text, model=model or self.default_model_embedding)
-        response: EmbeddingResponse = await self._backend.run(Endpoint.EMBEDDINGS, request)
-        return response
-
-    async def reranker(
-        self,
-        query: str,
-        documents: list[str],
-        model: str | None = None,
-        top_n: int | None = None,
-        return_documents: bool | None = None,
-    ) -> ReRankerResponse:
-        """Rank documents by relevance to the query, best first (all of them without top_n)."""
-        request = build(
-            ReRankerRequest,
-            query=query,
-            documents=documents,
-            model=model or self.default_model_reranker,
-            top_n=top_n,
-            return_documents=return_documents,
-        )
-        response: ReRankerResponse = await self._backend.run(Endpoint.RERANKER, request)
-        return response
+    embeddings = arun_method(Endpoint.EMBEDDINGS, requests.embeddings, EmbeddingResponse)
+    reranker = arun_method(Endpoint.RERANKER, requests.reranker, ReRankerResponse)
 
     # ------------------------------------------------------------------ text generation
 
-    async def translate(
-        self,
-        prompt: str,
-        model: str,
-        frequency_penalty: float | None = None,
-        presence_penalty: float | None = None,
-        repetition_penalty: float | None = None,
-        stop: list[str] | None = None,
-        max_seconds: int | None = None,
-        ignore_eos: bool | None = None,
-        skip_special_tokens: bool | None = None,
-        stop_token_ids: list[list[int]] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-    ) -> TranslateResponse:
-        """Translate ``prompt`` with ``model`` (required, as in the official client)."""
-        request = build(
-            TranslateRequest, prompt=prompt, model=model, stream=False,
-            frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-            repetition_penalty=repetition_penalty, stop=stop, max_seconds=max_seconds,
-            ignore_eos=ignore_eos, skip_special_tokens=skip_special_tokens,
-            stop_token_ids=stop_token_ids, max_tokens=max_tokens, temperature=temperature,
-            top_k=top_k, top_p=top_p,
-        )  # fmt: skip
-        response: TranslateResponse = await self._backend.run(Endpoint.TRANSLATE, request)
-        return response
-
-    async def completion(
-        self,
-        prompt: str,
-        model: str | None = None,
-        frequency_penalty: float | None = None,
-        presence_penalty: float | None = None,
-        repetition_penalty: float | None = None,
-        stop: list[str] | None = None,
-        max_seconds: int | None = None,
-        ignore_eos: bool | None = None,
-        skip_special_tokens: bool | None = None,
-        stop_token_ids: list[list[int]] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-    ) -> CompletionResponse:
-        """Continue ``prompt``."""
-        request = self._completion_request(
-            prompt, model, False, frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty, repetition_penalty=repetition_penalty, stop=stop,
-            max_seconds=max_seconds, ignore_eos=ignore_eos,
-            skip_special_tokens=skip_special_tokens, stop_token_ids=stop_token_ids,
-            max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        )  # fmt: skip
-        response: CompletionResponse = await self._backend.run(Endpoint.COMPLETIONS, request)
-        return response
-
-    async def completion_stream(
-        self,
-        prompt: str,
-        model: str | None = None,
-        frequency_penalty: float | None = None,
-        presence_penalty: float | None = None,
-        repetition_penalty: float | None = None,
-        stop: list[str] | None = None,
-        max_seconds: int | None = None,
-        ignore_eos: bool | None = None,
-        skip_special_tokens: bool | None = None,
-        stop_token_ids: list[list[int]] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-    ) -> AsyncIterator[CompletionStreamResponse]:
-        """Continue ``prompt``, chunk by chunk; stopping the iteration cancels generation."""
-        request = self._completion_request(
-            prompt, model, True, frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty, repetition_penalty=repetition_penalty, stop=stop,
-            max_seconds=max_seconds, ignore_eos=ignore_eos,
-            skip_special_tokens=skip_special_tokens, stop_token_ids=stop_token_ids,
-            max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        )  # fmt: skip
-        async for event in self._backend.stream(Endpoint.COMPLETIONS, request):
-            yield event
-
-    async def chat(
-        self,
-        messages: list[Any],
-        model: str | None = None,
-        frequency_penalty: float | None = None,
-        presence_penalty: float | None = None,
-        repetition_penalty: float | None = None,
-        stop: list[str] | None = None,
-        max_seconds: int | None = None,
-        ignore_eos: bool | None = None,
-        skip_special_tokens: bool | None = None,
-        stop_token_ids: list[list[int]] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        tools: list[dict[str, str | dict[str, Any]]] | None = None,
-    ) -> ChatCompletionResponse:
-        """Answer the conversation (tool calls come back in the message)."""
-        request = self._chat_request(
-            messages, model, False, frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty, repetition_penalty=repetition_penalty, stop=stop,
-            max_seconds=max_seconds, ignore_eos=ignore_eos,
-            skip_special_tokens=skip_special_tokens, stop_token_ids=stop_token_ids,
-            max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            tools=tools,
-        )  # fmt: skip
-        response: ChatCompletionResponse = await self._backend.run(Endpoint.CHAT, request)
-        return response
-
-    async def chat_stream(
-        self,
-        messages: list[Any],
-        model: str | None = None,
-        frequency_penalty: float | None = None,
-        presence_penalty: float | None = None,
-        repetition_penalty: float | None = None,
-        stop: list[str] | None = None,
-        max_seconds: int | None = None,
-        ignore_eos: bool | None = None,
-        skip_special_tokens: bool | None = None,
-        stop_token_ids: list[list[int]] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        tools: list[dict[str, str | dict[str, Any]]] | None = None,
-    ) -> AsyncIterator[ChatCompletionStreamResponse]:
-        """Answer the conversation chunk by chunk (usage on the last); stopping cancels."""
-        request = self._chat_request(
-            messages, model, True, frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty, repetition_penalty=repetition_penalty, stop=stop,
-            max_seconds=max_seconds, ignore_eos=ignore_eos,
-            skip_special_tokens=skip_special_tokens, stop_token_ids=stop_token_ids,
-            max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            tools=tools,
-        )  # fmt: skip
-        async for event in self._backend.stream(Endpoint.CHAT, request):
-            yield event
+    translate = arun_method(Endpoint.TRANSLATE, requests.translate, TranslateResponse)
+    completion = arun_method(Endpoint.COMPLETIONS, requests.completion, CompletionResponse)
+    completion_stream = astream_method(
+        Endpoint.COMPLETIONS, requests.completion, CompletionStreamResponse, "completion_stream"
+    )
+    chat = arun_method(Endpoint.CHAT, requests.chat, ChatCompletionResponse)
+    # The official async client's chat_stream has no stream_options: chat's parameters.
+    chat_stream = astream_method(
+        Endpoint.CHAT, requests.chat, ChatCompletionStreamResponse, "chat_stream"
+    )
 
     # ------------------------------------------------------------------ images, audio
 
-    async def images_generate(
-        self,
-        prompt: str,
-        model: str | None = None,
-        negative_prompt: str | None = "blurry",
-        seed: int | None = 27,
-        seed_increment: int | None = 100,
-        n: int | None = 1,
-        num_inference_steps: int | None = 20,
-        size: str | None = "512x512",
-        guidance_scale: float | None = 6.5,
-        cache_interval: int | None = None,
-        response_format: str | None = "b64_json",
-    ) -> ImageResponse:
-        """Generate ``n`` PNG images (base64, or a URL with ``response_format='url'``)."""
-        request = build(
-            ImageRequest, prompt=prompt, model=model or self.default_model_tti, stream=False,
-            negative_prompt=negative_prompt,
-            seed=seed, seed_increment=seed_increment, n=n,
-            num_inference_steps=num_inference_steps, size=size, guidance_scale=guidance_scale,
-            cache_interval=cache_interval, response_format=response_format,
-        )  # fmt: skip
-        response: ImageResponse = await self._backend.run(Endpoint.IMAGES, request)
-        return response
-
-    async def images_generate_stream(
-        self,
-        prompt: str,
-        model: str | None = None,
-        negative_prompt: str | None = "blurry",
-        seed: int | None = 27,
-        seed_increment: int | None = 100,
-        n: int | None = 1,
-        num_inference_steps: int | None = 20,
-        size: str | None = "512x512",
-        guidance_scale: float | None = 6.5,
-        cache_interval: int | None = None,
-        response_format: str | None = "b64_json",
-    ) -> AsyncIterator[ImageResponse]:
-        """Generate ``n`` images, one response per finished image."""
-        request = build(
-            ImageRequest, prompt=prompt, model=model or self.default_model_tti, stream=True,
-            negative_prompt=negative_prompt,
-            seed=seed, seed_increment=seed_increment, n=n,
-            num_inference_steps=num_inference_steps, size=size, guidance_scale=guidance_scale,
-            cache_interval=cache_interval, response_format=response_format,
-        )  # fmt: skip
-        async for event in self._backend.stream(Endpoint.IMAGES, request):
-            yield event
+    images_generate = arun_method(Endpoint.IMAGES, requests.images_generate, ImageResponse)
+    images_generate_stream = astream_method(
+        Endpoint.IMAGES, requests.images_generate, ImageResponse, "images_generate_stream"
+    )
 
     async def transcribe(
         self, input_file: str | BinaryIO, model: str | None = None

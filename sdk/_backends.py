@@ -14,24 +14,22 @@ import datetime as dt
 import json
 import os
 import posixpath
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Final
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from imagine_edge.models.base import ModelCard
 from imagine_edge.sdk import errors
-from imagine_edge.sdk._calls import Call
-from imagine_edge.sdk._validation import validation_message
 from imagine_edge.sdk.engine import CLIENT_DEFAULT_NAMES, Engine
+from imagine_edge.sdk.engine.calls import Call
+from imagine_edge.sdk.paths import API_PREFIX, Endpoint
 from imagine_edge.sdk.types import (
-    ChatCompletionRequest,
     ChatCompletionResponse,
     ChatCompletionStreamResponse,
-    CompletionRequest,
     CompletionResponse,
     CompletionStreamResponse,
     EmbeddingResponse,
@@ -44,7 +42,6 @@ from imagine_edge.sdk.types import (
     TranslateResponse,
     UsageResponse,
 )
-from imagine_edge.sdk.usage import Endpoint
 
 __all__ = [
     "API_KEY_ENV",
@@ -54,20 +51,8 @@ __all__ = [
     "HttpBackend",
     "LocalBackend",
     "audio_of",
-    "build",
-    "chat_messages",
     "engine_factory",
 ]
-
-DEFAULT_PREFIX: Final = "/api/v2"
-
-
-def build(cls: type[BaseModel], **fields: Any) -> Any:
-    """``cls(**fields)``, a validation failure raised as InvalidRequestError (as a server's 422)."""
-    try:
-        return cls(**fields)
-    except ValidationError as e:
-        raise errors.InvalidRequestError(validation_message(e.errors())) from e
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +77,6 @@ _OPS: Final[Mapping[Endpoint, _Op]] = {
 API_KEY_ENV: Final = "IMAGINE_EDGE_API_KEY"
 
 
-def chat_messages(messages: Iterable[Any]) -> list[Any]:
-    # ChatMessage objects of this package or of the official client, or plain dicts.
-    return [m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else m for m in messages]
-
-
 def audio_of(input_file: str | BinaryIO) -> tuple[bytes, str]:
     if isinstance(input_file, str):
         with open(input_file, "rb") as f:
@@ -106,7 +86,7 @@ def audio_of(input_file: str | BinaryIO) -> tuple[bytes, str]:
 
 
 class ClientBase:
-    """What both clients share: the official default model names and request building."""
+    """What both clients share: the official default model names."""
 
     @property
     def default_model_llm(self) -> str:
@@ -131,25 +111,6 @@ class ClientBase:
     @property
     def default_model_translate(self) -> str:
         return CLIENT_DEFAULT_NAMES[ModelType.TRANSLATE]
-
-    def _completion_request(
-        self, prompt: str, model: str | None, stream: bool, **params: Any
-    ) -> CompletionRequest:
-        model = model or self.default_model_llm
-        request: CompletionRequest = build(
-            CompletionRequest, prompt=prompt, model=model, stream=stream, **params
-        )
-        return request
-
-    def _chat_request(
-        self, messages: Iterable[Any], model: str | None, stream: bool, **params: Any
-    ) -> ChatCompletionRequest:
-        model = model or self.default_model_llm
-        request: ChatCompletionRequest = build(
-            ChatCompletionRequest, messages=chat_messages(messages), model=model,
-            stream=stream, **params,
-        )  # fmt: skip
-        return request
 
 
 def engine_factory(models: Sequence[ModelCard] | None, engine: Engine | None) -> tuple[Any, bool]:
@@ -193,7 +154,7 @@ class LocalBackend:
         return self.engine.health()
 
     def models(self, model_type: ModelType | None) -> dict[ModelType, list[str]]:
-        return self.engine.models(model_type)
+        return self.engine.index.models(model_type)
 
     def usage(self, *args: Any) -> UsageResponse:
         return self.engine.usage(*args)
@@ -248,7 +209,7 @@ class AsyncLocalBackend:
 def api_root(base_url: str) -> str:
     """The API root: ``base_url`` itself, or with the server's default prefix when it has none."""
     base = base_url.rstrip("/")
-    return base if urlsplit(base).path else base + DEFAULT_PREFIX
+    return base if urlsplit(base).path else base + API_PREFIX
 
 
 @contextlib.contextmanager

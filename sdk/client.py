@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 from imagine_edge.models.base import ModelCard
+from imagine_edge.sdk import _requests as requests
 from imagine_edge.sdk._async_client import AsyncImagineEdge
 from imagine_edge.sdk._backends import (
     API_KEY_ENV,
@@ -26,31 +27,26 @@ from imagine_edge.sdk._backends import (
     HttpBackend,
     LocalBackend,
     audio_of,
-    build,
     engine_factory,
 )
+from imagine_edge.sdk._requests import run_method, stream_method
 from imagine_edge.sdk.engine import Engine
+from imagine_edge.sdk.paths import Endpoint
 from imagine_edge.sdk.types import (
     ChatCompletionResponse,
     ChatCompletionStreamResponse,
-    ChatMessage,
     CompletionResponse,
     CompletionStreamResponse,
-    EmbeddingRequest,
     EmbeddingResponse,
     HealthResponse,
-    ImageRequest,
     ImageResponse,
     ModelType,
     PingResponse,
-    ReRankerRequest,
     ReRankerResponse,
     TranscribeResponse,
-    TranslateRequest,
     TranslateResponse,
     UsageResponse,
 )
-from imagine_edge.sdk.usage import Endpoint
 
 __all__ = ["API_KEY_ENV", "AsyncImagineEdge", "ImagineEdge"]
 
@@ -122,228 +118,27 @@ class ImagineEdge(ClientBase):
 
     # ------------------------------------------------------------------ embeddings, reranker
 
-    def embeddings(self, text: str | list[str], model: str | None = None) -> EmbeddingResponse:
-        """Embed a text or a list of texts (one vector each, in input order)."""
-        request = build(EmbeddingRequest, input=text, model=model or self.default_model_embedding)
-        response: EmbeddingResponse = self._backend.run(Endpoint.EMBEDDINGS, request)
-        return response
-
-    def reranker(
-        self,
-        query: str,
-        documents: list[str],
-        model: str | None = None,
-        top_n: int | None = None,
-        return_documents: bool | None = None,
-    ) -> ReRankerResponse:
-        """Rank documents by relevance to the query, best first (all of them without top_n)."""
-        request = build(
-            ReRankerRequest,
-            query=query,
-            documents=documents,
-            model=model or self.default_model_reranker,
-            top_n=top_n,
-            return_documents=return_documents,
-        )
-        response: ReRankerResponse = self._backend.run(Endpoint.RERANKER, request)
-        return response
+    embeddings = run_method(Endpoint.EMBEDDINGS, requests.embeddings, EmbeddingResponse)
+    reranker = run_method(Endpoint.RERANKER, requests.reranker, ReRankerResponse)
 
     # ------------------------------------------------------------------ text generation
 
-    def translate(
-        self,
-        prompt: str,
-        model: str,
-        frequency_penalty: float | None = None,
-        presence_penalty: float | None = None,
-        repetition_penalty: float | None = None,
-        stop: list[str] | None = None,
-        max_seconds: int | None = None,
-        ignore_eos: bool | None = None,
-        skip_special_tokens: bool | None = None,
-        stop_token_ids: list[list[int]] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-    ) -> TranslateResponse:
-        """Translate ``prompt`` with ``model`` (required, as in the official client)."""
-        request = build(
-            TranslateRequest, prompt=prompt, model=model, stream=False,
-            frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-            repetition_penalty=repetition_penalty, stop=stop, max_seconds=max_seconds,
-            ignore_eos=ignore_eos, skip_special_tokens=skip_special_tokens,
-            stop_token_ids=stop_token_ids, max_tokens=max_tokens, temperature=temperature,
-            top_k=top_k, top_p=top_p,
-        )  # fmt: skip
-        response: TranslateResponse = self._backend.run(Endpoint.TRANSLATE, request)
-        return response
-
-    def completion(
-        self,
-        prompt: str,
-        model: str | None = None,
-        frequency_penalty: float | None = None,
-        presence_penalty: float | None = None,
-        repetition_penalty: float | None = None,
-        stop: list[str] | None = None,
-        max_seconds: int | None = None,
-        ignore_eos: bool | None = None,
-        skip_special_tokens: bool | None = None,
-        stop_token_ids: list[list[int]] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-    ) -> CompletionResponse:
-        """Continue ``prompt``."""
-        request = self._completion_request(
-            prompt, model, False, frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty, repetition_penalty=repetition_penalty, stop=stop,
-            max_seconds=max_seconds, ignore_eos=ignore_eos,
-            skip_special_tokens=skip_special_tokens, stop_token_ids=stop_token_ids,
-            max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        )  # fmt: skip
-        response: CompletionResponse = self._backend.run(Endpoint.COMPLETIONS, request)
-        return response
-
-    def completion_stream(
-        self,
-        prompt: str,
-        model: str | None = None,
-        frequency_penalty: float | None = None,
-        presence_penalty: float | None = None,
-        repetition_penalty: float | None = None,
-        stop: list[str] | None = None,
-        max_seconds: int | None = None,
-        ignore_eos: bool | None = None,
-        skip_special_tokens: bool | None = None,
-        stop_token_ids: list[list[int]] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-    ) -> Iterator[CompletionStreamResponse]:
-        """Continue ``prompt``, chunk by chunk; stopping the iteration cancels generation."""
-        request = self._completion_request(
-            prompt, model, True, frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty, repetition_penalty=repetition_penalty, stop=stop,
-            max_seconds=max_seconds, ignore_eos=ignore_eos,
-            skip_special_tokens=skip_special_tokens, stop_token_ids=stop_token_ids,
-            max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        )  # fmt: skip
-        yield from self._backend.stream(Endpoint.COMPLETIONS, request)
-
-    def chat(
-        self,
-        messages: Sequence[ChatMessage | dict[str, str]],
-        model: str | None = None,
-        frequency_penalty: float | None = None,
-        presence_penalty: float | None = None,
-        repetition_penalty: float | None = None,
-        stop: list[str] | None = None,
-        max_seconds: int | None = None,
-        ignore_eos: bool | None = None,
-        skip_special_tokens: bool | None = None,
-        stop_token_ids: list[list[int]] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        tools: list[dict[str, str | dict[str, Any]]] | None = None,
-    ) -> ChatCompletionResponse:
-        """Answer the conversation (tool calls come back in the message)."""
-        request = self._chat_request(
-            messages, model, False, frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty, repetition_penalty=repetition_penalty, stop=stop,
-            max_seconds=max_seconds, ignore_eos=ignore_eos,
-            skip_special_tokens=skip_special_tokens, stop_token_ids=stop_token_ids,
-            max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            tools=tools,
-        )  # fmt: skip
-        response: ChatCompletionResponse = self._backend.run(Endpoint.CHAT, request)
-        return response
-
-    def chat_stream(
-        self,
-        messages: Sequence[ChatMessage | dict[str, str]],
-        model: str | None = None,
-        frequency_penalty: float | None = None,
-        presence_penalty: float | None = None,
-        repetition_penalty: float | None = None,
-        stop: list[str] | None = None,
-        max_seconds: int | None = None,
-        ignore_eos: bool | None = None,
-        skip_special_tokens: bool | None = None,
-        stop_token_ids: list[list[int]] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        stream_options: dict[str, Any] | None = None,
-        tools: list[dict[str, str | dict[str, Any]]] | None = None,
-    ) -> Iterator[ChatCompletionStreamResponse]:
-        """Answer the conversation chunk by chunk (usage on the last); stopping cancels."""
-        request = self._chat_request(
-            messages, model, True, frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty, repetition_penalty=repetition_penalty, stop=stop,
-            max_seconds=max_seconds, ignore_eos=ignore_eos,
-            skip_special_tokens=skip_special_tokens, stop_token_ids=stop_token_ids,
-            max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            stream_options=stream_options, tools=tools,
-        )  # fmt: skip
-        yield from self._backend.stream(Endpoint.CHAT, request)
+    translate = run_method(Endpoint.TRANSLATE, requests.translate, TranslateResponse)
+    completion = run_method(Endpoint.COMPLETIONS, requests.completion, CompletionResponse)
+    completion_stream = stream_method(
+        Endpoint.COMPLETIONS, requests.completion, CompletionStreamResponse, "completion_stream"
+    )
+    chat = run_method(Endpoint.CHAT, requests.chat, ChatCompletionResponse)
+    chat_stream = stream_method(
+        Endpoint.CHAT, requests.chat_stream, ChatCompletionStreamResponse, "chat_stream"
+    )
 
     # ------------------------------------------------------------------ images, audio
 
-    def images_generate(
-        self,
-        prompt: str,
-        model: str | None = None,
-        negative_prompt: str | None = "blurry",
-        seed: int | None = 27,
-        seed_increment: int | None = 100,
-        n: int | None = 1,
-        num_inference_steps: int | None = 20,
-        size: str | None = "512x512",
-        guidance_scale: float | None = 6.5,
-        cache_interval: int | None = None,
-        response_format: str | None = "b64_json",
-    ) -> ImageResponse:
-        """Generate ``n`` PNG images (base64, or a URL with ``response_format='url'``)."""
-        request = build(
-            ImageRequest, prompt=prompt, model=model or self.default_model_tti, stream=False,
-            negative_prompt=negative_prompt,
-            seed=seed, seed_increment=seed_increment, n=n,
-            num_inference_steps=num_inference_steps, size=size, guidance_scale=guidance_scale,
-            cache_interval=cache_interval, response_format=response_format,
-        )  # fmt: skip
-        response: ImageResponse = self._backend.run(Endpoint.IMAGES, request)
-        return response
-
-    def images_generate_stream(
-        self,
-        prompt: str,
-        model: str | None = None,
-        negative_prompt: str | None = "blurry",
-        seed: int | None = 27,
-        seed_increment: int | None = 100,
-        n: int | None = 1,
-        num_inference_steps: int | None = 20,
-        size: str | None = "512x512",
-        guidance_scale: float | None = 6.5,
-        cache_interval: int | None = None,
-        response_format: str | None = "b64_json",
-    ) -> Iterator[ImageResponse]:
-        """Generate ``n`` images, one response per finished image."""
-        request = build(
-            ImageRequest, prompt=prompt, model=model or self.default_model_tti, stream=True,
-            negative_prompt=negative_prompt,
-            seed=seed, seed_increment=seed_increment, n=n,
-            num_inference_steps=num_inference_steps, size=size, guidance_scale=guidance_scale,
-            cache_interval=cache_interval, response_format=response_format,
-        )  # fmt: skip
-        yield from self._backend.stream(Endpoint.IMAGES, request)
+    images_generate = run_method(Endpoint.IMAGES, requests.images_generate, ImageResponse)
+    images_generate_stream = stream_method(
+        Endpoint.IMAGES, requests.images_generate, ImageResponse, "images_generate_stream"
+    )
 
     def transcribe(
         self, input_file: str | BinaryIO, model: str | None = None

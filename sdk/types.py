@@ -154,7 +154,9 @@ class LLMSamplingParams(BaseModel):
     temperature: float | None = Field(
         None, description="Sampling temperature in [0, 2]; 0 (or <= 1e-5) is greedy."
     )
-    top_k: int | None = Field(None, description="Keep the k most likely tokens: -1 (off) or >= 1.")
+    top_k: int | None = Field(
+        None, description="Keep the k most likely tokens, >= 1; -1 or 0 turns top-k off."
+    )
     top_p: float | None = Field(
         None,
         description="Keep the smallest set of tokens with probability mass >= top_p, in (0, 1].",
@@ -193,8 +195,9 @@ class LLMSamplingParams(BaseModel):
     @field_validator("top_k")
     @classmethod
     def _top_k(cls, v: int | None) -> int | None:
-        if v is not None and v != -1 and v < 1:
-            raise ValueError(f"top_k must be -1 (off) or >= 1, got {v}")
+        # The kernels' rule and message (kernels.SamplingConfig, docs/sampling.md).
+        if v is not None and v < -1:
+            raise ValueError(f"top_k must be an integer >= -1 (-1 or 0 = off), got {v}")
         return v
 
     @field_validator("max_tokens", "max_seconds")

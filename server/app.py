@@ -8,29 +8,26 @@ whoever built it closes it.
 
 from __future__ import annotations
 
-from typing import Final
-
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 
 from imagine_edge import __version__
 from imagine_edge.sdk.engine import Engine
 from imagine_edge.sdk.errors import ModelNotFoundError
+from imagine_edge.sdk.paths import API_PREFIX
 from imagine_edge.server.errors import OPENAI_PREFIX, install_error_handlers
 from imagine_edge.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware
 from imagine_edge.server.routes_imagine import imagine_router
 from imagine_edge.server.routes_openai import openai_router
 
-__all__ = ["DEFAULT_PREFIX", "create_app"]
-
-DEFAULT_PREFIX: Final = "/api/v2"
+__all__ = ["create_app"]
 
 
 def create_app(
     engine: Engine,
     *,
     api_key: str | None = None,
-    prefix: str = DEFAULT_PREFIX,
+    prefix: str = API_PREFIX,
     heartbeat_seconds: float = 10.0,
 ) -> FastAPI:
     """The HTTP app over ``engine``.

@@ -15,10 +15,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from imagine_edge.sdk._backends import API_KEY_ENV
-from imagine_edge.sdk._names import client_alias
-from imagine_edge.sdk.engine import Engine, ModelState
+from imagine_edge.sdk.client import API_KEY_ENV
+from imagine_edge.sdk.engine import Engine, ModelState, client_alias
 from imagine_edge.sdk.errors import ImagineException
+from imagine_edge.sdk.paths import API_PREFIX
 
 __all__ = ["is_loopback", "serve_command"]
 
@@ -61,15 +61,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _banner(url: str, engine: Engine, states: Sequence[ModelState], key: bool) -> str:
-    lines = [f"imagine-edge serving the Imagine API at {url}/api/v2 and OpenAI's at {url}/v1"]
-    cards = {c.name: c for c in engine.cards}
+    lines = [f"imagine-edge serving the Imagine API at {url}{API_PREFIX} and OpenAI's at {url}/v1"]
+    cards = {c.name: c for c in engine.index.cards}
     for state in states:
         card = cards[state.name]
         where = state.execution_provider or state.state
         if where == "not loaded":
             where = "loads on first use"
         default = ""
-        if engine.default_card(card.model_type) is card:
+        if engine.index.default_card(card.model_type) is card:
             alias = client_alias(card.model_type)
             default = f" (default; answers to {alias!r} too)" if alias else " (default)"
         lines.append(f"  {card.model_type.value:<13} {card.name}: {where}{default}")

@@ -24,13 +24,13 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from imagine_edge.sdk._validation import validation_message
 from imagine_edge.sdk.errors import (
     ImagineAPIException,
     ImagineException,
     InferenceError,
     InvalidRequestError,
 )
+from imagine_edge.sdk.validation import validation_message
 
 __all__ = [
     "OPENAI_PREFIX",

@@ -17,9 +17,14 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from imagine_edge.sdk._calls import Call
-from imagine_edge.sdk.engine import CLIENT_DEFAULT_NAMES, Engine
+from imagine_edge.sdk.engine import (
+    CLIENT_DEFAULT_NAMES,
+    Call,
+    Engine,
+    parse_client_datetime,
+)
 from imagine_edge.sdk.errors import ImagineException
+from imagine_edge.sdk.paths import Endpoint
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -40,7 +45,6 @@ from imagine_edge.sdk.types import (
     TranslateResponse,
     UsageResponse,
 )
-from imagine_edge.sdk.usage import Endpoint, parse_client_datetime
 from imagine_edge.server.errors import error_response
 from imagine_edge.server.sse import error_event, sse_response
 
@@ -141,13 +145,13 @@ def imagine_router(
         # Keyed by type value, [] for a type without models; "aliases" and "defaults" say
         # which local model each client default name means, "untrained" which models have
         # random weights (the client drops keys that are not model types).
-        by_type = engine.models(model_type)
-        defaults = {t.value: engine.default_card(t) for t in by_type}
+        by_type = engine.index.models(model_type)
+        defaults = {t.value: engine.index.default_card(t) for t in by_type}
         return {
             **{t.value: names for t, names in by_type.items()},
-            "aliases": engine.aliases(),
+            "aliases": engine.index.aliases(),
             "defaults": {t: c.name for t, c in defaults.items() if c is not None},
-            "untrained": [c.name for c in engine.cards if not c.trained],
+            "untrained": [c.name for c in engine.index.cards if not c.trained],
         }
 
     @router.get("/usage", response_model=UsageResponse)

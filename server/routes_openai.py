@@ -21,12 +21,10 @@ from typing import Any, Literal
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from imagine_edge.sdk._calls import Call
-from imagine_edge.sdk._validation import validation_message
-from imagine_edge.sdk.engine import Engine
+from imagine_edge.sdk.engine import Call, Engine
 from imagine_edge.sdk.errors import ImagineException, InvalidRequestError, ModelNotFoundError
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
@@ -41,6 +39,7 @@ from imagine_edge.sdk.types import (
     Tools,
     UsageInfo,
 )
+from imagine_edge.sdk.validation import build
 from imagine_edge.server.errors import error_response
 from imagine_edge.server.routes_imagine import result_or_cancel
 from imagine_edge.server.sse import error_event, sse_response
@@ -128,13 +127,6 @@ class OpenAIEmbeddingRequest(BaseModel):
     dimensions: int | None = Field(None, description="Not supported: vectors keep their size.")
 
 
-def _imagine(cls: type[BaseModel], **fields: Any) -> Any:
-    try:
-        return cls(**fields)
-    except ValidationError as e:
-        raise InvalidRequestError(validation_message(e.errors())) from e
-
-
 def _chat_request(body: OpenAIChatRequest) -> ChatCompletionRequest:
     if body.response_format and body.response_format.get("type", "text") != "text":
         raise InvalidRequestError(
@@ -145,14 +137,14 @@ def _chat_request(body: OpenAIChatRequest) -> ChatCompletionRequest:
         params["max_tokens"] = body.max_completion_tokens
     tools = None if body.tool_choice == "none" else body.tools
     messages = [m.model_dump(exclude_none=True) | {"content": m.content} for m in body.messages]
-    return _imagine(ChatCompletionRequest, messages=messages, tools=tools, **params)  # type: ignore[no-any-return]
+    return build(ChatCompletionRequest, messages=messages, tools=tools, **params)
 
 
 def _completion_request(body: OpenAICompletionRequest) -> CompletionRequest:
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if len(prompts) != 1:
         raise InvalidRequestError(f"prompt must be one text, got a list of {len(prompts)}")
-    return _imagine(CompletionRequest, prompt=prompts[0], **body.imagine_params())  # type: ignore[no-any-return]
+    return build(CompletionRequest, prompt=prompts[0], **body.imagine_params())
 
 
 def _usage(usage: UsageInfo | None) -> dict[str, int] | None:
@@ -332,7 +324,7 @@ def openai_router(engine: Engine, *, heartbeat: float) -> APIRouter:
             )
         if body.dimensions is not None:
             raise InvalidRequestError("dimensions is not supported: vectors keep their native size")
-        req = _imagine(EmbeddingRequest, input=texts, model=body.model)
+        req = build(EmbeddingRequest, input=texts, model=body.model)
 
         def render(r: EmbeddingResponse) -> dict[str, Any]:
             def vector(values: list[float]) -> Any:
@@ -367,11 +359,11 @@ def openai_router(engine: Engine, *, heartbeat: float) -> APIRouter:
 
     @router.get("/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_json(c.name) for c in engine.cards]}
+        return {"object": "list", "data": [model_json(c.name) for c in engine.index.cards]}
 
     @router.get("/models/{model_id:path}")
     async def model(model_id: str) -> dict[str, Any]:
-        card = engine.lookup(model_id)
+        card = engine.index.lookup(model_id)
         if card is None:
             raise ModelNotFoundError(f"unknown model {model_id!r}")
         return model_json(card.name)

@@ -15,12 +15,11 @@ import onnxruntime as ort
 import pytest
 
 from imagine_edge.runtime.generate import (
-    Delta,
-    GenerationPlan,
-    SamplingDefaults,
     TextGenerationLoop,
 )
 from imagine_edge.runtime.kv_cache import DecoderSpec
+from imagine_edge.runtime.results import GenerationChunk
+from imagine_edge.runtime.sampling import GenerationPlan, SamplingDefaults
 from imagine_edge.runtime.shared_buffer_decoder import SharedBufferDecoder
 from imagine_edge.sdk.errors import ContextLengthError, InvalidRequestError
 from imagine_edge.sdk.types import CompletionRequest
@@ -34,7 +33,7 @@ def _plan(**params) -> GenerationPlan:
     return GenerationPlan.from_params(request, GREEDY)
 
 
-def _collect(deltas) -> tuple[str, Delta]:
+def _collect(deltas) -> tuple[str, GenerationChunk]:
     items = list(deltas)
     assert all(d.finish_reason is None for d in items[:-1])
     assert items[-1].finish_reason is not None
@@ -171,36 +170,6 @@ def test_abandoned_generator_releases_its_slot(scripted, byte_tokenizer):
     assert loop.decoder.pool.slots[0].leased
     deltas.close()
     assert not loop.decoder.pool.slots[0].leased
-
-
-def test_plan_maps_every_contract_parameter():
-    plan = _plan(
-        temperature=0.7,
-        top_k=50,
-        top_p=0.9,
-        repetition_penalty=1.1,
-        presence_penalty=0.5,
-        frequency_penalty=-0.5,
-        stop=["\n", ""],
-        stop_token_ids=[[1, 2]],
-        ignore_eos=True,
-        skip_special_tokens=False,
-        max_tokens=7,
-        max_seconds=3,
-    )
-    s = plan.sampling
-    assert (s.temperature, s.top_k, s.top_p) == (0.7, 50, 0.9)
-    assert (s.repetition_penalty, s.presence_penalty, s.frequency_penalty) == (1.1, 0.5, -0.5)
-    assert plan.stop == ("\n",)
-    assert plan.stop_token_ids == ((1, 2),)
-    assert plan.ignore_eos
-    assert not plan.skip_special_tokens
-    assert (plan.max_tokens, plan.max_seconds) == (7, 3.0)
-    defaults = _plan()
-    assert defaults.sampling.is_greedy
-    assert defaults.skip_special_tokens
-    assert not defaults.ignore_eos
-    assert defaults.max_tokens is None
 
 
 # --------------------------------------------------------------------------- on the tiny graph

@@ -1,10 +1,12 @@
-"""Stop handling: token-id stop sequences, EOS / ignore_eos, and streaming stop strings.
+"""When a generation stops: token-id stop sequences, EOS / ignore_eos, and stop strings.
 
-Owns the token-level rule (a sequence stops when its generated ids end with one of the request's
-`stop_token_ids`, a ``list[list[int]]`` in the contract, or with an EOS id unless `ignore_eos`)
-and `StopStringMatcher`, which scans incrementally decoded text and holds back a possible partial
-stop string until it is resolved. Following the seed, the text returned at a stop *includes* the
-stop string; nothing after it is returned.
+Beside the detokenizer in the generation loop (``runtime/generate.py``), which runs both rules
+on every token. Owns the token-level rule (:class:`StopTokens`: a sequence stops when its
+generated ids end with one of the request's ``stop_token_ids``, a ``list[list[int]]`` in the
+contract, or with an EOS id unless ``ignore_eos``) and :class:`StopStringMatcher`, which scans
+incrementally decoded text and holds back a possible partial stop string until it is resolved.
+Following the contract, the text returned at a stop *includes* the stop string; nothing after it
+is returned.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class StopTokens:
     stop_token_ids: tuple[tuple[int, ...], ...] = ()
     ignore_eos: bool = False
     mask_ids: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    # The ids that end the turn at once, before their text is shown: EOS unless ignore_eos.
+    end_of_turn: frozenset[int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for stop in self.stop_token_ids:
@@ -49,6 +53,7 @@ class StopTokens:
         eos = () if self.ignore_eos else self.eos_token_ids
         singles = (stop[0] for stop in self.stop_token_ids if len(stop) == 1)
         object.__setattr__(self, "mask_ids", tuple(dict.fromkeys((*eos, *singles))))
+        object.__setattr__(self, "end_of_turn", frozenset(eos))
 
     @classmethod
     def build(
@@ -66,9 +71,13 @@ class StopTokens:
         """True when generation must end after the last token of `generated`."""
         if not generated or len(generated) < min_tokens:
             return False
-        if not self.ignore_eos and generated[-1] in self.eos_token_ids:
+        if generated[-1] in self.end_of_turn:
             return True
-        return ends_with_stop_ids(generated, self.stop_token_ids)
+        return self.ends_with_stop_sequence(generated)
+
+    def ends_with_stop_sequence(self, generated: Sequence[int]) -> bool:
+        """True when `generated` ends with one of the request's stop id sequences."""
+        return bool(self.stop_token_ids) and ends_with_stop_ids(generated, self.stop_token_ids)
 
 
 class StopStringMatcher:

@@ -21,20 +21,21 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from imagine_edge.models.base import LoadedModel, ModelCard
 from imagine_edge.runtime.memory import process_resident_bytes
-from imagine_edge.sdk._calls import Call
+from imagine_edge.runtime.results import GenerationStats
+from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.errors import (
     ImagineAPITooManyRequestsException,
     ImagineException,
     ModelRunError,
     ModelUnavailableError,
 )
-from imagine_edge.sdk.usage import Status
 
-__all__ = ["Job", "JobContext", "ModelState", "ModelWorker", "Outcome"]
+__all__ = ["Body", "Job", "JobContext", "ModelState", "ModelWorker", "Outcome", "Status"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,16 +47,21 @@ T = TypeVar("T")
 _LOAD_LOCK = threading.Lock()
 
 
+class Status(StrEnum):
+    """How a request ended."""
+
+    OK = "ok"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
 @dataclass(slots=True)
 class JobContext:
-    """What a job body reports besides its result: token counts and model-side timings."""
+    """What a job body reports besides its result: the run's token counts and timings."""
 
     cancel: threading.Event
     started: float = 0.0  # time.monotonic() when the body started (after loading)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
+    stats: GenerationStats = field(default_factory=GenerationStats)
 
 
 @dataclass(frozen=True, slots=True)

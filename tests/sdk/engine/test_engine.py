@@ -17,6 +17,7 @@ from imagine_edge.sdk.errors import (
     ModelRunError,
     ModelUnavailableError,
 )
+from imagine_edge.sdk.paths import Endpoint
 from imagine_edge.sdk.testing import fake_cards, fake_models
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
@@ -26,7 +27,6 @@ from imagine_edge.sdk.types import (
     ModelType,
     ReRankerRequest,
 )
-from imagine_edge.sdk.usage import Endpoint
 
 
 def chat(text: str, stream: bool = False, **params) -> ChatCompletionRequest:
@@ -59,26 +59,26 @@ def test_names_aliases_and_defaults(engine):
         if model_type is ModelType.TRANSLATE:
             # A language pair is never guessed: the client's en->es default is not an alias.
             with pytest.raises(ModelNotFoundError, match="opus-mt-en-es"):
-                engine.resolve(alias, model_type)
+                engine.index.resolve(alias, model_type)
             continue
-        assert engine.resolve(alias, model_type) is engine.default_card(model_type)
-    assert engine.resolve("ECHO-LLM", ModelType.LLM).name == "echo-llm"
-    assert engine.aliases()["Llama-3.1-8B"] == "echo-llm"
-    assert "Helsinki-NLP/opus-mt-en-es" not in engine.aliases()
+        assert engine.index.resolve(alias, model_type) is engine.index.default_card(model_type)
+    assert engine.index.resolve("ECHO-LLM", ModelType.LLM).name == "echo-llm"
+    assert engine.index.aliases()["Llama-3.1-8B"] == "echo-llm"
+    assert "Helsinki-NLP/opus-mt-en-es" not in engine.index.aliases()
     with pytest.raises(ModelNotFoundError, match="unknown llm model 'gpt'; available: echo-llm"):
-        engine.resolve("gpt", ModelType.LLM)
+        engine.index.resolve("gpt", ModelType.LLM)
     with pytest.raises(InvalidRequestError, match="'hash-embedder' is of type 'embedding'"):
-        engine.resolve("hash-embedder", ModelType.LLM)
+        engine.index.resolve("hash-embedder", ModelType.LLM)
 
 
 def test_a_type_without_models(tmp_path):
     with Engine(fake_cards(types=[ModelType.LLM]), data_dir=tmp_path) as llm_only:
-        models = llm_only.models()
+        models = llm_only.index.models()
         assert set(models) == set(ModelType)
         assert models[ModelType.RERANKER] == []
         with pytest.raises(ModelUnavailableError, match="no reranker model is available here"):
-            llm_only.resolve("BAAI/bge-reranker-base", ModelType.RERANKER)
-        assert llm_only.models(ModelType.LLM) == {ModelType.LLM: ["echo-llm"]}
+            llm_only.index.resolve("BAAI/bge-reranker-base", ModelType.RERANKER)
+        assert llm_only.index.models(ModelType.LLM) == {ModelType.LLM: ["echo-llm"]}
 
 
 def test_card_names_must_be_unique(tmp_path):

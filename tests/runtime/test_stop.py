@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imagine_edge.kernels import StopStringMatcher, StopTokens, ends_with_stop_ids
+from imagine_edge.runtime.stop import StopStringMatcher, StopTokens, ends_with_stop_ids
 
 
 @pytest.mark.parametrize(
@@ -40,6 +40,15 @@ def test_stop_tokens_should_stop() -> None:
     assert not stops.should_stop([1, 2], min_tokens=3)  # no stop before min_tokens
     assert not StopTokens.build([2], [[4, 5]], ignore_eos=True).should_stop([1, 2])
     assert StopTokens.build([2], [[4, 5]], ignore_eos=True).should_stop([4, 5])
+
+
+def test_end_of_turn_and_stop_sequences_are_the_two_token_rules() -> None:
+    stops = StopTokens.build([2, 7], [[4, 5]])
+    assert stops.end_of_turn == frozenset({2, 7})
+    assert StopTokens.build([2, 7], [[4, 5]], ignore_eos=True).end_of_turn == frozenset()
+    assert stops.ends_with_stop_sequence([1, 4, 5])
+    assert not stops.ends_with_stop_sequence([1, 2])  # EOS is end_of_turn's, not a sequence
+    assert not StopTokens.build([2], None).ends_with_stop_sequence([2])
 
 
 def test_stop_tokens_reject_empty_sequences() -> None:

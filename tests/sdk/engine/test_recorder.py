@@ -7,17 +7,18 @@ import sqlite3
 
 import pytest
 
-from imagine_edge.sdk.errors import InvalidRequestError, NoHistoryError
-from imagine_edge.sdk.types import ModelType
-from imagine_edge.sdk.usage import (
-    Endpoint,
+from imagine_edge.runtime.results import GenerationStats
+from imagine_edge.sdk.engine.recorder import (
     Recorder,
     RequestRecord,
-    Status,
     default_data_dir,
     parse_client_datetime,
     parse_duration,
 )
+from imagine_edge.sdk.engine.worker import Status
+from imagine_edge.sdk.errors import InvalidRequestError, NoHistoryError
+from imagine_edge.sdk.paths import Endpoint
+from imagine_edge.sdk.types import ModelType
 
 T0 = dt.datetime(2024, 3, 4, 10, 0, tzinfo=dt.UTC).timestamp()
 
@@ -27,7 +28,7 @@ def record(recorder: Recorder, i: int, *, at: float, model: str = "m", status=St
     recorder.record(
         RequestRecord(
             id=f"r{i}", endpoint=endpoint, model=model, model_type=ModelType.LLM, status=status,
-            created=at, prompt_tokens=tokens[0], completion_tokens=tokens[1],
+            created=at, stats=GenerationStats(prompt_tokens=tokens[0], completion_tokens=tokens[1]),
             generation_seconds=seconds, request={"n": i}, response={"answer": i},
         )
     )  # fmt: skip

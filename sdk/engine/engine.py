@@ -3,46 +3,55 @@
 Everything that serves a request goes through :class:`Engine`, in process or behind the HTTP
 server. It resolves a model name (or alias) to a :class:`~imagine_edge.models.base.ModelCard`,
 checks limits, admits the request into the model's bounded queue (429 when full), and returns a
-:class:`~imagine_edge.sdk._calls.Call` without blocking; the model loads lazily on its own worker
-thread (``sdk/_worker.py``), builds the response DTOs there and records the request through the
-:class:`~imagine_edge.sdk.usage.Recorder`.
+:class:`~imagine_edge.sdk.engine.calls.Call` without blocking; the model loads lazily on its own
+worker thread (``sdk/engine/worker.py``), builds the response DTOs there and records the request
+through the :class:`~imagine_edge.sdk.engine.recorder.Recorder`.
 
-Name resolution (``sdk/_names.py``): a card's name or alias, or the official client's default
-name of a type, which means that type's local default.
+Name resolution (``sdk/engine/names.py``): a card's name or alias, or the official client's
+default name of a type, which means that type's local default.
 
-Layers: name resolution is :class:`~imagine_edge.sdk._names.ModelIndex`; the workers, admission,
-recording and lifecycle are :class:`~imagine_edge.sdk._engine_core.EngineCore`; :class:`Engine`
-adds the contract's endpoints, each validating its request and building the job body that runs on
-the worker. Images kept for URL responses live in ``sdk/_image_files.py``.
+Parts: :class:`Engine` composes the name resolution
+(:class:`~imagine_edge.sdk.engine.names.ModelIndex`), the workers
+(:class:`~imagine_edge.sdk.engine.workers.WorkerRegistry`) and the usage store; it adds the
+contract's endpoints, each validating its request and building the job body that runs on the
+worker, and records each job when it ends. Images kept for URL responses live in
+``sdk/engine/image_files.py``.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Never
+from typing import Any, Never, Self
 
 import numpy as np
+from pydantic import BaseModel
 
 from imagine_edge.models.base import (
     Embedder,
-    GenerationChunk,
     ImageGenerator,
+    ModelCard,
     Reranker,
     TextGenerator,
     Transcriber,
     Translator,
 )
-from imagine_edge.sdk._calls import Call
-from imagine_edge.sdk._engine_core import EngineCore
-from imagine_edge.sdk._image_files import find_image, keep_image
-from imagine_edge.sdk._names import CLIENT_DEFAULT_NAMES, ModelIndex
-from imagine_edge.sdk._responses import Head, TextFold, new_id
-from imagine_edge.sdk._worker import JobContext, ModelState
+from imagine_edge.models.registry import model_cards
+from imagine_edge.runtime.results import GenerationStats
+from imagine_edge.sdk.engine.calls import Call
+from imagine_edge.sdk.engine.image_files import find_image, keep_image
+from imagine_edge.sdk.engine.names import ModelIndex
+from imagine_edge.sdk.engine.recorder import Recorder, RequestRecord, default_data_dir
+from imagine_edge.sdk.engine.responses import Head, TextFold, new_id
+from imagine_edge.sdk.engine.worker import Job, JobContext, ModelState, Outcome
+from imagine_edge.sdk.engine.workers import WorkerRegistry
 from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
+from imagine_edge.sdk.limits import Limits
+from imagine_edge.sdk.paths import Endpoint
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -68,27 +77,109 @@ from imagine_edge.sdk.types import (
     UsageInfo,
     UsageResponse,
 )
-from imagine_edge.sdk.usage import Endpoint
 
-__all__ = ["CLIENT_DEFAULT_NAMES", "Engine", "ModelIndex", "ModelState"]
-
-TextEvent = Callable[[str, bool, bool], Any]  # (text, first, final) -> stream event
+__all__ = ["Engine"]
 
 
-class Engine(EngineCore):
-    """Serves the Imagine contract from a set of model cards; thread-safe."""
+class Engine:
+    """Serves the Imagine contract from a set of model cards; thread-safe.
+
+    It composes a :class:`ModelIndex` (``index``: which card serves a name), a
+    :class:`WorkerRegistry` (``workers``: one worker per model) and a :class:`Recorder`
+    (``recorder``: usage and history, opened on first use).
+    """
+
+    def __init__(
+        self,
+        cards: Sequence[ModelCard],
+        *,
+        data_dir: Path | None = None,
+        recorder: Recorder | None = None,
+        limits: Limits | None = None,
+        max_queue: int = 16,
+        userid: str = "local",
+    ) -> None:
+        self.index = ModelIndex(cards)
+        self.workers = WorkerRegistry(max_queue)
+        self.limits = limits or Limits()
+        self.data_dir = data_dir if data_dir is not None else default_data_dir()
+        self._recorder = recorder
+        self._userid = userid
+        self._lock = threading.Lock()
 
     @classmethod
     def from_catalog(cls, names: Sequence[str] | None = None, **kwargs: Any) -> Engine:
         """An engine over the catalog's models (all, or those named), loaded on first use."""
-        # Deferred: the registry imports the catalog and the model store.
-        from imagine_edge.models.registry import model_cards
-
         cards = model_cards()
         if names:
-            everything = cls(cards, **kwargs)
-            cards = [everything.lookup_strict(name) for name in names]
+            index = ModelIndex(cards)
+            cards = [index.lookup_strict(name) for name in names]
         return cls(cards, **kwargs)
+
+    @property
+    def recorder(self) -> Recorder:
+        """The usage store, opened on first use."""
+        with self._lock:
+            if self._recorder is None:
+                self._recorder = Recorder(self.data_dir / "usage.sqlite3", userid=self._userid)
+            return self._recorder
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def model_states(self) -> list[ModelState]:
+        """Load state, execution provider, memory and queue of every model."""
+        return self.workers.states(self.index.cards)
+
+    def load(self, names: Sequence[str] | None = None) -> None:
+        """Load models now: those named, else each type's default (they otherwise load lazily)."""
+        if names is not None:
+            cards = [self.index.lookup_strict(n) for n in names]
+        else:
+            cards = [c for t in ModelType if (c := self.index.default_card(t)) is not None]
+        for card in cards:
+            self.workers.worker(card).load()
+
+    def unload(self, name: str) -> None:
+        """Free a model's sessions after its admitted requests; it reloads on next use."""
+        self.workers.unload(self.index.lookup_strict(name))
+
+    def close(self) -> None:
+        """Cancel all requests, stop the workers, free every model and close the store."""
+        self.workers.close()
+        with self._lock:
+            if self._recorder is not None:
+                self._recorder.close()
+                self._recorder = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _submit(
+        self,
+        card: ModelCard,
+        endpoint: Endpoint,
+        request: BaseModel | Mapping[str, Any],
+        call: Call[Any, Any],
+        body: Callable[[Any, Call[Any, Any], JobContext], Any],
+    ) -> Call[Any, Any]:
+        """Admit ``body`` to run on ``card``'s worker for ``call``; record the request when done."""
+        created = time.time()
+        request_json = (
+            request.model_dump(mode="json", exclude_none=True)
+            if isinstance(request, BaseModel)
+            else dict(request)
+        )
+
+        def on_done(job: Job, out: Outcome) -> None:
+            self.recorder.record(
+                RequestRecord.of(out, call.id, endpoint, card, created, request_json)
+            )
+
+        self.workers.worker(card).submit(Job(call, body, on_done))
+        return call
 
     # ------------------------------------------------------------------ state and history
 
@@ -99,14 +190,14 @@ class Engine(EngineCore):
     def health(self) -> HealthResponse:
         """Store and model health; there is no PostgreSQL or Redis on a device."""
         parts = []
-        for s in self.model_states():
+        for card, s in zip(self.index.cards, self.model_states(), strict=True):
             detail = s.state
             if s.execution_provider is not None:
                 mib = (s.resident_bytes or 0) / 2**20
                 detail += f" on {s.execution_provider}, {mib:.1f} MiB"
                 if s.load_rss_bytes is not None:  # measured, beside the weights' size
                     detail += f" (+{s.load_rss_bytes / 2**20:.1f} MiB resident at load)"
-            parts.append(f"{s.name} ({self._cards[s.name].model_type.value}): {detail}")
+            parts.append(f"{s.name} ({card.model_type.value}): {detail}")
         return HealthResponse(
             postgres="not used", redis="not used", models="; ".join(parts) or "no models"
         )
@@ -119,7 +210,7 @@ class Engine(EngineCore):
         model: str | None = None,
     ) -> UsageResponse:
         """Usage per model and time bin; ``model`` may be an alias."""
-        card = None if model is None else self.lookup(model)
+        card = None if model is None else self.index.lookup(model)
         name = card.name if card is not None else model
         return self.recorder.usage(aggregation_duration, since, until, name)
 
@@ -137,41 +228,11 @@ class Engine(EngineCore):
 
     # ------------------------------------------------------------------ text generation
 
-    @staticmethod
-    def _fold(
-        chunks: Iterator[GenerationChunk],
-        fold: TextFold,
-        call: Call[Any, Any],
-        ctx: JobContext,
-        event: TextEvent | None,
-    ) -> None:
-        """Run a generation into ``fold``, emitting stream events when ``event`` is given."""
-        first = True
-        try:
-            for chunk in chunks:
-                fold.add(chunk)
-                final = chunk.finish_reason is not None
-                if event is not None and (chunk.text or final):
-                    call.emit(event(chunk.text, first, final))
-                    first = False
-                if final or call.cancelled:
-                    break
-        finally:
-            # Closing the generator at once frees the model's per-request state (KV cache).
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-        if event is not None and fold.finish_reason is None and not call.cancelled:
-            call.emit(event("", first, True))
-        stats = fold.stats
-        ctx.prompt_tokens, ctx.completion_tokens = stats.prompt_tokens, stats.completion_tokens
-        ctx.prefill_seconds, ctx.decode_seconds = stats.prefill_seconds, stats.decode_seconds
-
     def chat(
         self, request: ChatCompletionRequest
     ) -> Call[ChatCompletionStreamResponse, ChatCompletionResponse]:
         """Admit a chat completion; events are chunks when ``request.stream``."""
-        card = self.resolve(request.model, ModelType.LLM)
+        card = self.index.resolve(request.model, ModelType.LLM)
         if not request.messages:
             raise InvalidRequestError("messages must contain at least one message")
         self.limits.check_count("messages", len(request.messages), self.limits.max_messages)
@@ -185,7 +246,7 @@ class Engine(EngineCore):
 
         def body(model: TextGenerator, call: Call[Any, Any], ctx: JobContext) -> Any:
             chunks = model.generate_chat(request, ctx.cancel)
-            self._fold(chunks, fold, call, ctx, event if request.stream else None)
+            fold.consume(chunks, call, ctx, event if request.stream else None)
             return fold.chat_response(head)
 
         return self._submit(card, Endpoint.CHAT, request, call, body)
@@ -194,7 +255,7 @@ class Engine(EngineCore):
         self, request: CompletionRequest
     ) -> Call[CompletionStreamResponse, CompletionResponse]:
         """Admit a text completion; events are chunks when ``request.stream``."""
-        card = self.resolve(request.model, ModelType.LLM)
+        card = self.index.resolve(request.model, ModelType.LLM)
         head, fold = Head(new_id("cmpl"), card.name), TextFold()
         call: Call[CompletionStreamResponse, CompletionResponse] = Call(
             head.id,
@@ -206,20 +267,20 @@ class Engine(EngineCore):
 
         def body(model: TextGenerator, call: Call[Any, Any], ctx: JobContext) -> Any:
             chunks = model.generate_completion(request, ctx.cancel)
-            self._fold(chunks, fold, call, ctx, event if request.stream else None)
+            fold.consume(chunks, call, ctx, event if request.stream else None)
             return fold.completion_response(head, time.monotonic() - ctx.started)
 
         return self._submit(card, Endpoint.COMPLETIONS, request, call, body)
 
     def translate(self, request: TranslateRequest) -> Call[Never, TranslateResponse]:
         """Admit a translation (never streamed: the contract has no translate stream)."""
-        card = self.resolve(request.model, ModelType.TRANSLATE)
+        card = self.index.resolve(request.model, ModelType.TRANSLATE)
         if request.stream:
             raise InvalidRequestError("translate does not stream; send stream: false")
         head, fold = Head(new_id("tr"), card.name), TextFold()
 
         def body(model: Translator, call: Call[Any, Any], ctx: JobContext) -> Any:
-            self._fold(model.translate(request, ctx.cancel), fold, call, ctx, None)
+            fold.consume(model.translate(request, ctx.cancel), call, ctx, None)
             return fold.completion_response(
                 head,
                 time.monotonic() - ctx.started,
@@ -233,7 +294,7 @@ class Engine(EngineCore):
 
     def embeddings(self, request: EmbeddingRequest) -> Call[Never, EmbeddingResponse]:
         """Admit an embedding request for one text or a list (vectors in input order)."""
-        card = self.resolve(request.model, ModelType.EMBEDDING)
+        card = self.index.resolve(request.model, ModelType.EMBEDDING)
         texts = [request.input] if isinstance(request.input, str) else list(request.input)
         if not texts:
             raise InvalidRequestError("input must be a text or a non-empty list of texts")
@@ -246,7 +307,7 @@ class Engine(EngineCore):
                 raise ModelRunError(
                     f"{card.name} returned {out.vectors.shape[0]} vectors for {len(texts)} texts"
                 )
-            ctx.prompt_tokens = out.prompt_tokens
+            ctx.stats = GenerationStats(prompt_tokens=out.prompt_tokens)
             data = [
                 EmbeddingObject(object="embedding", embedding=vector.tolist(), index=i)
                 for i, vector in enumerate(out.vectors)
@@ -260,7 +321,7 @@ class Engine(EngineCore):
 
     def rerank(self, request: ReRankerRequest) -> Call[Never, ReRankerResponse]:
         """Admit a rerank: documents sorted by descending score, ``top_n`` of them (or all)."""
-        card = self.resolve(request.model, ModelType.RERANKER)
+        card = self.index.resolve(request.model, ModelType.RERANKER)
         docs = request.documents
         if not docs:
             raise InvalidRequestError("documents must contain at least one document")
@@ -274,7 +335,7 @@ class Engine(EngineCore):
                 raise ModelRunError(
                     f"{card.name} returned scores of shape {scores.shape} for {len(docs)} documents"
                 )
-            ctx.prompt_tokens = out.prompt_tokens
+            ctx.stats = GenerationStats(prompt_tokens=out.prompt_tokens)
             # Stable sort on the negated scores: ties keep the documents' input order.
             order = np.argsort(-scores, kind="stable")[: request.top_n or len(docs)]
             data = [
@@ -302,7 +363,7 @@ class Engine(EngineCore):
         With ``response_format`` 'url' the PNG is kept under the data directory and its URL is
         ``url_for(file_id)`` (a file:// URI by default).
         """
-        card = self.resolve(request.model, ModelType.TEXT_TO_IMAGE)
+        card = self.index.resolve(request.model, ModelType.TEXT_TO_IMAGE)
         self.limits.check_image_size(request.size)
         count = self.limits.check_images(request.n)
         steps = request.num_inference_steps or 1
@@ -343,7 +404,7 @@ class Engine(EngineCore):
 
     def transcribe(self, audio: bytes, model: str) -> Call[Never, TranscribeResponse]:
         """Admit a transcription of an audio file (format sniffed by the model)."""
-        card = self.resolve(model, ModelType.TRANSCRIBE)
+        card = self.index.resolve(model, ModelType.TRANSCRIBE)
         if not audio:
             raise InvalidRequestError("file must not be empty")
         self.limits.check_audio(audio)

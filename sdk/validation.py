@@ -1,11 +1,29 @@
-"""Readable messages for pydantic validation errors, shared by the client and the server."""
+"""Building request DTOs: a validation failure is an InvalidRequestError with a readable message.
+
+Shared by the clients and the server, so that a bad parameter reads the same in process and
+over HTTP.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["validation_message"]
+from pydantic import BaseModel, ValidationError
+
+from imagine_edge.sdk.errors import InvalidRequestError
+
+__all__ = ["build", "validation_message"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def build(cls: type[M], **fields: Any) -> M:
+    """``cls(**fields)``, a validation failure raised as InvalidRequestError (as a server's 422)."""
+    try:
+        return cls(**fields)
+    except ValidationError as e:
+        raise InvalidRequestError(validation_message(e.errors())) from e
 
 
 def validation_message(errors: Iterable[Mapping[str, Any]]) -> str:

@@ -22,13 +22,20 @@ import re
 import sqlite3
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import StrEnum
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self, cast
 
+from pydantic import BaseModel
+
+from imagine_edge.models.base import ModelCard
+from imagine_edge.runtime.results import GenerationStats
+from imagine_edge.sdk.engine.worker import Outcome, Status
 from imagine_edge.sdk.errors import InvalidRequestError, NoHistoryError
+from imagine_edge.sdk.paths import Endpoint
 from imagine_edge.sdk.types import (
+    Image,
+    ImageResponse,
     ModelType,
     UsageRecord,
     UsageRecordAggregated,
@@ -37,13 +44,12 @@ from imagine_edge.sdk.types import (
 
 __all__ = [
     "DATA_DIR_ENV",
-    "Endpoint",
     "Recorder",
     "RequestRecord",
-    "Status",
     "default_data_dir",
     "parse_client_datetime",
     "parse_duration",
+    "stored_response",
 ]
 
 DATA_DIR_ENV: Final = "IMAGINE_EDGE_DATA_DIR"
@@ -61,26 +67,6 @@ _UNITS: Final = {
 _DURATION = re.compile(r"^\s*(\d+)?\s*([a-z]+)\s*$")
 
 
-class Endpoint(StrEnum):
-    """The request kinds, named by their path under the API root (the history key)."""
-
-    CHAT = "chat/completions"
-    COMPLETIONS = "completions"
-    TRANSLATE = "translate"
-    EMBEDDINGS = "embeddings"
-    RERANKER = "reranker"
-    IMAGES = "images/generations"
-    TRANSCRIBE = "transcribe"
-
-
-class Status(StrEnum):
-    """How a request ended."""
-
-    OK = "ok"
-    ERROR = "error"
-    CANCELLED = "cancelled"
-
-
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
     """One request as stored: counts, timings (seconds) and the JSON bodies."""
@@ -91,16 +77,57 @@ class RequestRecord:
     model_type: ModelType
     status: Status
     created: float  # epoch seconds when the request was admitted
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    # The run's token counts and model-side timings, as the model reported them.
+    stats: GenerationStats = field(default_factory=GenerationStats)
     queue_seconds: float = 0.0
     load_seconds: float = 0.0
-    prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
     generation_seconds: float = 0.0
     request: Mapping[str, Any] | None = None
     response: Mapping[str, Any] | None = None
     error: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        out: Outcome,
+        call_id: str,
+        endpoint: Endpoint,
+        card: ModelCard,
+        created: float,
+        request: Mapping[str, Any],
+    ) -> Self:
+        """The record of a job that ended with ``out``."""
+        return cls(
+            id=call_id,
+            endpoint=endpoint,
+            model=card.name,
+            model_type=card.model_type,
+            status=out.status,
+            created=created,
+            stats=out.context.stats,
+            queue_seconds=out.queue_seconds,
+            load_seconds=out.load_seconds,
+            generation_seconds=out.generation_seconds,
+            request=request,
+            response=stored_response(out.result),
+            error=None if out.error is None else str(out.error),
+        )
+
+
+def stored_response(result: Any) -> dict[str, Any] | None:
+    """The response as kept in the history; image data is left out (it can be megabytes)."""
+    if not isinstance(result, BaseModel):
+        return None
+    if isinstance(result, ImageResponse):
+        result = result.model_copy(
+            update={
+                "data": [
+                    Image(url=i.url, b64_json=None if i.b64_json is None else "<omitted>")
+                    for i in result.data
+                ]
+            }
+        )
+    return cast(dict[str, Any], result.model_dump(mode="json"))
 
 
 def default_data_dir() -> Path:
@@ -185,10 +212,11 @@ class Recorder:
 
     def record(self, rec: RequestRecord) -> None:
         """Store one request, then drop bodies beyond the newest ``history_keep`` of its kind."""
+        stats = rec.stats
         row = (
             rec.id, rec.created, self.userid, rec.endpoint.value, rec.model, rec.model_type.value,
-            rec.status.value, rec.prompt_tokens, rec.completion_tokens, rec.queue_seconds,
-            rec.load_seconds, rec.prefill_seconds, rec.decode_seconds, rec.generation_seconds,
+            rec.status.value, stats.prompt_tokens, stats.completion_tokens, rec.queue_seconds,
+            rec.load_seconds, stats.prefill_seconds, stats.decode_seconds, rec.generation_seconds,
             None if rec.request is None else json.dumps(rec.request),
             None if rec.response is None else json.dumps(rec.response),
             rec.error,

@@ -1,7 +1,7 @@
 """Response DTOs built from model outputs.
 
 Streaming and non-streaming text responses are both built from the same
-:class:`~imagine_edge.models.base.GenerationChunk` s, folded by :class:`TextFold`, so a stream's
+:class:`~imagine_edge.runtime.results.GenerationChunk` s, folded by :class:`TextFold`, so a stream's
 concatenated deltas always equal the non-streaming text (CONTRACT.md §2.8, §2.9).
 
 Invariants:
@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, overload
 
-from imagine_edge.models.base import GenerationChunk, GenerationStats
+from imagine_edge.runtime.results import GenerationChunk, GenerationStats
+from imagine_edge.sdk.engine.calls import Call
+from imagine_edge.sdk.engine.worker import JobContext
 from imagine_edge.sdk.types import (
     ChatCompletionResponse,
     ChatCompletionResponseChoice,
@@ -36,7 +39,9 @@ from imagine_edge.sdk.types import (
     UsageInfo,
 )
 
-__all__ = ["Head", "TextFold", "new_id"]
+__all__ = ["Head", "TextEvent", "TextFold", "new_id"]
+
+TextEvent = Callable[[str, bool, bool], Any]  # (text, first, final) -> stream event
 
 # The stream event class, its choice class and its 'object' name, for chat and for completion.
 _CHAT_STREAM: Final[tuple[Any, Any, str]] = (
@@ -83,6 +88,33 @@ class TextFold:
             self.finish_reason = chunk.finish_reason
         if chunk.stats is not None:
             self.stats = chunk.stats
+
+    def consume(
+        self,
+        chunks: Iterator[GenerationChunk],
+        call: Call[Any, Any],
+        ctx: JobContext,
+        event: TextEvent | None,
+    ) -> None:
+        """Run a generation into this fold, emitting stream events when ``event`` is given."""
+        first = True
+        try:
+            for chunk in chunks:
+                self.add(chunk)
+                final = chunk.finish_reason is not None
+                if event is not None and (chunk.text or final):
+                    call.emit(event(chunk.text, first, final))
+                    first = False
+                if final or call.cancelled:
+                    break
+        finally:
+            # Closing the generator at once frees the model's per-request state (KV cache).
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        if event is not None and self.finish_reason is None and not call.cancelled:
+            call.emit(event("", first, True))
+        ctx.stats = self.stats
 
     @property
     def text(self) -> str:
