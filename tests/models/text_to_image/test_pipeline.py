@@ -14,6 +14,7 @@ of values that straddle a level boundary).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import struct
 import threading
@@ -30,6 +31,7 @@ from imagine_edge.models.store import Manifest, prepared
 from imagine_edge.models.text_to_image.pipeline import (
     StableDiffusionOnnx,
     encode_png,
+    load_image_generator,
     load_tiny_sd_random,
 )
 from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
@@ -345,6 +347,26 @@ def test_catalog_says_untrained(model: StableDiffusionOnnx) -> None:
     assert "optimum" in entry.model_card
     assert model.execution_provider == "CPUExecutionProvider"
     assert model.resident_bytes() > 100_000
+
+
+def test_the_catalog_loader_follows_the_target_variable(
+    manifest: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cpu_only = dataclasses.replace(manifest, variants={"cpu": manifest.variant("cpu")})
+    monkeypatch.delenv("IMAGINE_EDGE_TEXT_TO_IMAGE_TARGET", raising=False)
+    plain = load_image_generator(cpu_only)
+    assert plain.execution_provider == "CPUExecutionProvider"
+    monkeypatch.setenv("IMAGINE_EDGE_TEXT_TO_IMAGE_TARGET", "auto")
+    auto = load_image_generator(cpu_only)
+    assert auto.execution_provider == "CPUExecutionProvider (fallback: no prepared QNN graphs)"
+    request = _request(seed=3)
+    first = auto.generate_png(request, 0, threading.Event())
+    assert first == plain.generate_png(request, 0, threading.Event())
+    for m in (plain, auto):
+        m.close()
+    monkeypatch.setenv("IMAGINE_EDGE_TEXT_TO_IMAGE_TARGET", "npu")
+    with pytest.raises(ValueError, match="TEXT_TO_IMAGE_TARGET must be cpu, qnn or auto"):
+        load_image_generator(cpu_only)
 
 
 # --------------------------------------------------------------------------- QNN
