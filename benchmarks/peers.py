@@ -150,7 +150,7 @@ def _llm_peers(scenario: dict[str, Any], config: BenchConfig, progress: Progress
 
     manifest = prepared(scenario["model"])
     cpu_dir = manifest.variant("cpu").dir
-    gguf = lookup(scenario["model"]).weights
+    gguf = lookup(scenario["model"]).weights_file()
 
     def measure(stream: Callable[[str], Iterator[object]]) -> PeerPoints:
         return _llm_peer_points(stream, config, progress)
