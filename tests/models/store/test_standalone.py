@@ -27,7 +27,7 @@ from imagine_edge.models.store import (
     lookup,
     prepared,
 )
-from imagine_edge.models.store_prune import stale_files
+from imagine_edge.models.store.prune import stale_files
 from imagine_edge.sdk.errors import ModelRunError
 from imagine_edge.sdk.types import ModelType
 

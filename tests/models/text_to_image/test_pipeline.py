@@ -3,7 +3,7 @@
 Depths: the real pipeline's determinism and seed semantics on PNG bytes; agreement with
 diffusers' own ``StableDiffusionPipeline`` on the same weights; request validation; and placement
 on the QNN HTP simulator (marked ``qnn``). The tokenizer is checked against transformers' in
-``test_text_to_image_tokenizer.py``.
+``test_tokenizer.py``.
 
 Parity tolerance: our images and diffusers' (float in [0, 1], 64x64 and 128x64, guidance 6.5
 with a negative prompt, two steps) differ by at most 2e-5 where measured (ONNX Runtime's and
@@ -27,7 +27,7 @@ import pytest
 from imagine_edge.models.catalog import get_entry
 from imagine_edge.models.prepare.tiny_sd import NAME, QNN_SIZE
 from imagine_edge.models.store import Manifest, prepared
-from imagine_edge.models.text_to_image import (
+from imagine_edge.models.text_to_image.pipeline import (
     StableDiffusionOnnx,
     encode_png,
     load_tiny_sd_random,
