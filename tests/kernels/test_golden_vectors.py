@@ -37,10 +37,20 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("cmake is not installed")
     build = tmp_path_factory.mktemp("golden-build")
     subprocess.run(
-        ["cmake", "-S", str(ROOT), "-B", str(build), "-DIMAGINE_EDGE_GOLDEN=ON",
-         "-DIMAGINE_EDGE_WERROR=ON", "-DCMAKE_BUILD_TYPE=Release"],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            "cmake",
+            "-S",
+            str(ROOT),
+            "-B",
+            str(build),
+            "-DIMAGINE_EDGE_GOLDEN=ON",
+            "-DIMAGINE_EDGE_WERROR=ON",
+            "-DCMAKE_BUILD_TYPE=Release",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     subprocess.run(["cmake", "--build", str(build)], check=True, capture_output=True, text=True)
     return build / "ie_golden"
 
