@@ -54,6 +54,7 @@ from imagine_edge.benchmarks.scenarios import (
     _timed_calls,
     prompt_of,
 )
+from imagine_edge.extras import extra_of
 from imagine_edge.sdk.types import ModelType
 
 __all__ = ["compare"]
@@ -133,7 +134,9 @@ def _peer(
     try:
         engine = make()
     except ImportError as exc:
-        entry["error"] = f"not installed: {exc}"
+        extra = extra_of(exc.name)
+        hint = f" (pip install 'imagine-edge[{extra}]')" if extra else ""
+        entry["error"] = f"not installed: {exc}{hint}"
         return entry
     except Exception as exc:  # weights missing or unreadable: the other peers still run
         entry["error"] = f"unavailable: {type(exc).__name__}: {exc}"

@@ -13,7 +13,7 @@ import importlib.util
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-__all__ = ["EXTRA_MODULES", "MissingExtraError", "missing_modules", "require"]
+__all__ = ["EXTRA_MODULES", "MissingExtraError", "extra_of", "missing_modules", "require"]
 
 EXTRA_MODULES: Final[Mapping[str, tuple[str, ...]]] = {
     # Converting packaged weights to ONNX (`imagine-edge models prepare` on a store miss).
@@ -31,6 +31,8 @@ EXTRA_MODULES: Final[Mapping[str, tuple[str, ...]]] = {
     ),
     # The PNG chart of `imagine-edge bench`.
     "bench": ("matplotlib",),
+    # Peers of `imagine-edge bench --compare`, each optional on its own.
+    "compare": ("faster_whisper", "llama_cpp"),
 }
 """The import names each extra brings, for the features that need the whole extra."""
 
@@ -54,6 +56,12 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a broken or half-removed install counts as missing
         return False
+
+
+def extra_of(module: str | None) -> str | None:
+    """The extra that brings ``module`` (or its top-level package), if one does."""
+    top = (module or "").partition(".")[0]
+    return next((extra for extra, mods in EXTRA_MODULES.items() if top in mods), None)
 
 
 def missing_modules(extra: str) -> list[str]:

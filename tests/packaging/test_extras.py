@@ -18,12 +18,25 @@ def _requirement_names(requirements: list[str]) -> set[str]:
     return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() for r in requirements}
 
 
+# Import names that differ from the distribution's.
+_DISTRIBUTION = {"llama_cpp": "llama-cpp-python"}
+
+
 def test_extra_modules_match_the_extras_in_pyproject() -> None:
     optional = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
     ]
     for extra, modules in extras.EXTRA_MODULES.items():
-        assert _requirement_names(optional[extra]) == {m.replace("_", "-") for m in modules}
+        expected = {_DISTRIBUTION.get(m, m.replace("_", "-")) for m in modules}
+        assert _requirement_names(optional[extra]) == expected
+
+
+def test_a_module_is_traced_to_its_extra() -> None:
+    assert extras.extra_of("torch.nn") == "prepare"
+    assert extras.extra_of("llama_cpp") == "compare"
+    assert extras.extra_of("matplotlib.pyplot") == "bench"
+    assert extras.extra_of("numpy") is None
+    assert extras.extra_of(None) is None
 
 
 def test_installed_extras_are_not_reported_missing() -> None:
