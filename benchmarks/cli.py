@@ -26,6 +26,7 @@ from typing import Any
 from imagine_edge.benchmarks.machine import machine_info
 from imagine_edge.benchmarks.report import render_table, write_chart, write_json
 from imagine_edge.benchmarks.scenarios import SCENARIOS, BenchConfig, Point
+from imagine_edge.extras import require
 from imagine_edge.sdk.types import ModelType
 
 __all__ = ["bench_command", "parse_args", "run_bench"]
@@ -249,6 +250,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def bench_command(argv: list[str]) -> int:
     """Run ``imagine-edge bench ARGV``; returns the exit code."""
     args = parse_args(argv)
+    require("bench", "imagine-edge bench (its PNG chart)")  # before minutes of measuring
     report = run_bench(args)
     sys.stdout.write(render_table(report) + "\n")
     write_json(report, args.out / "bench.json")

@@ -54,6 +54,7 @@ from imagine_edge.benchmarks.scenarios import (
     _timed_calls,
     prompt_of,
 )
+from imagine_edge.extras import extra_of
 from imagine_edge.sdk.types import ModelType
 
 __all__ = ["compare"]
@@ -133,7 +134,9 @@ def _peer(
     try:
         engine = make()
     except ImportError as exc:
-        entry["error"] = f"not installed: {exc}"
+        extra = extra_of(exc.name)
+        hint = f" (pip install 'imagine-edge[{extra}]')" if extra else ""
+        entry["error"] = f"not installed: {exc}{hint}"
         return entry
     except Exception as exc:  # weights missing or unreadable: the other peers still run
         entry["error"] = f"unavailable: {type(exc).__name__}: {exc}"
@@ -150,7 +153,7 @@ def _llm_peers(scenario: dict[str, Any], config: BenchConfig, progress: Progress
 
     manifest = prepared(scenario["model"])
     cpu_dir = manifest.variant("cpu").dir
-    gguf = lookup(scenario["model"]).weights
+    gguf = lookup(scenario["model"]).weights_file()
 
     def measure(stream: Callable[[str], Iterator[object]]) -> PeerPoints:
         return _llm_peer_points(stream, config, progress)

