@@ -2,14 +2,18 @@
 
 Handlers parse the body into the contract's DTOs, hand them to the engine, and turn the call
 into JSON or server-sent events; they never block the event loop (inference runs on the model
-workers, SQLite reads in the thread pool). POST runs, GET on the same path reads its history.
+workers; admission, which validates and serializes the request, and SQLite reads run in the
+thread pool). POST runs, GET on the same path reads its history. The usage query's values are
+checked here, before the store sees them: a duration of at most ``MAX_USAGE_BIN_SECONDS`` and
+dates that have an epoch time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
@@ -19,7 +23,7 @@ from starlette.responses import Response
 
 from imagine_edge.sdk._calls import Call
 from imagine_edge.sdk.engine import CLIENT_DEFAULT_NAMES, Engine
-from imagine_edge.sdk.errors import ImagineException
+from imagine_edge.sdk.errors import ImagineException, InvalidRequestError
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -40,17 +44,22 @@ from imagine_edge.sdk.types import (
     TranslateResponse,
     UsageResponse,
 )
-from imagine_edge.sdk.usage import Endpoint, parse_client_datetime
+from imagine_edge.sdk.usage import Endpoint, parse_client_datetime, parse_duration
 from imagine_edge.server.errors import error_response
+from imagine_edge.server.sanitize import public_message
 from imagine_edge.server.sse import error_event, sse_response
 
-__all__ = ["imagine_router", "result_or_cancel"]
+__all__ = ["MAX_USAGE_BIN_SECONDS", "imagine_router", "result_or_cancel", "submit_off_loop"]
+
+MAX_USAGE_BIN_SECONDS: Final = 36_500 * 86_400  # a hundred years
 
 E = TypeVar("E", bound=BaseModel)
 _HISTORIES = (Endpoint.EMBEDDINGS, Endpoint.RERANKER, Endpoint.COMPLETIONS, Endpoint.CHAT)
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text}
     for code, text in [
+        (400, "Invalid request (a prompt over the model's context)"),
+        (403, "Host or Origin not allowed (loopback guard)"),
         (404, "Unknown model"),
         (409, "No model of this type here (or busy, on a stream)"),
         (413, "Input too large"),
@@ -109,11 +118,39 @@ class _ImagineRenderer:
         return error_event(payload, exc, openai=False)
 
 
+async def submit_off_loop(submit: Callable[[], Call[Any, Any]]) -> Call[Any, Any]:
+    """Run an engine admission in the thread pool: it validates and copies the request, which
+    takes a while for a large one, and the event loop must keep serving everyone else."""
+    return await run_in_threadpool(submit)
+
+
+def _usage_datetime(text: str | None, name: str) -> dt.datetime | None:
+    if text is None:
+        return None
+    value = parse_client_datetime(text, name)
+    try:
+        value.timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise InvalidRequestError(
+            f"{name} must be a date and time between 1970 and 9999, got {text!r}"
+        ) from None
+    return value
+
+
+def _usage_duration(text: str | None) -> str | None:
+    if text is not None and parse_duration(text) > MAX_USAGE_BIN_SECONDS:
+        raise InvalidRequestError(
+            f"aggregation_duration must be at most {MAX_USAGE_BIN_SECONDS // 86_400} days, "
+            f"got {text[:100]!r}"
+        )
+    return text
+
+
 async def _respond(
     request: Request, submit: Callable[[], Call[Any, Any]], *, stream: bool, heartbeat: float
 ) -> Response:
     try:
-        call = submit()
+        call = await submit_off_loop(submit)
     except ImagineException as exc:
         return error_response(exc, stream=stream)
     if stream:
@@ -134,7 +171,9 @@ def imagine_router(
 
     @router.get("/health", response_model=HealthResponse)
     async def health() -> HealthResponse:
-        return await run_in_threadpool(engine.health)
+        health = await run_in_threadpool(engine.health)
+        # Load failures name files and runtime internals: health is public, so it says less.
+        return health.model_copy(update={"models": public_message(health.models)})
 
     @router.get("/models", response_model=dict[str, Any])
     async def models(model_type: ModelType | None = None) -> dict[str, Any]:
@@ -157,9 +196,9 @@ def imagine_router(
         until: Annotated[str | None, Query(alias="to")] = None,
         model: str | None = None,
     ) -> UsageResponse:
-        start = None if since is None else parse_client_datetime(since, "from")
-        end = None if until is None else parse_client_datetime(until, "to")
-        return await run_in_threadpool(engine.usage, aggregation_duration, start, end, model)
+        start, end = _usage_datetime(since, "from"), _usage_datetime(until, "to")
+        duration = _usage_duration(aggregation_duration)
+        return await run_in_threadpool(engine.usage, duration, start, end, model)
 
     @router.post("/embeddings", response_model=EmbeddingResponse)
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:

@@ -21,14 +21,18 @@ from typing import Any, Literal
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import Response
 
 from imagine_edge.sdk._calls import Call
-from imagine_edge.sdk._validation import validation_message
+from imagine_edge.sdk._validation import request_error, schema_range
 from imagine_edge.sdk.engine import Engine
 from imagine_edge.sdk.errors import ImagineException, InvalidRequestError, ModelNotFoundError
 from imagine_edge.sdk.types import (
+    INT32_MAX,
+    MAX_STOP_STRINGS,
+    REPETITION_PENALTY_RANGE,
+    SEED_RANGE,
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChatCompletionStreamResponse,
@@ -42,7 +46,7 @@ from imagine_edge.sdk.types import (
     UsageInfo,
 )
 from imagine_edge.server.errors import error_response
-from imagine_edge.server.routes_imagine import result_or_cancel
+from imagine_edge.server.routes_imagine import result_or_cancel, submit_off_loop
 from imagine_edge.server.sse import error_event, sse_response
 
 __all__ = ["openai_router"]
@@ -51,21 +55,43 @@ __all__ = ["openai_router"]
 class _Sampling(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
+    # The ranges are checked by the Imagine DTO each request becomes; they are stated here
+    # too, for the OpenAPI document.
     model: str
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    stop: str | list[str] | None = None
-    n: int | None = None
-    logprobs: bool | int | None = None
-    seed: int | None = None
+    max_tokens: int | None = Field(None, json_schema_extra=schema_range(1, INT32_MAX))
+    temperature: float | None = Field(None, json_schema_extra=schema_range(0, 2))
+    top_p: float | None = Field(None, json_schema_extra=schema_range(0, 1, exclusive_low=True))
+    frequency_penalty: float | None = Field(None, json_schema_extra=schema_range(-2, 2))
+    presence_penalty: float | None = Field(None, json_schema_extra=schema_range(-2, 2))
+    stop: str | list[str] | None = Field(
+        None, json_schema_extra=schema_range(items=MAX_STOP_STRINGS)
+    )
+    n: int | None = Field(None, description="Must be 1.", json_schema_extra=schema_range(1, 1))
+    logprobs: bool | int | None = Field(
+        None,
+        description="Not supported: false, 0 or absent.",
+        json_schema_extra={"enum": [False, 0, None]},
+    )
+    seed: int | None = Field(
+        None, description="Accepted and ignored.", json_schema_extra=schema_range(*SEED_RANGE)
+    )
     # Common extensions (vLLM, llama.cpp) passed through extra_body.
-    top_k: int | None = None
-    repetition_penalty: float | None = None
+    top_k: int | None = Field(
+        None, json_schema_extra=schema_range(-1, INT32_MAX) | {"not": {"const": 0}}
+    )
+    repetition_penalty: float | None = Field(
+        None, json_schema_extra=schema_range(*REPETITION_PENALTY_RANGE)
+    )
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int | None) -> int | None:
+        low, high = SEED_RANGE
+        if v is not None and not low <= v <= high:
+            raise ValueError(f"seed must be in [{low}, {high}], got {v}")
+        return v
 
     def imagine_params(self) -> dict[str, Any]:
         if self.n not in (None, 1):
@@ -105,7 +131,7 @@ class OpenAIChatRequest(_Sampling):
     """Body of POST /v1/chat/completions."""
 
     messages: list[OpenAIMessage]
-    max_completion_tokens: int | None = None
+    max_completion_tokens: int | None = Field(None, json_schema_extra=schema_range(1, INT32_MAX))
     tools: list[Tools] | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
@@ -132,7 +158,7 @@ def _imagine(cls: type[BaseModel], **fields: Any) -> Any:
     try:
         return cls(**fields)
     except ValidationError as e:
-        raise InvalidRequestError(validation_message(e.errors())) from e
+        raise request_error(e.errors()) from e
 
 
 def _chat_request(body: OpenAIChatRequest) -> ChatCompletionRequest:
@@ -282,7 +308,7 @@ async def _run(
     heartbeat: float,
 ) -> Response:
     try:
-        call = engine_call()
+        call = await submit_off_loop(engine_call)
     except ImagineException as exc:
         return error_response(exc, stream=stream, openai=True)
     if stream:
