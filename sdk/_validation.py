@@ -33,7 +33,7 @@ __all__ = [
 MAX_REQUEST_CHARS: Final = 1_000_000
 TEXT_TOO_LONG: Final = "text_too_long"
 # Pydantic error types that mean "too much input" (413), not "a wrong value" (422).
-TOO_LARGE_ERRORS: Final = frozenset({TEXT_TOO_LONG, "too_long", "string_too_long"})
+TOO_LARGE_ERRORS: Final = frozenset({TEXT_TOO_LONG})
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 

@@ -176,7 +176,8 @@ class LLMSamplingParams(_Request):
         None,
         description=f"Strings that end generation (at most {MAX_STOP_STRINGS}, each of at most "
         f"{MAX_STOP_CHARS} characters); the returned text includes the stop.",
-        json_schema_extra=schema_range(items=MAX_STOP_STRINGS),
+        json_schema_extra=schema_range(items=MAX_STOP_STRINGS)
+        | {"items": {"type": "string", "maxLength": MAX_STOP_CHARS}},
     )
     max_seconds: int | None = Field(
         None,
@@ -194,7 +195,15 @@ class LLMSamplingParams(_Request):
         None,
         description=f"Token-id sequences that end generation when the output ends with one (at "
         f"most {MAX_STOP_TOKEN_IDS} sequences of 1 to {MAX_STOP_TOKEN_IDS} ids).",
-        json_schema_extra=schema_range(items=MAX_STOP_TOKEN_IDS),
+        json_schema_extra=schema_range(items=MAX_STOP_TOKEN_IDS)
+        | {
+            "items": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_STOP_TOKEN_IDS,
+                "items": {"type": "integer", "minimum": 0, "maximum": INT32_MAX},
+            }
+        },
     )
     max_tokens: int | None = Field(
         None,
@@ -348,7 +357,9 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(LLMSamplingParams):
     """Body of POST chat/completions."""
 
-    messages: list[ChatMessage] = Field(description="The conversation so far.")
+    messages: list[ChatMessage] = Field(
+        description="The conversation so far.", json_schema_extra={"minItems": 1}
+    )
     model: str = Field(description="Name (or alias) of the LLM to use.")
     stream: bool = Field(description="Stream the answer as server-sent events.")
     tools: list[Tools] | None = Field(None, description="Tools the model may call.")
@@ -496,7 +507,10 @@ class EmbeddingRequest(_Request):
     """
 
     id: str | None = Field(None, description="Optional client-side identifier of the request.")
-    input: str | list[str] = Field(description="A text or a list of texts to embed.")
+    input: str | list[str] = Field(
+        description="A text or a non-empty list of texts to embed.",
+        json_schema_extra={"not": {"type": "array", "maxItems": 0}},
+    )
     model: str = Field(description="Name (or alias) of the embedding model.")
 
 
@@ -522,7 +536,9 @@ class ReRankerRequest(_Request):
     """Body of POST reranker."""
 
     query: str = Field(description="The query documents are ranked against.")
-    documents: list[str] = Field(description="The documents to rank.")
+    documents: list[str] = Field(
+        description="The documents to rank.", json_schema_extra={"minItems": 1}
+    )
     top_n: int | None = Field(
         None,
         description="Return only the n best documents; all of them when absent.",

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.responses import Response
 
 from imagine_edge.sdk._calls import Call
@@ -30,6 +30,7 @@ from imagine_edge.sdk.engine import Engine
 from imagine_edge.sdk.errors import ImagineException, InvalidRequestError, ModelNotFoundError
 from imagine_edge.sdk.types import (
     INT32_MAX,
+    MAX_STOP_CHARS,
     MAX_STOP_STRINGS,
     REPETITION_PENALTY_RANGE,
     SEED_RANGE,
@@ -46,7 +47,7 @@ from imagine_edge.sdk.types import (
     UsageInfo,
 )
 from imagine_edge.server.errors import error_response
-from imagine_edge.server.routes_imagine import result_or_cancel, submit_off_loop
+from imagine_edge.server.routes_imagine import ERROR_RESPONSES, result_or_cancel, submit_off_loop
 from imagine_edge.server.sse import error_event, sse_response
 
 __all__ = ["openai_router"]
@@ -66,7 +67,9 @@ class _Sampling(BaseModel):
     frequency_penalty: float | None = Field(None, json_schema_extra=schema_range(-2, 2))
     presence_penalty: float | None = Field(None, json_schema_extra=schema_range(-2, 2))
     stop: str | list[str] | None = Field(
-        None, json_schema_extra=schema_range(items=MAX_STOP_STRINGS)
+        None,
+        json_schema_extra=schema_range(items=MAX_STOP_STRINGS)
+        | {"maxLength": MAX_STOP_CHARS, "items": {"type": "string", "maxLength": MAX_STOP_CHARS}},
     )
     n: int | None = Field(None, description="Must be 1.", json_schema_extra=schema_range(1, 1))
     logprobs: bool | int | None = Field(
@@ -130,7 +133,7 @@ class OpenAIMessage(BaseModel):
 class OpenAIChatRequest(_Sampling):
     """Body of POST /v1/chat/completions."""
 
-    messages: list[OpenAIMessage]
+    messages: list[OpenAIMessage] = Field(json_schema_extra={"minItems": 1})
     max_completion_tokens: int | None = Field(None, json_schema_extra=schema_range(1, INT32_MAX))
     tools: list[Tools] | None = None
     tool_choice: str | dict[str, Any] | None = None
@@ -140,7 +143,10 @@ class OpenAIChatRequest(_Sampling):
 class OpenAICompletionRequest(_Sampling):
     """Body of POST /v1/completions."""
 
-    prompt: str | list[str]
+    prompt: str | list[str] = Field(
+        description="One text (a list must hold exactly one).",
+        json_schema_extra={"not": {"type": "array", "not": {"minItems": 1, "maxItems": 1}}},
+    )
 
 
 class OpenAIEmbeddingRequest(BaseModel):
@@ -149,9 +155,24 @@ class OpenAIEmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[str] = Field(
+        description="A text or a non-empty list of texts; token ids are not supported.",
+        json_schema_extra={"not": {"type": "array", "maxItems": 0}},
+    )
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, description="Not supported: vectors keep their size.")
+    dimensions: int | None = Field(
+        None,
+        description="Not supported: vectors keep their size (null or absent).",
+        json_schema_extra={"not": {"type": "integer"}},
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_token_ids(cls, data: Any) -> Any:
+        texts = data.get("input") if isinstance(data, dict) else None
+        if isinstance(texts, list) and any(isinstance(t, int | list) for t in texts):
+            raise ValueError("input must be a text or a list of texts; token ids are not supported")
+        return data
 
 
 def _imagine(cls: type[BaseModel], **fields: Any) -> Any:
@@ -319,7 +340,7 @@ async def _run(
 
 def openai_router(engine: Engine, *, heartbeat: float) -> APIRouter:
     """The ``/v1`` routes over ``engine``."""
-    router = APIRouter()
+    router = APIRouter(responses=ERROR_RESPONSES)
 
     @router.post("/chat/completions")
     async def chat(body: OpenAIChatRequest, request: Request) -> Response:
@@ -352,10 +373,6 @@ def openai_router(engine: Engine, *, heartbeat: float) -> APIRouter:
     @router.post("/embeddings")
     async def embeddings(body: OpenAIEmbeddingRequest, request: Request) -> Response:
         texts = body.input
-        if not isinstance(texts, str) and not all(isinstance(t, str) for t in texts):
-            raise InvalidRequestError(
-                "input must be a text or a list of texts; token ids are not supported"
-            )
         if body.dimensions is not None:
             raise InvalidRequestError("dimensions is not supported: vectors keep their native size")
         req = _imagine(EmbeddingRequest, input=texts, model=body.model)
