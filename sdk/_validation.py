@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError
 from imagine_edge.sdk.errors import InvalidRequestError, PayloadTooLargeError
 
 __all__ = [
+    "MAX_NESTING",
     "MAX_REQUEST_CHARS",
     "TEXT_TOO_LONG",
     "TOO_LARGE_ERRORS",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 MAX_REQUEST_CHARS: Final = 1_000_000
+# JSON nesting a request may have (free-form fields such as tool parameters included); deeper
+# values could not be serialized again (pydantic stops at a few hundred levels).
+MAX_NESTING: Final = 64
 TEXT_TOO_LONG: Final = "text_too_long"
 # Pydantic error types that mean "too much input" (413), not "a wrong value" (422).
 TOO_LARGE_ERRORS: Final = frozenset({TEXT_TOO_LONG})
@@ -63,26 +67,29 @@ def request_error(errors: Iterable[Mapping[str, Any]]) -> InvalidRequestError:
     return InvalidRequestError(message)
 
 
-def _leaves(value: Any, loc: str) -> Iterable[tuple[str, str | float]]:
+def _leaves(value: Any, loc: str, depth: int = 0) -> Iterable[tuple[str, str | float]]:
     """Every string (keys included) and float in ``value`` with its location, depth first."""
+    if depth > MAX_NESTING:
+        where = ".".join(loc.split(".")[:4]) + "…"
+        raise ValueError(f"{where} is nested more than {MAX_NESTING} levels deep")
     if isinstance(value, str | float):
         yield loc, value
     elif isinstance(value, BaseModel):
-        yield from _leaves(dict(value), loc)
+        yield from _leaves(dict(value), loc, depth)
     elif isinstance(value, Mapping):
         for key, item in value.items():
             where = f"{loc}.{key}" if loc else str(key)
             if isinstance(key, str):
                 yield where, key
-            yield from _leaves(item, where)
+            yield from _leaves(item, where, depth + 1)
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            yield from _leaves(item, f"{loc}.{i}" if loc else str(i))
+            yield from _leaves(item, f"{loc}.{i}" if loc else str(i), depth + 1)
 
 
 def check_request_text(value: Any, limit: int = MAX_REQUEST_CHARS) -> None:
-    """Raise a pydantic error for a lone surrogate, a NaN or infinity anywhere in ``value``, or
-    for text over ``limit`` characters in all.
+    """Raise a pydantic error for a lone surrogate, a NaN or infinity anywhere in ``value``,
+    nesting deeper than :data:`MAX_NESTING`, or text over ``limit`` characters in all.
 
     ``value`` is a request's raw input (dicts, lists, strings, or DTOs built in Python). Floats
     are checked everywhere, free-form fields (tool parameters, content parts) included, because

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.responses import Response
 
 from imagine_edge.sdk._calls import Call
-from imagine_edge.sdk._validation import request_error, schema_range
+from imagine_edge.sdk._validation import check_request_text, request_error, schema_range
 from imagine_edge.sdk.engine import Engine
 from imagine_edge.sdk.errors import ImagineException, InvalidRequestError, ModelNotFoundError
 from imagine_edge.sdk.types import (
@@ -87,6 +87,13 @@ class _Sampling(BaseModel):
     repetition_penalty: float | None = Field(
         None, json_schema_extra=schema_range(*REPETITION_PENALTY_RANGE)
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_input(cls, data: Any) -> Any:
+        # The Imagine DTO checks again; this one runs before the body is copied into it.
+        check_request_text(data)
+        return data
 
     @field_validator("seed")
     @classmethod
@@ -169,6 +176,7 @@ class OpenAIEmbeddingRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_token_ids(cls, data: Any) -> Any:
+        check_request_text(data)
         texts = data.get("input") if isinstance(data, dict) else None
         if isinstance(texts, list) and any(isinstance(t, int | list) for t in texts):
             raise ValueError("input must be a text or a list of texts; token ids are not supported")

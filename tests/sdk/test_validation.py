@@ -134,6 +134,19 @@ def test_nan_anywhere_in_a_request_is_refused() -> None:
         )
 
 
+def test_deep_nesting_is_refused_before_it_cannot_be_serialized() -> None:
+    deep: list[object] = []
+    for _ in range(900):  # pydantic's serializer gave up on this (a 500)
+        deep = [deep]
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"a": deep}}}
+    with pytest.raises(
+        ValidationError, match=r"tools\.0\.function\.parameters… is nested more than 64"
+    ):
+        t.ChatCompletionRequest(
+            model="m", stream=False, messages=[{"role": "user", "content": "x"}], tools=[tool]
+        )
+
+
 def test_schema_states_the_ranges() -> None:
     props = t.CompletionRequest.model_json_schema()["properties"]
     assert props["temperature"]["minimum"] == 0

@@ -32,8 +32,16 @@ numbers = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e-300, 5e-324, 1e308]),
 )
+DEEP: list[object] = []
+for _ in range(900):
+    DEEP = [DEEP]
 wrong_types = st.one_of(
-    st.none(), st.booleans(), st.just({}), st.just([]), st.just({"a": [1, {"b": None}]})
+    st.none(),
+    st.booleans(),
+    st.just({}),
+    st.just([]),
+    st.just({"a": [1, {"b": None}]}),
+    st.just({"deep": DEEP}),  # nesting that pydantic could not serialize again
 )
 big_lists = st.sampled_from([["x"] * 5_000, [1] * 5_000, [[1]] * 2_000, [{}] * 1_000])
 hostile = st.one_of(texts, numbers, wrong_types, big_lists, st.lists(texts, max_size=5))
