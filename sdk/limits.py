@@ -81,13 +81,21 @@ def parse_image_size(size: str) -> tuple[int, int]:
 
 
 def wav_seconds(data: bytes) -> float | None:
-    """Duration of a RIFF/WAVE file from its header, or None when ``data`` is not WAV."""
+    """Duration of a RIFF/WAVE file from its header, or None when ``data`` is not WAV.
+
+    A header cut short (a ``fmt `` chunk that ends before its byte rate) is a 422.
+    """
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
     byte_rate, pos = 0, 12
     while pos + 8 <= len(data):
         chunk_id, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
         if chunk_id == b"fmt " and size >= 16:
+            if pos + 20 > len(data):
+                raise InvalidRequestError(
+                    f"the WAV file is truncated: its format chunk needs {size} bytes, the file "
+                    f"has {len(data) - pos - 8} after the chunk header"
+                )
             byte_rate = struct.unpack_from("<I", data, pos + 16)[0]
         elif chunk_id == b"data":
             # Streamed WAVs may carry a placeholder size: trust the bytes actually present.

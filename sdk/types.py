@@ -5,23 +5,35 @@ in-process API and the HTTP server. Class names, field names, types and defaults
 official ``python-imagine-sdk`` 0.5.0 client so that its JSON validates here and ours there
 (``tests/sdk`` cross-checks both directions). Where we are stricter, it is on purpose and only on
 requests: sampling ranges are validated so a bad value fails with a message naming the value and
-the valid range, instead of reaching the sampler.
+the valid range, instead of reaching the sampler, and the ranges are stated in the JSON schema.
+Every request's texts are checked before a tokenizer sees them (valid Unicode, at most
+``MAX_REQUEST_CHARS`` characters in all) and its numbers must be finite (``sdk/_validation.py``).
 
 Invariants:
 - Responses never carry integer ids: ``id``, ``model`` and ``object`` are strings (§5).
 - ``finish_reason`` is one of :class:`FinishReason` and present on every choice (nullable).
-- Only pydantic and the standard library are imported here (no runtime, no onnxruntime).
+- Only pydantic, the standard library and ``sdk/_validation.py`` are imported here (no runtime,
+  no onnxruntime).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from enum import Enum
-from typing import Any
+from typing import Any, Final
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from imagine_edge.sdk.validation import check_request_text, schema_range
 
 __all__ = [
+    "GUIDANCE_SCALE_RANGE",
+    "INT32_MAX",
+    "MAX_STOP_CHARS",
+    "MAX_STOP_STRINGS",
+    "MAX_STOP_TOKEN_IDS",
+    "REPETITION_PENALTY_RANGE",
+    "SEED_RANGE",
     "ChatCompletionRequest",
     "ChatCompletionResponse",
     "ChatCompletionResponseChoice",
@@ -62,6 +74,26 @@ __all__ = [
     "UsageRecordAggregated",
     "UsageResponse",
 ]
+
+
+INT32_MAX: Final = 2**31 - 1
+# Stop conditions are matched on every generated token: their number and size are bounded.
+MAX_STOP_STRINGS: Final = 16
+MAX_STOP_CHARS: Final = 500
+MAX_STOP_TOKEN_IDS: Final = 16
+REPETITION_PENALTY_RANGE: Final = (1e-3, 1e3)
+GUIDANCE_SCALE_RANGE: Final = (0.0, 100.0)
+SEED_RANGE: Final = (-(2**63), 2**64 - 1)
+
+
+class _Request(BaseModel):
+    """Base of request DTOs: texts are valid Unicode and bounded, numbers finite."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_input(cls, data: Any) -> Any:
+        check_request_text(data)
+        return data
 
 
 class ModelType(str, Enum):  # noqa: UP042  str() must stay "ModelType.X", as in the client
@@ -110,7 +142,12 @@ def _check_range(name: str, value: float | None, low: float, high: float, spec: 
         raise ValueError(f"{name} must be in {spec}, got {value}")
 
 
-class LLMSamplingParams(BaseModel):
+def _check_int(name: str, value: int | None, low: int, high: int = INT32_MAX) -> None:
+    if value is not None and not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+
+
+class LLMSamplingParams(_Request):
     """Sampling parameters shared by chat, completion and translate requests.
 
     Every field is optional; None means the model's default. Ranges are validated here so that
@@ -121,24 +158,32 @@ class LLMSamplingParams(BaseModel):
         None,
         description="Subtracts frequency_penalty * count from a generated token's logit, "
         "in [-2, 2] (OpenAI semantics, over generated tokens only).",
+        json_schema_extra=schema_range(-2, 2),
     )
     presence_penalty: float | None = Field(
         None,
         description="Subtracts presence_penalty from the logit of every token generated at "
         "least once, in [-2, 2].",
+        json_schema_extra=schema_range(-2, 2),
     )
     repetition_penalty: float | None = Field(
         None,
         description="Divides positive and multiplies negative logits of tokens seen in the "
-        "prompt or output, > 0 (1 is off).",
+        "prompt or output, in [0.001, 1000] (1 is off).",
+        json_schema_extra=schema_range(*REPETITION_PENALTY_RANGE),
     )
     stop: list[str] | None = Field(
-        None, description="Strings that end generation; the returned text includes the stop."
+        None,
+        description=f"Strings that end generation (at most {MAX_STOP_STRINGS}, each of at most "
+        f"{MAX_STOP_CHARS} characters); the returned text includes the stop.",
+        json_schema_extra=schema_range(items=MAX_STOP_STRINGS)
+        | {"items": {"type": "string", "maxLength": MAX_STOP_CHARS}},
     )
     max_seconds: int | None = Field(
         None,
         description="Wall-clock budget for generation in seconds, >= 1; when it runs out the "
         "choice ends with finish_reason 'length'.",
+        json_schema_extra=schema_range(1, INT32_MAX),
     )
     ignore_eos: bool | None = Field(
         None, description="Keep generating past the end-of-sequence token."
@@ -148,18 +193,37 @@ class LLMSamplingParams(BaseModel):
     )
     stop_token_ids: list[list[int]] | None = Field(
         None,
-        description="Token-id sequences that end generation when the output ends with one.",
+        description=f"Token-id sequences that end generation when the output ends with one (at "
+        f"most {MAX_STOP_TOKEN_IDS} sequences of 1 to {MAX_STOP_TOKEN_IDS} ids).",
+        json_schema_extra=schema_range(items=MAX_STOP_TOKEN_IDS)
+        | {
+            "items": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_STOP_TOKEN_IDS,
+                "items": {"type": "integer", "minimum": 0, "maximum": INT32_MAX},
+            }
+        },
     )
-    max_tokens: int | None = Field(None, description="Maximum number of tokens to generate, >= 1.")
+    max_tokens: int | None = Field(
+        None,
+        description="Maximum number of tokens to generate, >= 1.",
+        json_schema_extra=schema_range(1, INT32_MAX),
+    )
     temperature: float | None = Field(
-        None, description="Sampling temperature in [0, 2]; 0 (or <= 1e-5) is greedy."
+        None,
+        description="Sampling temperature in [0, 2]; 0 (or <= 1e-5) is greedy.",
+        json_schema_extra=schema_range(0, 2),
     )
     top_k: int | None = Field(
-        None, description="Keep the k most likely tokens, >= 1; -1 or 0 turns top-k off."
+        None,
+        description="Keep the k most likely tokens, >= 1; -1 or 0 turns top-k off.",
+        json_schema_extra=schema_range(-1, INT32_MAX),
     )
     top_p: float | None = Field(
         None,
         description="Keep the smallest set of tokens with probability mass >= top_p, in (0, 1].",
+        json_schema_extra=schema_range(0, 1, exclusive_low=True),
     )
     stream_options: dict[str, Any] | None = Field(
         None,
@@ -188,33 +252,55 @@ class LLMSamplingParams(BaseModel):
     @field_validator("repetition_penalty")
     @classmethod
     def _repetition_penalty(cls, v: float | None) -> float | None:
-        if v is not None and not v > 0.0:
-            raise ValueError(f"repetition_penalty must be > 0, got {v}")
+        # A tiny penalty overflows the logits it divides (1e-300 gave NaN), a huge one the
+        # negative logits it multiplies.
+        _check_range("repetition_penalty", v, *REPETITION_PENALTY_RANGE, "[0.001, 1000]")
         return v
 
     @field_validator("top_k")
     @classmethod
     def _top_k(cls, v: int | None) -> int | None:
-        # The kernels' rule and message (kernels.SamplingConfig, docs/sampling.md).
-        if v is not None and v < -1:
-            raise ValueError(f"top_k must be an integer >= -1 (-1 or 0 = off), got {v}")
+        # The kernels' rule and message (kernels.SamplingConfig, docs/sampling.md), bounded above.
+        if v is not None and not -1 <= v <= INT32_MAX:
+            raise ValueError(f"top_k must be an integer in [-1, {INT32_MAX}] (-1 or 0 = off), got {v}")
         return v
 
     @field_validator("max_tokens", "max_seconds")
     @classmethod
     def _positive(cls, v: int | None, info: Any) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
+        _check_int(info.field_name, v, 1)
+        return v
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(v) > MAX_STOP_STRINGS:
+            raise ValueError(f"stop must hold at most {MAX_STOP_STRINGS} strings, got {len(v)}")
+        for text in v or []:
+            if len(text) > MAX_STOP_CHARS:
+                raise ValueError(
+                    f"each stop string must be at most {MAX_STOP_CHARS} characters, got one of "
+                    f"{len(text)}"
+                )
         return v
 
     @field_validator("stop_token_ids")
     @classmethod
     def _stop_token_ids(cls, v: list[list[int]] | None) -> list[list[int]] | None:
+        if v is not None and len(v) > MAX_STOP_TOKEN_IDS:
+            raise ValueError(
+                f"stop_token_ids must hold at most {MAX_STOP_TOKEN_IDS} sequences, got {len(v)}"
+            )
         for seq in v or []:
             if not seq:
                 raise ValueError("stop_token_ids must not contain an empty sequence")
-            if any(t < 0 for t in seq):
-                raise ValueError(f"stop_token_ids must be non-negative token ids, got {seq}")
+            if len(seq) > MAX_STOP_TOKEN_IDS:
+                raise ValueError(
+                    f"each stop_token_ids sequence must hold at most {MAX_STOP_TOKEN_IDS} ids, "
+                    f"got {len(seq)}"
+                )
+            if any(not 0 <= t <= INT32_MAX for t in seq):
+                raise ValueError(f"stop_token_ids must be token ids in [0, {INT32_MAX}], got {seq}")
         return v
 
 
@@ -272,7 +358,9 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(LLMSamplingParams):
     """Body of POST chat/completions."""
 
-    messages: list[ChatMessage] = Field(description="The conversation so far.")
+    messages: list[ChatMessage] = Field(
+        description="The conversation so far.", json_schema_extra={"minItems": 1}
+    )
     model: str = Field(description="Name (or alias) of the LLM to use.")
     stream: bool = Field(description="Stream the answer as server-sent events.")
     tools: list[Tools] | None = Field(None, description="Tools the model may call.")
@@ -412,7 +500,7 @@ class EmbeddingObject(BaseModel):
     index: int = Field(description="Position of the input this vector embeds.")
 
 
-class EmbeddingRequest(BaseModel):
+class EmbeddingRequest(_Request):
     """Body of POST embeddings.
 
     The official client types ``input`` as ``str`` but sends lists too (LangChain always does),
@@ -420,7 +508,10 @@ class EmbeddingRequest(BaseModel):
     """
 
     id: str | None = Field(None, description="Optional client-side identifier of the request.")
-    input: str | list[str] = Field(description="A text or a list of texts to embed.")
+    input: str | list[str] = Field(
+        description="A text or a non-empty list of texts to embed.",
+        json_schema_extra={"not": {"type": "array", "maxItems": 0}},
+    )
     model: str = Field(description="Name (or alias) of the embedding model.")
 
 
@@ -442,13 +533,17 @@ class EmbeddingResponse(BaseModel):
 # --------------------------------------------------------------------------- reranker
 
 
-class ReRankerRequest(BaseModel):
+class ReRankerRequest(_Request):
     """Body of POST reranker."""
 
     query: str = Field(description="The query documents are ranked against.")
-    documents: list[str] = Field(description="The documents to rank.")
+    documents: list[str] = Field(
+        description="The documents to rank.", json_schema_extra={"minItems": 1}
+    )
     top_n: int | None = Field(
-        None, description="Return only the n best documents; all of them when absent."
+        None,
+        description="Return only the n best documents; all of them when absent.",
+        json_schema_extra=schema_range(1, INT32_MAX),
     )
     model: str = Field(description="Name (or alias) of the reranker.")
     return_documents: bool | None = Field(
@@ -458,8 +553,7 @@ class ReRankerRequest(BaseModel):
     @field_validator("top_n")
     @classmethod
     def _top_n(cls, v: int | None) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError(f"top_n must be >= 1, got {v}")
+        _check_int("top_n", v, 1)
         return v
 
 
@@ -485,22 +579,34 @@ class ReRankerResponse(BaseModel):
 # --------------------------------------------------------------------------- images
 
 
-class ImageSamplingParams(BaseModel):
+class ImageSamplingParams(_Request):
     """Generation parameters of text-to-image requests (the client always sends its defaults)."""
 
     negative_prompt: str | None = Field("blurry", description="What the image should not show.")
-    seed: int | None = Field(27, description="Seed of the first image.")
-    seed_increment: int | None = Field(
-        100, description="Image i is generated with seed + i * seed_increment."
+    seed: int | None = Field(
+        27, description="Seed of the first image.", json_schema_extra=schema_range(*SEED_RANGE)
     )
-    n: int | None = Field(1, description="Number of images, >= 1.")
-    num_inference_steps: int | None = Field(20, description="Denoising steps, >= 1.")
+    seed_increment: int | None = Field(
+        100,
+        description="Image i is generated with seed + i * seed_increment.",
+        json_schema_extra=schema_range(*SEED_RANGE),
+    )
+    n: int | None = Field(
+        1, description="Number of images, >= 1.", json_schema_extra=schema_range(1, INT32_MAX)
+    )
+    num_inference_steps: int | None = Field(
+        20, description="Denoising steps, >= 1.", json_schema_extra=schema_range(1, INT32_MAX)
+    )
     size: str | None = Field("512x512", description="Image size as '<width>x<height>'.")
     guidance_scale: float | None = Field(
-        6.5, description="Classifier-free guidance scale; <= 1 disables guidance."
+        6.5,
+        description="Classifier-free guidance scale in [0, 100]; <= 1 disables guidance.",
+        json_schema_extra=schema_range(*GUIDANCE_SCALE_RANGE),
     )
     cache_interval: int | None = Field(
-        None, description="Reuse UNet features every this many steps (model-dependent)."
+        None,
+        description="Reuse UNet features every this many steps (model-dependent), >= 0.",
+        json_schema_extra=schema_range(0, INT32_MAX),
     )
     response_format: str | None = Field(
         "b64_json", description="'b64_json' for inline PNG data or 'url' for a file path."
@@ -509,8 +615,25 @@ class ImageSamplingParams(BaseModel):
     @field_validator("n", "num_inference_steps")
     @classmethod
     def _positive(cls, v: int | None, info: Any) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
+        _check_int(info.field_name, v, 1)
+        return v
+
+    @field_validator("seed", "seed_increment")
+    @classmethod
+    def _seed(cls, v: int | None, info: Any) -> int | None:
+        _check_int(info.field_name, v, *SEED_RANGE)
+        return v
+
+    @field_validator("cache_interval")
+    @classmethod
+    def _cache_interval(cls, v: int | None) -> int | None:
+        _check_int("cache_interval", v, 0)
+        return v
+
+    @field_validator("guidance_scale")
+    @classmethod
+    def _guidance(cls, v: float | None) -> float | None:
+        _check_range("guidance_scale", v, *GUIDANCE_SCALE_RANGE, "[0, 100]")
         return v
 
 
@@ -542,7 +665,7 @@ class ImageResponse(BaseModel):
 # --------------------------------------------------------------------------- transcribe
 
 
-class TranscribeRequest(BaseModel):
+class TranscribeRequest(_Request):
     """The form fields of POST transcribe besides the audio file."""
 
     model: str = Field(description="Name (or alias) of the speech-to-text model.")

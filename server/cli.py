@@ -1,42 +1,49 @@
 """``imagine-edge serve``: run the API server on the catalog's models.
 
-Binds 127.0.0.1 by default. Any other interface needs an API key (``--api-key`` or
-``IMAGINE_EDGE_API_KEY``), which is then required as a Bearer token and never printed or logged.
-Before serving, the chosen models (``--model``, else each type's default) are loaded so that the
-banner can say where each one runs.
+Binds 127.0.0.1 by default. Any other interface needs an API key, which is then required as a
+Bearer token and never printed or logged. Give it in the environment (IMAGINE_EDGE_API_KEY) or
+in a file (--api-key-file): a key on the command line (--api-key) is visible to every user of
+the machine in the process list (/proc/PID/cmdline).
+
+On a loopback bind, requests whose Host or Origin header is not this machine get a 403 (a web
+page cannot drive the local server); allow more with --allow-host / IMAGINE_EDGE_HOSTS and
+--allow-origin / IMAGINE_EDGE_ORIGINS (comma-separated fnmatch patterns, '*' for any).
+
+Slow clients are closed: a request (headers and body) must arrive within --request-timeout
+seconds, and an idle keep-alive connection is closed after --keep-alive seconds.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
 
 from imagine_edge.sdk.client import API_KEY_ENV
 from imagine_edge.sdk.engine import Engine, ModelState, client_alias
 from imagine_edge.sdk.errors import ImagineException
 from imagine_edge.sdk.paths import API_PREFIX
+from imagine_edge.server.middleware import is_loopback
 
-__all__ = ["is_loopback", "serve_command"]
+__all__ = ["HOSTS_ENV", "ORIGINS_ENV", "is_loopback", "serve_command"]
 
 logger = logging.getLogger(__name__)
 
-
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+HOSTS_ENV: Final = "IMAGINE_EDGE_HOSTS"
+ORIGINS_ENV: Final = "IMAGINE_EDGE_ORIGINS"
+DEFAULT_REQUEST_TIMEOUT: Final = 30.0
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imagine-edge serve", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="imagine-edge serve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (8000)")
     parser.add_argument(
@@ -47,7 +54,45 @@ def _parser() -> argparse.ArgumentParser:
         help="serve this catalog model (repeatable); default: every catalog model",
     )
     parser.add_argument(
-        "--api-key", help=f"require this Bearer token (default: ${API_KEY_ENV}, if set)"
+        "--api-key",
+        help=f"require this Bearer token; visible in the process list, so prefer ${API_KEY_ENV} "
+        "or --api-key-file",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="PATH",
+        help="read the Bearer token from this file (its first line)",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help=f"on a loopback bind, also accept this Host name (repeatable; also ${HOSTS_ENV})",
+    )
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="on a loopback bind, also accept requests from this Origin, e.g. "
+        f"'https://app.example' or 'http://*.local:*' (repeatable; also ${ORIGINS_ENV})",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="SECONDS",
+        help=f"close a connection whose request takes longer to arrive "
+        f"({DEFAULT_REQUEST_TIMEOUT:.0f})",
+    )
+    parser.add_argument(
+        "--keep-alive",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="close an idle keep-alive connection after this long (5)",
     )
     parser.add_argument(
         "--preload",
@@ -77,10 +122,26 @@ def _banner(url: str, engine: Engine, states: Sequence[ModelState], key: bool) -
     return "\n".join(lines) + "\n"
 
 
+def _patterns(given: list[str], env: str) -> list[str]:
+    from_env = [p.strip() for p in os.environ.get(env, "").split(",")]
+    return [p for p in [*given, *from_env] if p]
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    if args.api_key_file is not None:
+        lines = args.api_key_file.read_text(encoding="utf-8").splitlines()
+        return (lines[0].strip() if lines else "") or None
+    return args.api_key or os.environ.get(API_KEY_ENV) or None
+
+
 def serve_command(argv: list[str]) -> int:
     """Parse ``argv``, load the models, print the banner and serve until interrupted."""
     args = _parser().parse_args(argv)
-    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    try:
+        api_key = _api_key(args)
+    except OSError as e:
+        sys.stderr.write(f"cannot read the API key file: {e.strerror} ({args.api_key_file})\n")
+        return 2
     if not is_loopback(args.host) and api_key is None:
         sys.stderr.write(
             f"refusing to bind {args.host} without an API key: pass --api-key or set "
@@ -98,14 +159,28 @@ def serve_command(argv: list[str]) -> int:
     import uvicorn  # deferred: only the serve command needs it
 
     from imagine_edge.server.app import create_app
+    from imagine_edge.server.connections import request_timeout_protocol
 
     try:
         host = f"[{args.host}]" if ":" in args.host else args.host
         url = f"http://{host}:{args.port}"
         sys.stdout.write(_banner(url, engine, engine.model_states(), api_key is not None))
         sys.stdout.flush()
-        app = create_app(engine, api_key=api_key)
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        app = create_app(
+            engine,
+            api_key=api_key,
+            loopback_guard=is_loopback(args.host),
+            allowed_hosts=_patterns(args.allow_host, HOSTS_ENV),
+            allowed_origins=_patterns(args.allow_origin, ORIGINS_ENV),
+        )
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            http=request_timeout_protocol(args.request_timeout),
+            timeout_keep_alive=max(1, round(args.keep_alive)),
+        )
     finally:
         engine.close()
     return 0

@@ -21,12 +21,17 @@ from typing import Any, Literal
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.responses import Response
 
 from imagine_edge.sdk.engine import Call, Engine
 from imagine_edge.sdk.errors import ImagineException, InvalidRequestError, ModelNotFoundError
 from imagine_edge.sdk.types import (
+    INT32_MAX,
+    MAX_STOP_CHARS,
+    MAX_STOP_STRINGS,
+    REPETITION_PENALTY_RANGE,
+    SEED_RANGE,
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChatCompletionStreamResponse,
@@ -39,9 +44,9 @@ from imagine_edge.sdk.types import (
     Tools,
     UsageInfo,
 )
-from imagine_edge.sdk.validation import build
+from imagine_edge.sdk.validation import build, check_request_text, schema_range
 from imagine_edge.server.errors import error_response
-from imagine_edge.server.routes_imagine import result_or_cancel
+from imagine_edge.server.routes_imagine import ERROR_RESPONSES, result_or_cancel, submit_off_loop
 from imagine_edge.server.sse import error_event, sse_response
 
 __all__ = ["openai_router"]
@@ -50,21 +55,52 @@ __all__ = ["openai_router"]
 class _Sampling(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
+    # The ranges are checked by the Imagine DTO each request becomes; they are stated here
+    # too, for the OpenAPI document.
     model: str
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    stop: str | list[str] | None = None
-    n: int | None = None
-    logprobs: bool | int | None = None
-    seed: int | None = None
+    max_tokens: int | None = Field(None, json_schema_extra=schema_range(1, INT32_MAX))
+    temperature: float | None = Field(None, json_schema_extra=schema_range(0, 2))
+    top_p: float | None = Field(None, json_schema_extra=schema_range(0, 1, exclusive_low=True))
+    frequency_penalty: float | None = Field(None, json_schema_extra=schema_range(-2, 2))
+    presence_penalty: float | None = Field(None, json_schema_extra=schema_range(-2, 2))
+    stop: str | list[str] | None = Field(
+        None,
+        json_schema_extra=schema_range(items=MAX_STOP_STRINGS)
+        | {"maxLength": MAX_STOP_CHARS, "items": {"type": "string", "maxLength": MAX_STOP_CHARS}},
+    )
+    n: int | None = Field(None, description="Must be 1.", json_schema_extra=schema_range(1, 1))
+    logprobs: bool | int | None = Field(
+        None,
+        description="Not supported: false, 0 or absent.",
+        json_schema_extra={"enum": [False, 0, None]},
+    )
+    seed: int | None = Field(
+        None, description="Accepted and ignored.", json_schema_extra=schema_range(*SEED_RANGE)
+    )
     # Common extensions (vLLM, llama.cpp) passed through extra_body.
-    top_k: int | None = None
-    repetition_penalty: float | None = None
+    top_k: int | None = Field(
+        None, json_schema_extra=schema_range(-1, INT32_MAX) | {"not": {"const": 0}}
+    )
+    repetition_penalty: float | None = Field(
+        None, json_schema_extra=schema_range(*REPETITION_PENALTY_RANGE)
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_input(cls, data: Any) -> Any:
+        # The Imagine DTO checks again; this one runs before the body is copied into it.
+        check_request_text(data)
+        return data
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int | None) -> int | None:
+        low, high = SEED_RANGE
+        if v is not None and not low <= v <= high:
+            raise ValueError(f"seed must be in [{low}, {high}], got {v}")
+        return v
 
     def imagine_params(self) -> dict[str, Any]:
         if self.n not in (None, 1):
@@ -103,8 +139,8 @@ class OpenAIMessage(BaseModel):
 class OpenAIChatRequest(_Sampling):
     """Body of POST /v1/chat/completions."""
 
-    messages: list[OpenAIMessage]
-    max_completion_tokens: int | None = None
+    messages: list[OpenAIMessage] = Field(json_schema_extra={"minItems": 1})
+    max_completion_tokens: int | None = Field(None, json_schema_extra=schema_range(1, INT32_MAX))
     tools: list[Tools] | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
@@ -113,7 +149,10 @@ class OpenAIChatRequest(_Sampling):
 class OpenAICompletionRequest(_Sampling):
     """Body of POST /v1/completions."""
 
-    prompt: str | list[str]
+    prompt: str | list[str] = Field(
+        description="One text (a list must hold exactly one).",
+        json_schema_extra={"not": {"type": "array", "not": {"minItems": 1, "maxItems": 1}}},
+    )
 
 
 class OpenAIEmbeddingRequest(BaseModel):
@@ -122,9 +161,25 @@ class OpenAIEmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[str] = Field(
+        description="A text or a non-empty list of texts; token ids are not supported.",
+        json_schema_extra={"not": {"type": "array", "maxItems": 0}},
+    )
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, description="Not supported: vectors keep their size.")
+    dimensions: int | None = Field(
+        None,
+        description="Not supported: vectors keep their size (null or absent).",
+        json_schema_extra={"not": {"type": "integer"}},
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_token_ids(cls, data: Any) -> Any:
+        check_request_text(data)
+        texts = data.get("input") if isinstance(data, dict) else None
+        if isinstance(texts, list) and any(isinstance(t, int | list) for t in texts):
+            raise ValueError("input must be a text or a list of texts; token ids are not supported")
+        return data
 
 
 def _chat_request(body: OpenAIChatRequest) -> ChatCompletionRequest:
@@ -274,7 +329,7 @@ async def _run(
     heartbeat: float,
 ) -> Response:
     try:
-        call = engine_call()
+        call = await submit_off_loop(engine_call)
     except ImagineException as exc:
         return error_response(exc, stream=stream, openai=True)
     if stream:
@@ -285,7 +340,7 @@ async def _run(
 
 def openai_router(engine: Engine, *, heartbeat: float) -> APIRouter:
     """The ``/v1`` routes over ``engine``."""
-    router = APIRouter()
+    router = APIRouter(responses=ERROR_RESPONSES)
 
     @router.post("/chat/completions")
     async def chat(body: OpenAIChatRequest, request: Request) -> Response:
@@ -318,10 +373,6 @@ def openai_router(engine: Engine, *, heartbeat: float) -> APIRouter:
     @router.post("/embeddings")
     async def embeddings(body: OpenAIEmbeddingRequest, request: Request) -> Response:
         texts = body.input
-        if not isinstance(texts, str) and not all(isinstance(t, str) for t in texts):
-            raise InvalidRequestError(
-                "input must be a text or a list of texts; token ids are not supported"
-            )
         if body.dimensions is not None:
             raise InvalidRequestError("dimensions is not supported: vectors keep their native size")
         req = build(EmbeddingRequest, input=texts, model=body.model)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from imagine_edge.sdk.engine.calls import HEARTBEAT, Call, Heartbeat
 from imagine_edge.sdk.engine.engine import Engine
 from imagine_edge.sdk.engine.names import CLIENT_DEFAULT_NAMES, ModelIndex, client_alias
-from imagine_edge.sdk.engine.recorder import Recorder, parse_client_datetime
+from imagine_edge.sdk.engine.recorder import Recorder, parse_client_datetime, parse_duration
 from imagine_edge.sdk.engine.worker import ModelState
 
 __all__ = [
@@ -26,4 +26,5 @@ __all__ = [
     "Recorder",
     "client_alias",
     "parse_client_datetime",
+    "parse_duration",
 ]

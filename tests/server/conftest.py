@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import uvicorn
@@ -34,13 +35,17 @@ class Live:
 
 
 @contextlib.contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` with uvicorn on 127.0.0.1 and a free port; yields the root URL."""
+def serving(app: FastAPI, **config: Any) -> Iterator[str]:
+    """Run ``app`` with uvicorn on 127.0.0.1 and a free port (``config``: more uvicorn
+    settings); yields the root URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", **config
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -65,6 +70,7 @@ def live_server(
     api_key: str | None = None,
     heartbeat: float = 10.0,
     types: list[ModelType] | None = None,
+    **app_options: object,
 ) -> Iterator[Live]:
     """An engine over fresh fakes, served; everything is closed afterwards."""
     fakes = fake_models(delay)
@@ -74,7 +80,7 @@ def live_server(
         max_queue=max_queue,
         limits=limits,  # type: ignore[arg-type]
     )
-    app = create_app(engine, api_key=api_key, heartbeat_seconds=heartbeat)
+    app = create_app(engine, api_key=api_key, heartbeat_seconds=heartbeat, **app_options)  # type: ignore[arg-type]
     try:
         with serving(app) as root:
             yield Live(root, engine, fakes)

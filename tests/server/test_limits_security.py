@@ -61,7 +61,7 @@ def post(client, path, body):
         ("chat/completions", {"model": "echo-llm", "stream": False, "messages": "hi"}, 422,
          "messages"),
         ("completions", {"model": "echo-llm", "stream": False, "prompt": "x", "max_tokens": 0},
-         422, "max_tokens must be >= 1, got 0"),
+         422, "max_tokens must be in [1, 2147483647], got 0"),
         ("translate", {"model": "upper-translator", "stream": True, "prompt": "x"}, 422,
          "translate does not stream"),
     ],

@@ -1,6 +1,9 @@
-"""Property-based fuzzing of the app's OpenAPI document: no input may cause a 5xx.
+"""Property-based fuzzing of the app's OpenAPI document with every schemathesis check.
 
-Bounded: a few valid and a few invalid examples per operation, derandomized, on the fakes.
+Bounded: a few valid and a few invalid examples per operation, derandomized, on the fakes. Each
+response must pass all of schemathesis' checks (no server error, documented status codes and
+headers, response schemas, schema-valid data accepted and schema-violating data rejected, the
+Allow header of a 405, ...): the ranges the code enforces are stated in the schema.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.checks import negative_data_rejection
 
 from imagine_edge.sdk.engine import Engine
 from imagine_edge.sdk.testing import fake_cards
@@ -39,10 +43,21 @@ def test_no_input_causes_a_server_error(schema, mode):
             response = case.call()
             if response.status_code >= 500:
                 failures.append(f"{case.operation.label}: {response.status_code} {response.text}")
+            if "must not be after to" in response.text:
+                return  # a rule between two parameters, which OpenAPI cannot state
+            # A multipart part is bytes on the wire: a "number" sent as the audio file is a file
+            # of those bytes, so transcribe cannot reject it as schema-violating.
+            excluded = [negative_data_rejection] if "transcribe" in case.operation.label else []
+            try:
+                case.validate_response(response, excluded_checks=excluded)
+            except BaseException as e:  # schemathesis raises a group of check failures
+                if isinstance(e, KeyboardInterrupt):
+                    raise
+                failures.append(f"{case.operation.label}: {response.status_code} {response.text}")
 
         try:
             call()
         except Unsatisfiable:
             # An operation without parameters or body has no invalid input to generate.
             assert mode is GenerationMode.NEGATIVE
-    assert failures == []
+    assert not failures, "\n".join(failures)
