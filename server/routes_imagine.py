@@ -17,8 +17,9 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from imagine_edge.sdk._calls import Call
 from imagine_edge.sdk.engine import CLIENT_DEFAULT_NAMES, Engine
+from imagine_edge.sdk.engine.calls import Call
+from imagine_edge.sdk.engine.recorder import Endpoint, parse_client_datetime
 from imagine_edge.sdk.errors import ImagineException
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
@@ -40,7 +41,6 @@ from imagine_edge.sdk.types import (
     TranslateResponse,
     UsageResponse,
 )
-from imagine_edge.sdk.usage import Endpoint, parse_client_datetime
 from imagine_edge.server.errors import error_response
 from imagine_edge.server.sse import error_event, sse_response
 

@@ -24,9 +24,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
-from imagine_edge.sdk._calls import Call
 from imagine_edge.sdk._validation import validation_message
 from imagine_edge.sdk.engine import Engine
+from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.errors import ImagineException, InvalidRequestError, ModelNotFoundError
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,

@@ -19,7 +19,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 from fastapi.responses import StreamingResponse
 from starlette.responses import Response
 
-from imagine_edge.sdk._calls import Call, Heartbeat
+from imagine_edge.sdk.engine.calls import Call, Heartbeat
 from imagine_edge.sdk.errors import ImagineException
 from imagine_edge.server.errors import error_payload, error_response, status_of
 

@@ -7,9 +7,7 @@ import sqlite3
 
 import pytest
 
-from imagine_edge.sdk.errors import InvalidRequestError, NoHistoryError
-from imagine_edge.sdk.types import ModelType
-from imagine_edge.sdk.usage import (
+from imagine_edge.sdk.engine.recorder import (
     Endpoint,
     Recorder,
     RequestRecord,
@@ -18,6 +16,8 @@ from imagine_edge.sdk.usage import (
     parse_client_datetime,
     parse_duration,
 )
+from imagine_edge.sdk.errors import InvalidRequestError, NoHistoryError
+from imagine_edge.sdk.types import ModelType
 
 T0 = dt.datetime(2024, 3, 4, 10, 0, tzinfo=dt.UTC).timestamp()
 

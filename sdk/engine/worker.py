@@ -25,14 +25,14 @@ from typing import Any, TypeVar
 
 from imagine_edge.models.base import LoadedModel, ModelCard
 from imagine_edge.runtime.memory import process_resident_bytes
-from imagine_edge.sdk._calls import Call
+from imagine_edge.sdk.engine.calls import Call
+from imagine_edge.sdk.engine.recorder import Status
 from imagine_edge.sdk.errors import (
     ImagineAPITooManyRequestsException,
     ImagineException,
     ModelRunError,
     ModelUnavailableError,
 )
-from imagine_edge.sdk.usage import Status
 
 __all__ = ["Job", "JobContext", "ModelState", "ModelWorker", "Outcome"]
 

@@ -10,6 +10,7 @@ import pytest
 
 from imagine_edge.models.base import ModelCard
 from imagine_edge.sdk.engine import CLIENT_DEFAULT_NAMES, Engine
+from imagine_edge.sdk.engine.recorder import Endpoint
 from imagine_edge.sdk.errors import (
     ImagineAPITooManyRequestsException,
     InvalidRequestError,
@@ -26,7 +27,6 @@ from imagine_edge.sdk.types import (
     ModelType,
     ReRankerRequest,
 )
-from imagine_edge.sdk.usage import Endpoint
 
 
 def chat(text: str, stream: bool = False, **params) -> ChatCompletionRequest:

@@ -2,10 +2,10 @@
 
 :class:`EngineCore` knows nothing of the contract's endpoints. The engine
 (:class:`imagine_edge.sdk.engine.Engine`) builds each request's job body and hands it to
-:meth:`EngineCore._submit`, which admits it into the model's worker (``sdk/_worker.py``; 429 when
-its queue is full) and, when the job ends, records the request and its stored response through
-the :class:`~imagine_edge.sdk.usage.Recorder`. Workers start on first use; ``load``, ``unload``
-and ``close`` manage them explicitly.
+:meth:`EngineCore._submit`, which admits it into the model's worker (``sdk/engine/worker.py``;
+429 when its queue is full) and, when the job ends, records the request and its stored response
+through the :class:`~imagine_edge.sdk.engine.recorder.Recorder`. Workers start on first use;
+``load``, ``unload`` and ``close`` manage them explicitly.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import Any, Self, cast
 from pydantic import BaseModel
 
 from imagine_edge.models.base import ModelCard
-from imagine_edge.sdk._calls import Call
-from imagine_edge.sdk._names import ModelIndex
-from imagine_edge.sdk._worker import Job, JobContext, ModelState, ModelWorker, Outcome
+from imagine_edge.sdk.engine.calls import Call
+from imagine_edge.sdk.engine.names import ModelIndex
+from imagine_edge.sdk.engine.recorder import Endpoint, Recorder, RequestRecord, default_data_dir
+from imagine_edge.sdk.engine.worker import Job, JobContext, ModelState, ModelWorker, Outcome
 from imagine_edge.sdk.errors import ModelUnavailableError
 from imagine_edge.sdk.limits import Limits
 from imagine_edge.sdk.types import Image, ImageResponse
-from imagine_edge.sdk.usage import Endpoint, Recorder, RequestRecord, default_data_dir
 
 __all__ = ["EngineCore"]
 

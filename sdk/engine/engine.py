@@ -3,17 +3,18 @@
 Everything that serves a request goes through :class:`Engine`, in process or behind the HTTP
 server. It resolves a model name (or alias) to a :class:`~imagine_edge.models.base.ModelCard`,
 checks limits, admits the request into the model's bounded queue (429 when full), and returns a
-:class:`~imagine_edge.sdk._calls.Call` without blocking; the model loads lazily on its own worker
-thread (``sdk/_worker.py``), builds the response DTOs there and records the request through the
-:class:`~imagine_edge.sdk.usage.Recorder`.
+:class:`~imagine_edge.sdk.engine.calls.Call` without blocking; the model loads lazily on its own
+worker thread (``sdk/engine/worker.py``), builds the response DTOs there and records the request
+through the :class:`~imagine_edge.sdk.engine.recorder.Recorder`.
 
-Name resolution (``sdk/_names.py``): a card's name or alias, or the official client's default
-name of a type, which means that type's local default.
+Name resolution (``sdk/engine/names.py``): a card's name or alias, or the official client's
+default name of a type, which means that type's local default.
 
-Layers: name resolution is :class:`~imagine_edge.sdk._names.ModelIndex`; the workers, admission,
-recording and lifecycle are :class:`~imagine_edge.sdk._engine_core.EngineCore`; :class:`Engine`
-adds the contract's endpoints, each validating its request and building the job body that runs on
-the worker. Images kept for URL responses live in ``sdk/_image_files.py``.
+Layers: name resolution is :class:`~imagine_edge.sdk.engine.names.ModelIndex`; the workers,
+admission, recording and lifecycle are :class:`~imagine_edge.sdk.engine.workers.EngineCore`;
+:class:`Engine` adds the contract's endpoints, each validating its request and building the job
+body that runs on the worker. Images kept for URL responses live in
+``sdk/engine/image_files.py``.
 """
 
 from __future__ import annotations
@@ -36,12 +37,13 @@ from imagine_edge.models.base import (
     Transcriber,
     Translator,
 )
-from imagine_edge.sdk._calls import Call
-from imagine_edge.sdk._engine_core import EngineCore
-from imagine_edge.sdk._image_files import find_image, keep_image
-from imagine_edge.sdk._names import CLIENT_DEFAULT_NAMES, ModelIndex
-from imagine_edge.sdk._responses import Head, TextFold, new_id
-from imagine_edge.sdk._worker import JobContext, ModelState
+from imagine_edge.sdk.engine.calls import Call
+from imagine_edge.sdk.engine.image_files import find_image, keep_image
+from imagine_edge.sdk.engine.names import CLIENT_DEFAULT_NAMES, ModelIndex
+from imagine_edge.sdk.engine.recorder import Endpoint
+from imagine_edge.sdk.engine.responses import Head, TextFold, new_id
+from imagine_edge.sdk.engine.worker import JobContext, ModelState
+from imagine_edge.sdk.engine.workers import EngineCore
 from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
@@ -68,7 +70,6 @@ from imagine_edge.sdk.types import (
     UsageInfo,
     UsageResponse,
 )
-from imagine_edge.sdk.usage import Endpoint
 
 __all__ = ["CLIENT_DEFAULT_NAMES", "Engine", "ModelIndex", "ModelState"]
 
