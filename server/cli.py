@@ -35,6 +35,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _whole(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagine-edge serve", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
@@ -56,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         "take memory)",
     )
     parser.add_argument("--max-queue", type=int, default=16, help="requests per model (16)")
+    parser.add_argument(
+        "--history-keep",
+        type=_whole,
+        metavar="N",
+        help="request bodies kept per endpoint for the history (default: "
+        "$IMAGINE_EDGE_HISTORY_KEEP, else 100); 0 keeps none",
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn log level (info)")
     return parser
 
@@ -88,10 +101,12 @@ def serve_command(argv: list[str]) -> int:
         )
         return 2
     try:
-        engine = Engine.from_catalog(args.models, max_queue=args.max_queue)
+        engine = Engine.from_catalog(
+            args.models, max_queue=args.max_queue, history_keep=args.history_keep
+        )
         if args.preload:
             engine.load(args.models)
-    except ImagineException as e:
+    except (ImagineException, ValueError) as e:
         sys.stderr.write(f"cannot serve: {e}\n")
         return 1
 

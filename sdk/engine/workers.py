@@ -21,7 +21,13 @@ from pydantic import BaseModel
 from imagine_edge.models.base import ModelCard
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.engine.names import ModelIndex
-from imagine_edge.sdk.engine.recorder import Endpoint, Recorder, RequestRecord, default_data_dir
+from imagine_edge.sdk.engine.recorder import (
+    Endpoint,
+    Recorder,
+    RequestRecord,
+    default_data_dir,
+    history_keep_from_env,
+)
 from imagine_edge.sdk.engine.worker import Job, JobContext, ModelState, ModelWorker, Outcome
 from imagine_edge.sdk.errors import ModelUnavailableError
 from imagine_edge.sdk.limits import Limits
@@ -42,8 +48,14 @@ class EngineCore(ModelIndex):
         limits: Limits | None = None,
         max_queue: int = 16,
         userid: str = "local",
+        history_keep: int | None = None,
     ) -> None:
+        """``history_keep``: request bodies kept per endpoint for the history (0: none; default
+        ``IMAGINE_EDGE_HISTORY_KEEP``, else 100); only used when the engine opens the store."""
         super().__init__(cards)
+        self._history_keep = history_keep_from_env() if history_keep is None else history_keep
+        if self._history_keep < 0:
+            raise ValueError(f"history_keep must be >= 0, got {history_keep}")
         self.limits = limits or Limits()
         self.data_dir = data_dir if data_dir is not None else default_data_dir()
         self._recorder = recorder
@@ -58,7 +70,11 @@ class EngineCore(ModelIndex):
         """The usage store, opened on first use."""
         with self._lock:
             if self._recorder is None:
-                self._recorder = Recorder(self.data_dir / "usage.sqlite3", userid=self._userid)
+                self._recorder = Recorder(
+                    self.data_dir / "usage.sqlite3",
+                    userid=self._userid,
+                    history_keep=self._history_keep,
+                )
             return self._recorder
 
     def model_states(self) -> list[ModelState]:
