@@ -104,7 +104,10 @@ class GenerationStats:
 
 @dataclass(slots=True)
 class GenerationChunk:
-    """An increment of generated text; the last one has ``finish_reason`` and ``stats``."""
+    """An increment of generated text; the last one has ``finish_reason`` and ``stats``.
+
+    Text increments may carry ``stats`` too, the counts so far: usage then records the tokens
+    of a stream its consumer dropped (sdk/engine/responses.py keeps the latest)."""
 
     text: str = ""
     finish_reason: FinishReason | None = None

@@ -219,7 +219,7 @@ class ChatModel:
         for delta in deltas:
             if delta.finish_reason is None:
                 if text := tools.push(delta.text):
-                    yield GenerationChunk(text=text)
+                    yield GenerationChunk(text=text, stats=_so_far(delta.stats))
                 continue
             parsed = tools.finish()
             if parsed.text:
@@ -256,10 +256,15 @@ def _stats(stats: RunStats | None) -> GenerationStats:
     )
 
 
+def _so_far(stats: RunStats | None) -> GenerationStats | None:
+    """The counts so far carried by a text chunk: a dropped stream records what it received."""
+    return None if stats is None else _stats(stats)
+
+
 def _chunks(deltas: Iterator[Delta]) -> Iterator[GenerationChunk]:
     for delta in deltas:
         if delta.finish_reason is None:
-            yield GenerationChunk(text=delta.text)
+            yield GenerationChunk(text=delta.text, stats=_so_far(delta.stats))
         else:
             yield GenerationChunk(
                 text=delta.text,

@@ -141,7 +141,9 @@ class RunStats:
 
 @dataclass(slots=True)
 class Delta:
-    """A text increment; the last one has ``finish_reason`` and ``stats``."""
+    """A text increment; the last one has ``finish_reason`` and the final ``stats``. Text
+    increments carry the run's stats too (the same object, counting the tokens so far), so a
+    consumer that stops early still knows what it received."""
 
     text: str
     finish_reason: FinishReason | None = None
@@ -281,11 +283,11 @@ class TextGenerationLoop:
                 if matcher is not None:
                     piece, stopped = matcher.push(piece)
                     if piece:
-                        yield Delta(piece)
+                        yield Delta(piece, None, stats)
                     if stopped:
                         return "stop"
                 else:
-                    yield Delta(piece)
+                    yield Delta(piece, None, stats)
             if stop_ids and kernels.ends_with_stop_ids(generated, stop_ids):
                 reason = "stop"
                 break
@@ -297,7 +299,7 @@ class TextGenerationLoop:
             tokens[slot.length] = token
             logits = forward(slot, 1)
         if matcher is not None and (rest := matcher.flush()):
-            yield Delta(rest)
+            yield Delta(rest, None, stats)
         return reason
 
 
