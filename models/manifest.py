@@ -1,6 +1,6 @@
 """Prepared-model manifests: the typed form of ``manifest.json`` and its JSON round trip.
 
-A prepared model's folder in the store (``models/store.py``) holds one ``manifest.json``: what was
+A prepared model's folder in the store (``models/store/``) holds one ``manifest.json``: what was
 prepared, from which source, and where each variant's graphs are. After :meth:`Manifest.load`
 every path is absolute; on disk they are relative to the folder, so a store can move.
 

@@ -34,15 +34,18 @@ from tokenizers import Tokenizer
 
 from imagine_edge.models.base import Rankings
 from imagine_edge.models.embedding import (
-    DEFAULT_MAX_BATCH_TOKENS,
     SentenceEmbedder,
     open_embedder,
-    plan_batches,
-    variant_from_env,
+    open_on_target,
+    precision_variant,
 )
+from imagine_edge.models.sentence_encoder import DEFAULT_MAX_BATCH_TOKENS, plan_batches
 from imagine_edge.models.store import Manifest, prepared
-from imagine_edge.runtime.session import LoadedSession, Target, shared_factory
+from imagine_edge.runtime.graph_session import LoadedSession
+from imagine_edge.runtime.session import shared_factory
+from imagine_edge.runtime.targets import Target, target_from_env
 from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
+from imagine_edge.sdk.types import ModelType
 
 __all__ = [
     "BI_ENCODER_RERANKER",
@@ -109,7 +112,7 @@ class CrossEncoderReranker:
     ) -> None:
         if activation not in ("sigmoid", "identity"):
             raise ValueError(f"activation must be 'sigmoid' or 'identity', got {activation!r}")
-        outputs = loaded.session.get_outputs()
+        outputs = loaded.outputs
         labels = outputs[0].shape[-1] if outputs else None
         if labels != 1:
             raise ModelRunError(
@@ -155,7 +158,7 @@ class CrossEncoderReranker:
                 mask[row, :n] = 1
             feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
             run = {k: v for k, v in feeds.items() if k in self.inputs}
-            out[batch.indices] = np.asarray(self.loaded.session.run(None, run)[0])[:, 0]
+            out[batch.indices] = np.asarray(self.loaded.run(run)[0])[:, 0]
         return out, int(lengths.sum())
 
     def rank(self, query: str, documents: Sequence[str]) -> Rankings:
@@ -198,13 +201,14 @@ def load_cross_encoder(
 def load_bi_encoder_reranker(manifest: Manifest) -> BiEncoderReranker:
     """The catalog loader of bi-encoder rerankers, configured from the environment.
 
-    ``IMAGINE_EDGE_RERANKER_TARGET`` = cpu (default) | qnn and ``IMAGINE_EDGE_RERANKER_PRECISION``
-    = int8 (default) | float32, as for embeddings. A variant the manifest lacks is prepared first.
+    ``IMAGINE_EDGE_RERANKER_TARGET`` = cpu (default) | qnn | auto and
+    ``IMAGINE_EDGE_RERANKER_PRECISION`` = int8 (default) | float32, as for embeddings. A variant
+    the manifest lacks is prepared first (not the QNN one under auto).
     """
-    variant = variant_from_env("IMAGINE_EDGE_RERANKER")
-    if variant not in manifest.variants:
-        manifest = prepared(manifest.name, [variant])
-    return BiEncoderReranker(open_embedder(manifest, variant))
+    target = target_from_env(ModelType.RERANKER)
+    return BiEncoderReranker(
+        open_on_target(manifest, target, precision_variant(ModelType.RERANKER))
+    )
 
 
 def load_minilm_bi_encoder_reranker(variant: str = "cpu") -> BiEncoderReranker:

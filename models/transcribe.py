@@ -30,7 +30,10 @@ from tokenizers import Tokenizer
 
 from imagine_edge.models.audio import HOP_LENGTH, SAMPLE_RATE, load_audio, log_mel
 from imagine_edge.models.store import Manifest, prepared
-from imagine_edge.runtime.session import LoadedSession, Target, shared_factory
+from imagine_edge.runtime.graph_session import LoadedSession
+from imagine_edge.runtime.session import shared_factory
+from imagine_edge.runtime.targets import Target, place, target_from_env
+from imagine_edge.sdk.types import ModelType
 
 __all__ = [
     "WHISPER_BASE",
@@ -172,17 +175,24 @@ class WhisperTranscriber:
         decoder = cpu[f"decoder{suffix}"].path
         factory = shared_factory()
         self._encoder: LoadedSession | None = factory.create(encoder, target=target)
-        self._decoder: LoadedSession | None = factory.create(decoder, target="cpu")
+        try:
+            self._decoder: LoadedSession | None = factory.create(decoder, target="cpu")
+        except BaseException:
+            self._encoder.close()
+            raise
         self._files = [encoder, decoder]
+        # Why the encoder is not on QNN, when target "auto" fell back to the CPU graphs.
+        self.fallback: str | None = None
 
     # ------------------------------------------------------------------ LoadedModel
 
     @property
     def execution_provider(self) -> str:
         enc, dec = self._sessions()
+        fallback = f" (fallback: {self.fallback})" if self.fallback else ""
         if enc.provider == dec.provider and not enc.fallback_reason:
-            return enc.provider
-        return f"encoder: {enc.describe()}; decoder: {dec.describe()}"
+            return enc.provider + fallback
+        return f"encoder: {enc.describe()}; decoder: {dec.describe()}{fallback}"
 
     def resident_bytes(self) -> int:
         # The sessions hold the weights once each; the graph files are their size.
@@ -241,7 +251,7 @@ class WhisperTranscriber:
     def _encode(self, mel: Floats) -> Cross:
         """The cross-attention K/V of one 30-second window, by decoder input name."""
         enc, _ = self._sessions()
-        outputs = enc.session.run(None, {"mel": mel[None]})
+        outputs = enc.run({"mel": mel[None]})
         return dict(zip(enc.output_names, outputs, strict=True))
 
     def _step(self, tokens: Sequence[int], past: Past, cross: Cross) -> tuple[Floats, Past]:
@@ -258,7 +268,7 @@ class WhisperTranscriber:
         }
         for i in range(len(past) // 2):
             feed[f"past_k_{i}"], feed[f"past_v_{i}"] = past[2 * i], past[2 * i + 1]
-        logits, *present = dec.session.run(None, feed)
+        logits, *present = dec.run(feed)
         return logits[0], present
 
     def _empty_cache(self, cross: Cross) -> Past:
@@ -357,18 +367,25 @@ class WhisperTranscriber:
 def load_transcriber(manifest: Manifest) -> WhisperTranscriber:
     """The catalog loader of Whisper models: ``manifest``'s model, configured from the environment.
 
-    ``IMAGINE_EDGE_TRANSCRIBE_TARGET`` = cpu (default) | qnn puts the encoder on the QNN HTP (on
-    x86-64 the HTP is a simulator, minutes per 30-second window: opt-in). The QNN variant is
-    prepared on first use if the manifest lacks it. ``IMAGINE_EDGE_TRANSCRIBE_PRECISION`` =
-    int8 (default) | float32 picks the CPU graphs.
+    ``IMAGINE_EDGE_TRANSCRIBE_TARGET`` = cpu (default) | qnn | auto puts the encoder on the QNN
+    HTP (on x86-64 a simulator, minutes per 30-second window: opt-in); for qnn the QNN variant is
+    prepared on first use. ``IMAGINE_EDGE_TRANSCRIBE_PRECISION`` = int8 (default) | float32
+    picks the CPU graphs.
     """
-    target = os.environ.get("IMAGINE_EDGE_TRANSCRIBE_TARGET", "cpu")
-    if target not in ("cpu", "qnn"):
-        raise ValueError(f"IMAGINE_EDGE_TRANSCRIBE_TARGET must be cpu or qnn, got {target!r}")
+    target = target_from_env(ModelType.TRANSCRIBE)
     precision = os.environ.get("IMAGINE_EDGE_TRANSCRIBE_PRECISION", "int8")
-    if target not in manifest.variants:
-        manifest = prepared(manifest.name, ["cpu", target])
-    return WhisperTranscriber(manifest, variant=target, precision=precision)
+    if target == "qnn" and "qnn" not in manifest.variants:
+        manifest = prepared(manifest.name, ["cpu", "qnn"])
+
+    def on(variant: str) -> WhisperTranscriber:
+        return WhisperTranscriber(manifest, variant=variant, precision=precision)
+
+    has_qnn = target != "cpu" and "qnn" in manifest.variants
+    placed = place(
+        target, manifest.name, qnn=(lambda: on("qnn")) if has_qnn else None, cpu=lambda: on("cpu")
+    )
+    placed.value.fallback = placed.fallback
+    return placed.value
 
 
 def _load(name: str, variant: str) -> WhisperTranscriber:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -42,9 +41,11 @@ from tokenizers import Tokenizer
 from imagine_edge.models.base import GenerationChunk, GenerationStats
 from imagine_edge.models.prepare.bergamot import QNN_MASK, QNN_SOURCE_LENGTH
 from imagine_edge.models.store import Manifest, prepared
-from imagine_edge.runtime.session import LoadedSession, shared_factory
+from imagine_edge.runtime.graph_session import LoadedSession
+from imagine_edge.runtime.session import shared_factory
+from imagine_edge.runtime.targets import place, target_from_env
 from imagine_edge.sdk.errors import InvalidRequestError, PayloadTooLargeError
-from imagine_edge.sdk.types import FinishReason, TranslateRequest
+from imagine_edge.sdk.types import FinishReason, ModelType, TranslateRequest
 
 __all__ = [
     "BERGAMOT_EN_PT",
@@ -153,9 +154,15 @@ class BergamotTranslator:
         # The QNN variant adds a static-shape encoder for the HTP; sources longer than its
         # length still go through the CPU encoder.
         self._npu_encoder: LoadedSession | None = None
+        # Why the encoder is not on QNN, when target "auto" fell back to the CPU graphs.
+        self.fallback: str | None = None
         if variant != "cpu":
             npu = manifest.variant(variant).graphs["encoder"].path
-            self._npu_encoder = factory.create(npu, target="qnn")
+            try:
+                self._npu_encoder = factory.create(npu, target="qnn")
+            except BaseException:
+                self.close()
+                raise
             self._files.append(npu)
 
     # ------------------------------------------------------------------ LoadedModel
@@ -164,7 +171,7 @@ class BergamotTranslator:
     def execution_provider(self) -> str:
         enc, dec = self._sessions()
         if self._npu_encoder is None:
-            return enc.provider
+            return enc.provider + (f" (fallback: {self.fallback})" if self.fallback else "")
         return (
             f"encoder: {self._npu_encoder.describe()} (sources up to {QNN_SOURCE_LENGTH} tokens; "
             f"longer on {enc.provider}); decoder: {dec.describe()}"
@@ -306,7 +313,7 @@ class BergamotTranslator:
         for i, s in enumerate(sources):
             ids[i, : len(s)] = s
             mask[i, len(s) :] = MASKED
-        cross_k, cross_v = enc.session.run(None, {"input_ids": ids, "src_mask": mask})
+        cross_k, cross_v = enc.run({"input_ids": ids, "src_mask": mask})
         return cross_k, cross_v, mask
 
     def _encode_npu(self, source: Sequence[int]) -> tuple[Floats, Floats, Floats]:
@@ -316,7 +323,7 @@ class BergamotTranslator:
         ids[0, : len(source)] = source
         mask = np.zeros((1, QNN_SOURCE_LENGTH), np.float32)
         mask[0, len(source) :] = QNN_MASK
-        cross_k, cross_v = self._npu_encoder.session.run(None, {"input_ids": ids, "src_mask": mask})
+        cross_k, cross_v = self._npu_encoder.run({"input_ids": ids, "src_mask": mask})
         mask[0, len(source) :] = MASKED  # the CPU decoder takes the usual large negative
         return cross_k, cross_v, mask
 
@@ -335,8 +342,7 @@ class BergamotTranslator:
         for step in range(math.ceil(self.length_factor * source_len)):
             if cancel.is_set():
                 return
-            logits, states = dec.session.run(
-                None,
+            logits, states = dec.run(
                 {
                     "prev_ids": prev,
                     "position": np.array([step], np.int64),
@@ -366,8 +372,7 @@ class BergamotTranslator:
         done = np.zeros(n, bool)
         out: list[list[int]] = [[] for _ in range(n)]
         for step in range(int(limits.max())):
-            logits, states = dec.session.run(
-                None,
+            logits, states = dec.run(
                 {
                     "prev_ids": prev,
                     "position": np.array([step], np.int64),
@@ -394,16 +399,23 @@ def _request(model: str, text: str) -> TranslateRequest:
 def load_translator(manifest: Manifest) -> BergamotTranslator:
     """The catalog loader of Bergamot models: ``manifest``'s direction.
 
-    ``IMAGINE_EDGE_TRANSLATE_TARGET`` = cpu (default) | qnn puts the encoder on the QNN HTP
-    (opt-in: on x86-64 the HTP is a simulator); the QNN variant is prepared on first use if the
-    manifest lacks it.
+    ``IMAGINE_EDGE_TRANSLATE_TARGET`` = cpu (default) | qnn | auto puts the encoder on the QNN
+    HTP (opt-in: on x86-64 the HTP is a simulator); for qnn the QNN variant is prepared on first
+    use if the manifest lacks it.
     """
-    target = os.environ.get("IMAGINE_EDGE_TRANSLATE_TARGET", "cpu")
-    if target not in ("cpu", "qnn"):
-        raise ValueError(f"IMAGINE_EDGE_TRANSLATE_TARGET must be cpu or qnn, got {target!r}")
-    if target not in manifest.variants:
-        manifest = prepared(manifest.name, ["cpu", target])
-    return BergamotTranslator(manifest, variant=target)
+    target = target_from_env(ModelType.TRANSLATE)
+    if target == "qnn" and "qnn" not in manifest.variants:
+        manifest = prepared(manifest.name, ["cpu", "qnn"])
+
+    def on(variant: str) -> BergamotTranslator:
+        return BergamotTranslator(manifest, variant=variant)
+
+    has_qnn = target != "cpu" and "qnn" in manifest.variants
+    placed = place(
+        target, manifest.name, qnn=(lambda: on("qnn")) if has_qnn else None, cpu=lambda: on("cpu")
+    )
+    placed.value.fallback = placed.fallback
+    return placed.value
 
 
 def _load(name: str, variant: str) -> BergamotTranslator:

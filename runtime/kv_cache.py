@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from imagine_edge.runtime.ort_names import numpy_dtype
 from imagine_edge.sdk.errors import (
     ImagineAPITooManyRequestsException,
     ModelRunError,
@@ -62,10 +63,6 @@ __all__ = [
 ]
 
 _PAST_KEY: Final = re.compile(r"^past_key_values\.(\d+)\.key$")
-_DTYPES: Final[dict[str, type[np.floating[Any]]]] = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +126,8 @@ class DecoderSpec:
             prefill_chunk=prefill_chunk,
             last_logits_only=logits_shape[1] == 1,
             has_position_ids="position_ids" in inputs,
-            kv_dtype=_DTYPES.get(past.type, np.float32),
+            # The decoders bind float32 or float16 K/V; any other type is read as float32.
+            kv_dtype=np.float16 if numpy_dtype(past.type) is np.float16 else np.float32,
         )
 
     @property

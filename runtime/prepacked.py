@@ -31,6 +31,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from imagine_edge.runtime.cache_dir import abandoned, orphaned, user_cache, write_source_record
+from imagine_edge.runtime.ort_names import SessionConfig
 
 __all__ = ["cpu_identity", "orphaned_copies", "prepacked_copy", "prepacked_dir"]
 
@@ -94,15 +95,9 @@ def prepacked_copy(path: Path, model_digest: str, options: ort.SessionOptions) -
         staged.mkdir()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.optimized_model_filepath = str(staged / _GRAPH)
-        options.add_session_config_entry(
-            "session.optimized_model_external_initializers_file_name", _DATA
-        )
-        options.add_session_config_entry(
-            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
-        )
-        options.add_session_config_entry(
-            "session.save_external_prepacked_constant_initializers", "1"
-        )
+        options.add_session_config_entry(SessionConfig.EXTERNAL_INITIALIZERS_FILE, _DATA)
+        options.add_session_config_entry(SessionConfig.EXTERNAL_INITIALIZERS_MIN_SIZE, "1024")
+        options.add_session_config_entry(SessionConfig.SAVE_PREPACKED_INITIALIZERS, "1")
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         if not (staged / _GRAPH).is_file() or not (staged / _DATA).is_file():
             raise OSError(f"onnxruntime saved no pre-packed copy of {path.name}")

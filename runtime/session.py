@@ -38,13 +38,13 @@ import tempfile
 import threading
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
 import onnxruntime as ort
 
 from imagine_edge.runtime.cache_dir import abandoned, orphaned, user_cache, write_source_record
+from imagine_edge.runtime.graph_session import LoadedSession, session_summary
+from imagine_edge.runtime.ort_names import SessionConfig
 from imagine_edge.runtime.prepacked import prepacked_copy
 from imagine_edge.runtime.providers import (
     CPU_EP,
@@ -54,8 +54,11 @@ from imagine_edge.runtime.providers import (
     qnn_unavailable_reason,
     qnn_version,
 )
+from imagine_edge.runtime.targets import Target
 from imagine_edge.sdk.errors import ModelRunError
 
+# LoadedSession (the session contract), session_summary and Target are defined in
+# runtime/graph_session.py and runtime/targets.py; they are re-exported here beside the factory.
 __all__ = [
     "LoadedSession",
     "SessionFactory",
@@ -63,12 +66,11 @@ __all__ = [
     "epcontext_dir",
     "file_digest",
     "orphaned_compilations",
+    "session_summary",
     "shared_factory",
 ]
 
 log = logging.getLogger(__name__)
-
-Target = Literal["cpu", "qnn", "auto"]
 
 
 def epcontext_dir() -> Path:
@@ -97,39 +99,6 @@ def _binary(wrapper: Path) -> Path:
 
 def _source_record(wrapper: Path) -> Path:
     return wrapper.with_name(wrapper.stem + ".source.json")
-
-
-@dataclass(slots=True)
-class LoadedSession:
-    """An open session and the facts about where it runs."""
-
-    session: ort.InferenceSession
-    provider: str
-    path: Path
-    fallback_reason: str | None = None
-    node_assignment: dict[str, int] = field(default_factory=dict)
-    # True when the session was loaded from the EPContext cache instead of compiled.
-    from_epcontext_cache: bool = False
-    # The optimized copy with memory-mapped pre-packed weights it runs, if any (runtime/prepacked).
-    prepacked: Path | None = None
-
-    @property
-    def input_names(self) -> list[str]:
-        return [i.name for i in self.session.get_inputs()]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [o.name for o in self.session.get_outputs()]
-
-    def describe(self) -> str:
-        """One line for health and bench: the EP, and why not QNN when it fell back."""
-        if self.fallback_reason:
-            return f"{self.provider} (fallback: {self.fallback_reason})"
-        return self.provider
-
-    def close(self) -> None:
-        # Dropping the last reference frees the session's weights and arenas.
-        self.session = None
 
 
 def file_digest(path: Path) -> str:
@@ -197,9 +166,9 @@ class SessionFactory:
             so.use_per_session_threads = False
         else:
             so.intra_op_num_threads = self.intra_op_threads
-            entries.setdefault("session.intra_op.allow_spinning", "0")
+            entries.setdefault(SessionConfig.ALLOW_SPINNING, "0")
         for key, value in entries.items():  # once each: onnxruntime warns on an overwrite
-            so.add_session_config_entry(key, value)
+            so.add_session_config_entry(str(key), value)
         return so
 
     def create(
@@ -242,7 +211,7 @@ class SessionFactory:
         prepacked: bool = False,
     ) -> LoadedSession:
         so = self.session_options(
-            {"session.record_ep_graph_assignment_info": "1", **(session_config or {})}
+            {SessionConfig.RECORD_EP_GRAPH_ASSIGNMENT: "1", **(session_config or {})}
         )
         for name, size in (free_dimensions or {}).items():
             so.add_free_dimension_override_by_name(name, size)
@@ -278,8 +247,8 @@ class SessionFactory:
             raise ModelRunError(qnn_unavailable_reason() or "QNN unavailable", phase="load")
         so = self.session_options(
             {
-                "session.disable_cpu_ep_fallback": "1",
-                "session.record_ep_graph_assignment_info": "1",
+                SessionConfig.DISABLE_CPU_EP_FALLBACK: "1",
+                SessionConfig.RECORD_EP_GRAPH_ASSIGNMENT: "1",
                 **(session_config or {}),
             }
         )
@@ -365,15 +334,3 @@ def shared_factory() -> SessionFactory:
             shared_pool = os.environ.get("IMAGINE_EDGE_SHARED_THREAD_POOL", "0") == "1"
             _shared = SessionFactory(int(threads) if threads else None, shared_pool=shared_pool)
         return _shared
-
-
-def session_summary(loaded: LoadedSession) -> dict[str, Any]:
-    """A JSON-ready description of a session, for health and benchmark reports."""
-    return {
-        "file": loaded.path.name,
-        "provider": loaded.provider,
-        "fallback_reason": loaded.fallback_reason,
-        "node_assignment": loaded.node_assignment,
-        "from_epcontext_cache": loaded.from_epcontext_cache,
-        "prepacked_weights": str(loaded.prepacked) if loaded.prepacked else None,
-    }

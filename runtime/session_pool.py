@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from imagine_edge.runtime.graph_session import LoadedSession
 from imagine_edge.runtime.providers import QnnOptions
-from imagine_edge.runtime.session import LoadedSession, SessionFactory, Target, file_digest
+from imagine_edge.runtime.session import SessionFactory, file_digest
+from imagine_edge.runtime.targets import Target
 
 __all__ = ["SESSIONS", "SessionLease", "SessionPool"]
 

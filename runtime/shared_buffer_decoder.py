@@ -17,6 +17,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from imagine_edge.runtime.kv_cache import DecoderSpec, KVCachePool, KVSlot
+from imagine_edge.runtime.ort_names import RunConfig
 from imagine_edge.runtime.thread_policy import FixedPolicy, StepPolicy
 from imagine_edge.sdk.errors import ContextLengthError, ModelRunError
 
@@ -41,7 +42,7 @@ def quiet_run_options() -> ort.RunOptions:
     exception, ~0.1 ms a call on a busy core. "-1" (capture off) makes it a plain read.
     """
     options = ort.RunOptions()
-    options.add_run_config_entry("gpu_graph_id", "-1")
+    options.add_run_config_entry(RunConfig.GPU_GRAPH_ID, "-1")
     return options
 
 

@@ -63,7 +63,7 @@ def _trajectory(
     """One guided sampling run; appends each UNet input row and each decoded latent."""
     import torch
 
-    from imagine_edge.models.schedulers import make_scheduler
+    from imagine_edge.models.text_to_image.schedulers import make_scheduler
 
     scaling = np.float32(pipe.vae.config.scaling_factor)
     sched = make_scheduler(pipe.scheduler.config)

@@ -3,6 +3,8 @@ input order, length bucketing, truncation, token counts, and the batch planner."
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -11,9 +13,9 @@ from imagine_edge.models.embedding import (
     SentenceEmbedder,
     load_embedder,
     open_embedder,
-    plan_batches,
 )
 from imagine_edge.models.prepare.minilm import MAX_TOKENS, VALIDATION_TEXTS
+from imagine_edge.models.sentence_encoder import plan_batches
 from imagine_edge.models.store import Manifest, prepared
 from imagine_edge.sdk.errors import InvalidRequestError
 
@@ -161,7 +163,8 @@ def test_catalog_loader_follows_the_environment(
     assert model.resident_bytes() == 0
     assert model.execution_provider == "closed"
     monkeypatch.setenv("IMAGINE_EDGE_EMBEDDING_TARGET", "gpu")
-    with pytest.raises(ValueError, match="must be cpu or qnn, got 'gpu'"):
+    message = "IMAGINE_EDGE_EMBEDDING_TARGET must be cpu, qnn or auto, got 'gpu'"
+    with pytest.raises(ValueError, match=message):
         load_embedder(manifest)
 
 
@@ -201,3 +204,26 @@ def test_requests_are_cut_into_enough_small_batches(manifest: Manifest) -> None:
     assert sizes[3] == [2, 1]  # both workers get a batch
     assert sizes[32] == [4] * 8  # small batches pad less; several per worker
     assert sizes[256] == [16] * 16  # capped at max_batch
+
+
+def _without_qnn(manifest: Manifest) -> Manifest:
+    variants = {k: v for k, v in manifest.variants.items() if k != "qnn"}
+    return dataclasses.replace(manifest, variants=variants)
+
+
+def test_auto_target_runs_on_the_cpu_graph_and_says_why(
+    manifest: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMAGINE_EDGE_EMBEDDING_TARGET", "auto")
+    monkeypatch.delenv("IMAGINE_EDGE_EMBEDDING_PRECISION", raising=False)
+    model = load_embedder(_without_qnn(manifest))
+    try:
+        assert model.encoder.sessions()[0].path == manifest.variant("cpu").graphs["encoder"].path
+        assert model.execution_provider.startswith(
+            "CPUExecutionProvider (fallback: no prepared QNN graphs)"
+        )
+        vectors = model.embed(MIXED[:2]).vectors
+        assert vectors.shape == (2, 384)
+    finally:
+        model.close()
+    assert model.execution_provider == "closed"

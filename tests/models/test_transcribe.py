@@ -7,6 +7,7 @@ recordings that ``moonshine-voice`` ships.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import threading
@@ -270,7 +271,7 @@ def test_catalog_loader_reads_its_environment(
     tiny_en: WhisperTranscriber, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("IMAGINE_EDGE_TRANSCRIBE_TARGET", "npu")
-    with pytest.raises(ValueError, match="cpu or qnn"):
+    with pytest.raises(ValueError, match="cpu, qnn or auto"):
         load_transcriber(tiny_en.manifest)
     monkeypatch.setenv("IMAGINE_EDGE_TRANSCRIBE_TARGET", "cpu")
     monkeypatch.setenv("IMAGINE_EDGE_TRANSCRIBE_PRECISION", "float32")
@@ -300,3 +301,21 @@ def test_windows_are_cut_at_timestamp_pairs(tiny_en: WhisperTranscriber) -> None
     segments, advance = tiny_en._split([ts + 10, the, cat, ts + 60], 0.0, 1200)
     assert [(s.start, s.end, s.text.strip()) for s in segments] == [(0.0, 1.2, "the cat")]
     assert advance == 1200
+
+
+@pytest.mark.model
+def test_auto_target_without_qnn_graphs_runs_on_the_cpu(
+    tiny_en: WhisperTranscriber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMAGINE_EDGE_TRANSCRIBE_TARGET", "auto")
+    monkeypatch.delenv("IMAGINE_EDGE_TRANSCRIBE_PRECISION", raising=False)
+    manifest = tiny_en.manifest
+    cpu_only = dataclasses.replace(manifest, variants={"cpu": manifest.variant("cpu")})
+    model = load_transcriber(cpu_only)
+    try:
+        assert model.execution_provider == (
+            "CPUExecutionProvider (fallback: no prepared QNN graphs)"
+        )
+        assert model._files == tiny_en._files
+    finally:
+        model.close()

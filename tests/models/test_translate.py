@@ -7,6 +7,7 @@ rewrites the Portuguese "no" ("in the") into "não" ("not").
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import threading
 from collections.abc import Iterator
@@ -210,9 +211,26 @@ def test_qnn_encoder_placement_and_output(en_pt: BergamotTranslator) -> None:
 @pytest.mark.model
 def test_catalog_loader(en_pt: BergamotTranslator, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGINE_EDGE_TRANSLATE_TARGET", "gpu")
-    with pytest.raises(ValueError, match="cpu or qnn"):
+    with pytest.raises(ValueError, match="cpu, qnn or auto"):
         load_translator(en_pt.manifest)
     monkeypatch.delenv("IMAGINE_EDGE_TRANSLATE_TARGET")
     model = load_translator(en_pt.manifest)
     assert model.translate_text("Good morning.") == en_pt.translate_text("Good morning.")
     model.close()
+
+
+@pytest.mark.model
+def test_auto_target_without_qnn_graphs_runs_on_the_cpu(
+    en_pt: BergamotTranslator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMAGINE_EDGE_TRANSLATE_TARGET", "auto")
+    manifest = en_pt.manifest
+    cpu_only = dataclasses.replace(manifest, variants={"cpu": manifest.variant("cpu")})
+    model = load_translator(cpu_only)
+    try:
+        assert model.execution_provider == (
+            "CPUExecutionProvider (fallback: no prepared QNN graphs)"
+        )
+        assert model.translate_text("Good morning.") == en_pt.translate_text("Good morning.")
+    finally:
+        model.close()

@@ -2,11 +2,10 @@
 
 Owns the ImageGenerator of ModelType.TEXT_TO_IMAGE (``models/base.py``): it loads any folder that
 optimum's ONNX export of a Stable Diffusion 1.x/2.x/Turbo/LCM pipeline produces (the layout:
-``models/text_to_image_layout.py``) and runs CLIP text encoder (``text_to_image_tokenizer.py``)
--> UNet loop (numpy schedulers, ``models/schedulers.py``) -> VAE decoder -> PNG
-(``text_to_image_png.py``), as diffusers' ``StableDiffusionPipeline`` does (tests compare the two
-on the same weights). Each graph runs behind ``text_to_image_graph.py``, which adapts to its
-input dtypes and static shapes.
+``layout.py``) and runs CLIP text encoder (``tokenizer.py``) -> UNet loop (numpy schedulers,
+``schedulers/``) -> VAE decoder -> PNG (``png.py``), as diffusers' ``StableDiffusionPipeline``
+does (tests compare the two on the same weights). Each graph runs behind ``graph.py``, which
+adapts to its input dtypes and static shapes.
 
 Invariants and policies:
 - Image ``i`` of a request uses ``numpy.random.default_rng((seed + i * seed_increment) mod 2**64)``
@@ -39,22 +38,24 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from imagine_edge.models.schedulers import Scheduler, SchedulerKind, make_scheduler
-from imagine_edge.models.store import Manifest
-from imagine_edge.models.text_to_image_graph import PipelineGraph
-from imagine_edge.models.text_to_image_layout import GRAPHS, check_layout, read_json
-from imagine_edge.models.text_to_image_png import encode_png
-from imagine_edge.models.text_to_image_tokenizer import ClipTokenizer
-from imagine_edge.runtime.session import Target
+from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.text_to_image.graph import PipelineGraph
+from imagine_edge.models.text_to_image.layout import GRAPHS, check_layout, read_json
+from imagine_edge.models.text_to_image.png import encode_png
+from imagine_edge.models.text_to_image.schedulers import Scheduler, SchedulerKind, make_scheduler
+from imagine_edge.models.text_to_image.tokenizer import ClipTokenizer
+from imagine_edge.runtime.targets import Target, place, target_from_env
 from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
 from imagine_edge.sdk.limits import parse_image_size
-from imagine_edge.sdk.types import ImageRequest
+from imagine_edge.sdk.types import ImageRequest, ModelType
 
 __all__ = [
     "ClipTokenizer",
     "GenerationTimings",
     "StableDiffusionOnnx",
     "encode_png",
+    "load_image_generator",
+    "load_prepared",
     "load_text_to_image",
     "load_tiny_sd_random",
 ]
@@ -130,6 +131,8 @@ class StableDiffusionOnnx:
         )
         self._cache: tuple[tuple[str, str | None, bool], F32] | None = None
         self.last_timings = GenerationTimings()
+        # Why the model is not on QNN, when target "auto" fell back to the CPU variant.
+        self.fallback: str | None = None
         log.info("loaded %s (%s)", self.folder, self.execution_provider)
 
     # ------------------------------------------------------------------ LoadedModel
@@ -139,9 +142,10 @@ class StableDiffusionOnnx:
         parts: dict[str, list[str]] = {}
         for role in GRAPHS:
             parts.setdefault(getattr(self, role).loaded.describe(), []).append(role)
+        fallback = f" (fallback: {self.fallback})" if self.fallback else ""
         if len(parts) == 1:
-            return next(iter(parts))
-        return "; ".join(f"{ep} ({', '.join(roles)})" for ep, roles in parts.items())
+            return next(iter(parts)) + fallback
+        return "; ".join(f"{ep} ({', '.join(roles)})" for ep, roles in parts.items()) + fallback
 
     def resident_bytes(self) -> int:
         return sum(
@@ -312,6 +316,23 @@ def load_prepared(manifest: Manifest, variant: str = "cpu") -> StableDiffusionOn
     return StableDiffusionOnnx(folder, target=target, max_side=DEFAULT_MAX_SIDE)
 
 
+def load_image_generator(manifest: Manifest) -> StableDiffusionOnnx:
+    """The catalog loader: ``manifest``'s pipeline on ``IMAGINE_EDGE_TEXT_TO_IMAGE_TARGET`` =
+    cpu (default: any size) | qnn (the static QNN variant, prepared first if missing) | auto."""
+    target = target_from_env(ModelType.TEXT_TO_IMAGE)
+    if target == "qnn" and "qnn" not in manifest.variants:
+        manifest = prepared(manifest.name, ["qnn"])
+    has_qnn = target != "cpu" and "qnn" in manifest.variants
+    placed = place(
+        target,
+        manifest.name,
+        qnn=(lambda: load_prepared(manifest, "qnn")) if has_qnn else None,
+        cpu=lambda: load_prepared(manifest, "cpu"),
+    )
+    placed.value.fallback = placed.fallback
+    return placed.value
+
+
 def load_tiny_sd_random(variant: str = "cpu") -> StableDiffusionOnnx:
     """The catalog loader of ``tiny-sd-random`` (untrained; see its model card).
 
@@ -319,6 +340,5 @@ def load_tiny_sd_random(variant: str = "cpu") -> StableDiffusionOnnx:
     static 64x64 QDQ UNet and VAE decoder strictly on the QNN HTP backend.
     """
     from imagine_edge.models.prepare.tiny_sd import NAME
-    from imagine_edge.models.store import prepared
 
     return load_prepared(prepared(NAME, [variant]), variant)

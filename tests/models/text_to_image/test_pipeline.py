@@ -3,7 +3,7 @@
 Depths: the real pipeline's determinism and seed semantics on PNG bytes; agreement with
 diffusers' own ``StableDiffusionPipeline`` on the same weights; request validation; and placement
 on the QNN HTP simulator (marked ``qnn``). The tokenizer is checked against transformers' in
-``test_text_to_image_tokenizer.py``.
+``test_tokenizer.py``.
 
 Parity tolerance: our images and diffusers' (float in [0, 1], 64x64 and 128x64, guidance 6.5
 with a negative prompt, two steps) differ by at most 2e-5 where measured (ONNX Runtime's and
@@ -14,6 +14,7 @@ of values that straddle a level boundary).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import struct
 import threading
@@ -27,9 +28,10 @@ import pytest
 from imagine_edge.models.catalog import get_entry
 from imagine_edge.models.prepare.tiny_sd import NAME, QNN_SIZE
 from imagine_edge.models.store import Manifest, prepared
-from imagine_edge.models.text_to_image import (
+from imagine_edge.models.text_to_image.pipeline import (
     StableDiffusionOnnx,
     encode_png,
+    load_image_generator,
     load_tiny_sd_random,
 )
 from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
@@ -345,6 +347,26 @@ def test_catalog_says_untrained(model: StableDiffusionOnnx) -> None:
     assert "optimum" in entry.model_card
     assert model.execution_provider == "CPUExecutionProvider"
     assert model.resident_bytes() > 100_000
+
+
+def test_the_catalog_loader_follows_the_target_variable(
+    manifest: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cpu_only = dataclasses.replace(manifest, variants={"cpu": manifest.variant("cpu")})
+    monkeypatch.delenv("IMAGINE_EDGE_TEXT_TO_IMAGE_TARGET", raising=False)
+    plain = load_image_generator(cpu_only)
+    assert plain.execution_provider == "CPUExecutionProvider"
+    monkeypatch.setenv("IMAGINE_EDGE_TEXT_TO_IMAGE_TARGET", "auto")
+    auto = load_image_generator(cpu_only)
+    assert auto.execution_provider == "CPUExecutionProvider (fallback: no prepared QNN graphs)"
+    request = _request(seed=3)
+    first = auto.generate_png(request, 0, threading.Event())
+    assert first == plain.generate_png(request, 0, threading.Event())
+    for m in (plain, auto):
+        m.close()
+    monkeypatch.setenv("IMAGINE_EDGE_TEXT_TO_IMAGE_TARGET", "npu")
+    with pytest.raises(ValueError, match="TEXT_TO_IMAGE_TARGET must be cpu, qnn or auto"):
+        load_image_generator(cpu_only)
 
 
 # --------------------------------------------------------------------------- QNN

@@ -10,23 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from imagine_edge.runtime.session import LoadedSession, Target, shared_factory
+from imagine_edge.runtime.graph_session import LoadedSession
+from imagine_edge.runtime.session import shared_factory
+from imagine_edge.runtime.targets import Target
 
 __all__ = ["PipelineGraph"]
 
 F32 = npt.NDArray[np.float32]
-_ORT_DTYPES: Final = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int32)": np.int32,
-    "tensor(int64)": np.int64,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +38,15 @@ class PipelineGraph:
     def open(cls, path: Path, target: Target, output: str) -> PipelineGraph:
         """A session of ``path`` on ``target`` that returns ``output`` (else its first output)."""
         loaded = shared_factory().create(path, target=target)
-        inputs = loaded.session.get_inputs()
+        inputs = loaded.inputs
         names = loaded.output_names
         return cls(
             loaded=loaded,
-            dtypes={i.name: _ORT_DTYPES.get(i.type, np.float32) for i in inputs},
+            # An input of a type the dtype table lacks is fed float32.
+            dtypes={i.name: i.dtype or np.float32 for i in inputs},
             ranks={i.name: len(i.shape) for i in inputs},
             static={
-                i.name: tuple(i.shape) for i in inputs if all(isinstance(d, int) for d in i.shape)
+                i.name: tuple(d for d in i.shape if isinstance(d, int)) for i in inputs if i.static
             },
             output=output if output in names else names[0],
         )
@@ -73,6 +69,6 @@ class PipelineGraph:
                 if len(chunk) < size:  # pad the last chunk of a static batch with its first row
                     chunk = np.concatenate([chunk, np.repeat(chunk[:1], size - len(chunk), 0)])
                 part[name] = chunk
-            result = self.loaded.session.run([self.output], part)[0]
+            result = self.loaded.run(part, [self.output])[0]
             outs.append(result[: min(size, n - start)])
         return np.concatenate(outs).astype(np.float32, copy=False)

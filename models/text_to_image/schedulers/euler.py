@@ -10,7 +10,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from imagine_edge.models.schedulers_base import F32, Scheduler, StepOutput, spaced_timesteps
+from imagine_edge.models.text_to_image.schedulers.base import (
+    F32,
+    Scheduler,
+    StepOutput,
+    spaced_timesteps,
+)
 
 __all__ = ["EulerAncestralScheduler", "EulerScheduler"]
 

@@ -19,7 +19,7 @@ changed file, a new recipe or other options give a new folder; nothing is ever m
 except the manifest, which is replaced atomically (``os.replace``) when a variant is added.
 
 Every write goes to a temporary folder inside the store and is renamed into place, so a reader
-sees a complete folder or none (``models/store_prepare.py``). A per-model lock file serialises
+sees a complete folder or none (``models/store/writer.py``). A per-model lock file serialises
 preparers across processes.
 
 Cache hits are fast because the 98 MB weights file is not re-hashed on each call: its sha256 is
@@ -61,7 +61,7 @@ from imagine_edge.models.manifest import (
     VariantPreparer,
     write_json_atomic,
 )
-from imagine_edge.models.store_prepare import add_variant, clean_stale_tmp, locked, write_base
+from imagine_edge.models.store.writer import add_variant, clean_stale_tmp, locked, write_base
 from imagine_edge.runtime.cache_dir import user_cache
 from imagine_edge.sdk.errors import ModelNotFoundError, ModelRunError
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from imagine_edge.models.text_to_image_layout import read_json
+from imagine_edge.models.text_to_image.layout import read_json
 from imagine_edge.sdk.errors import ModelRunError
 
 __all__ = ["ClipTokenizer"]

@@ -12,7 +12,7 @@ import pytest
 
 from imagine_edge.models.cli import models_command
 from imagine_edge.models.store import cache_root, lookup
-from imagine_edge.models.store_prune import stale_files
+from imagine_edge.models.store.prune import stale_files
 from imagine_edge.runtime.prepacked import prepacked_dir
 from imagine_edge.runtime.session import epcontext_dir
 

@@ -11,7 +11,7 @@ import pytest
 
 from imagine_edge.models.prepare.tiny_sd import NAME
 from imagine_edge.models.store import Manifest, prepared
-from imagine_edge.models.text_to_image_tokenizer import ClipTokenizer
+from imagine_edge.models.text_to_image.tokenizer import ClipTokenizer
 
 PROMPT = "a red square"
 

@@ -7,7 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from imagine_edge.models.schedulers_base import F32, Scheduler, StepOutput, spaced_timesteps
+from imagine_edge.models.text_to_image.schedulers.base import (
+    F32,
+    Scheduler,
+    StepOutput,
+    spaced_timesteps,
+)
 
 __all__ = ["DDIMScheduler"]
 

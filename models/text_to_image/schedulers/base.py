@@ -1,5 +1,5 @@
 """What every scheduler shares: the training noise schedule, the inference timestep spacings and
-the :class:`Scheduler` interface (see ``models/schedulers.py`` for the invariants).
+the :class:`Scheduler` interface (see ``schedulers/__init__.py`` for the invariants).
 
 Schedule constants are computed as diffusers computes them: float32 betas, and cumulative
 products accumulated in float64 as torch does.

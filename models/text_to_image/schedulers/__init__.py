@@ -1,6 +1,6 @@
 """Diffusion schedulers in numpy, following diffusers' math step for step.
 
-Owns the noise schedules of the text-to-image pipeline (``models/text_to_image.py``): Euler
+Owns the noise schedules of the text-to-image pipeline (``text_to_image/pipeline.py``): Euler
 (``EulerDiscreteScheduler``), Euler ancestral (``EulerAncestralDiscreteScheduler``), DDIM
 (``DDIMScheduler``) and LCM (``LCMScheduler``), configured from a diffusers
 ``scheduler_config.json``. The one-step turbo case is Euler with ``timestep_spacing="trailing"``
@@ -8,8 +8,8 @@ and one step (SD-Turbo's own configuration); the pipeline selects it.
 
 Invariants:
 - Same formulas, spacings, ``init_noise_sigma`` and ``scale_model_input`` as diffusers 0.42, so a
-  model behaves as under its own pipeline; ``tests/models/test_schedulers.py`` checks timesteps,
-  sigmas and step outputs against diffusers.
+  model behaves as under its own pipeline; ``tests/models/text_to_image/test_schedulers.py``
+  checks timesteps, sigmas and step outputs against diffusers.
 - Randomness is an input (STYLE P3): a stochastic step takes its standard-normal ``noise`` from the
   caller, which owns the seeded generator; :meth:`Scheduler.needs_noise` says when to draw it.
 - Steps are addressed by index into ``timesteps``. diffusers locates the index from the timestep
@@ -17,9 +17,9 @@ Invariants:
 - Arrays stay float32 like the latents; schedule constants are computed as diffusers does
   (float32 betas and cumulative products).
 
-Layout: the shared schedule math and interface in ``schedulers_base.py``, one module per family
-(``schedulers_euler.py``, ``schedulers_ddim.py``, ``schedulers_lcm.py``), and here the mapping
-from diffusers class names and configs to them (:func:`make_scheduler`).
+Layout: the shared schedule math and interface in ``base.py``, one module per family
+(``euler.py``, ``ddim.py``, ``lcm.py``), and here the mapping from diffusers class names and
+configs to them (:func:`make_scheduler`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
-from imagine_edge.models.schedulers_base import Scheduler, SchedulerKind, StepOutput
-from imagine_edge.models.schedulers_ddim import DDIMScheduler
-from imagine_edge.models.schedulers_euler import EulerAncestralScheduler, EulerScheduler
-from imagine_edge.models.schedulers_lcm import LCMScheduler
+from imagine_edge.models.text_to_image.schedulers.base import Scheduler, SchedulerKind, StepOutput
+from imagine_edge.models.text_to_image.schedulers.ddim import DDIMScheduler
+from imagine_edge.models.text_to_image.schedulers.euler import (
+    EulerAncestralScheduler,
+    EulerScheduler,
+)
+from imagine_edge.models.text_to_image.schedulers.lcm import LCMScheduler
 
 __all__ = [
     "KINDS",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagine_edge.models.manifest import TMP_PREFIX
-from imagine_edge.models.store import cache_root, lock_file, lookup
+from imagine_edge.models.store.lookup import cache_root, lock_file, lookup
 from imagine_edge.runtime.cache_dir import abandoned
 from imagine_edge.runtime.prepacked import orphaned_copies
 from imagine_edge.runtime.session import orphaned_compilations

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from imagine_edge.models.schedulers import KINDS, kind_of_class, make_scheduler
+from imagine_edge.models.text_to_image.schedulers import KINDS, kind_of_class, make_scheduler
 
 # diffusers' own numpy-2 deprecation (np.array on a torch tensor), not ours.
 pytestmark = pytest.mark.filterwarnings(

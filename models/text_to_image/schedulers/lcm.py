@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from imagine_edge.models.schedulers_base import F32, Scheduler, StepOutput
+from imagine_edge.models.text_to_image.schedulers.base import F32, Scheduler, StepOutput
 
 __all__ = ["LCMScheduler"]
 
