@@ -1,10 +1,15 @@
-"""The process's resident memory, for reports of what a model costs on the device."""
+"""The process's resident memory, for reports of what a model costs on the device, and giving
+memory that is free in the C heap back to the system."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import os
+from collections.abc import Callable
 
-__all__ = ["process_resident_bytes"]
+__all__ = ["process_resident_bytes", "release_free_memory"]
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -30,3 +35,30 @@ def process_resident_bytes() -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return pages * _PAGE_SIZE
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None on another C library."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def release_free_memory() -> bool:
+    """Return the C heap's free pages to the system (glibc ``malloc_trim(0)``).
+
+    glibc keeps memory freed by a large request (an image's activations, a long prompt's
+    buffers) in its heap, where it still counts as resident; trimming gives it back. Returns
+    False where the C library has no ``malloc_trim`` (the call is then a no-op).
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from imagine_edge.models.base import LoadedModel, ModelCard
-from imagine_edge.runtime.memory import process_resident_bytes
+from imagine_edge.runtime.memory import process_resident_bytes, release_free_memory
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.engine.recorder import Status
 from imagine_edge.sdk.errors import (
@@ -262,6 +262,7 @@ class ModelWorker:
             model, self._model, self._state = self._model, None, "not loaded"
         if model is not None:
             model.close()
+            release_free_memory()
             logger.info("unloaded %s", self.card.name)
 
     def _execute(self, job: Job) -> None:
@@ -296,6 +297,9 @@ class ModelWorker:
             job.on_done(job, outcome)
         except Exception:
             logger.exception("could not record request %s", call.id)
+        # What a large request freed goes back to the system before the caller hears of it, not
+        # to the C heap's free lists (where it would still count as resident).
+        release_free_memory()
         if error is not None:
             call.fail(error)
         else:
