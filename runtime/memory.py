@@ -7,9 +7,10 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import re
 from collections.abc import Callable
 
-__all__ = ["process_resident_bytes", "release_free_memory"]
+__all__ = ["memory_parts", "process_resident_bytes", "release_free_memory"]
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -62,3 +63,42 @@ def release_free_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+_LIBRARY = re.compile(r"\.so(\.\d+)*$|\.so\.")
+_MODEL_FILE = re.compile(r"\.(onnx|data|bin|npz|ort)$")
+
+
+def memory_parts() -> dict[str, int] | None:
+    """This process's proportional memory by kind of mapping (bytes), from ``/proc/self/smaps``;
+    None without it. Every mapping is in exactly one part:
+
+    - ``libraries``: shared libraries (onnxruntime, numpy, Python's extensions: the runtime);
+    - ``model files``: memory-mapped model files (pre-packed weights, graphs, shortlists);
+    - ``heap``: anonymous memory: weights read into memory, onnxruntime's arenas, tensors,
+      numpy buffers, caches and Python's objects;
+    - ``other``: stacks and every other mapping.
+    """
+    parts = dict.fromkeys(("libraries", "model files", "heap", "other"), 0)
+    kind = "other"
+    try:
+        with open("/proc/self/smaps", "rb") as f:
+            for raw in f:
+                line = raw.decode("utf-8", "replace")
+                head = line.split(None, 1)[0]
+                if "-" in head and not head.endswith(":"):  # a mapping's first line
+                    fields = line.split(None, 5)
+                    path = fields[5].strip() if len(fields) > 5 else ""
+                    if _LIBRARY.search(path):
+                        kind = "libraries"
+                    elif _MODEL_FILE.search(path):
+                        kind = "model files"
+                    elif not path or path == "[heap]" or path.startswith("[anon"):
+                        kind = "heap"
+                    else:
+                        kind = "other"
+                elif head == "Pss:":
+                    parts[kind] += int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return parts

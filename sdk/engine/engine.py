@@ -39,6 +39,7 @@ from imagine_edge.models.base import (
 )
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.engine.image_files import find_image, keep_image
+from imagine_edge.sdk.engine.memory_report import memory_summary
 from imagine_edge.sdk.engine.names import CLIENT_DEFAULT_NAMES, ModelIndex
 from imagine_edge.sdk.engine.recorder import Endpoint
 from imagine_edge.sdk.engine.responses import Head, TextFold, new_id
@@ -99,18 +100,19 @@ class Engine(EngineCore):
 
     def health(self) -> HealthResponse:
         """Store and model health; there is no PostgreSQL or Redis on a device."""
-        parts = []
-        for s in self.model_states():
+        parts, states = [], self.model_states()
+        for s in states:
             detail = s.state
             if s.execution_provider is not None:
                 mib = (s.resident_bytes or 0) / 2**20
                 detail += f" on {s.execution_provider}, {mib:.1f} MiB"
                 if s.load_rss_bytes is not None:  # measured, beside the weights' size
                     detail += f" (+{s.load_rss_bytes / 2**20:.1f} MiB resident at load)"
+                if s.keep_alive is not None:
+                    detail += f", unloads after {s.keep_alive:g} s idle"
             parts.append(f"{s.name} ({self._cards[s.name].model_type.value}): {detail}")
-        return HealthResponse(
-            postgres="not used", redis="not used", models="; ".join(parts) or "no models"
-        )
+        parts.append(memory_summary(states, self.memory_at_start))
+        return HealthResponse(postgres="not used", redis="not used", models="; ".join(parts))
 
     def usage(
         self,

@@ -10,15 +10,17 @@ through the :class:`~imagine_edge.sdk.engine.recorder.Recorder`. Workers start o
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self, cast
+from typing import Any, Final, Self, cast
 
 from pydantic import BaseModel
 
 from imagine_edge.models.base import ModelCard
+from imagine_edge.runtime.memory import memory_parts
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.engine.names import ModelIndex
 from imagine_edge.sdk.engine.recorder import (
@@ -33,7 +35,29 @@ from imagine_edge.sdk.errors import ModelUnavailableError
 from imagine_edge.sdk.limits import Limits
 from imagine_edge.sdk.types import Image, ImageResponse
 
-__all__ = ["EngineCore"]
+__all__ = ["KEEP_ALIVE_ENV", "SERVER_KEEP_ALIVE", "EngineCore", "KeepAlive", "parse_keep_alive"]
+
+KEEP_ALIVE_ENV: Final = "IMAGINE_EDGE_KEEP_ALIVE"
+SERVER_KEEP_ALIVE: Final = "5m"  # the server's default; the in-process engine keeps models loaded
+# Seconds idle before a model unloads (None: never), for all models or per model name.
+KeepAlive = float | None | Mapping[str, float | None]
+_KEEP_ALIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_KEEP_ALIVE_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_keep_alive(text: str) -> float | None:
+    """Seconds in a keep-alive such as '5m', '30s', '1h' or '300' (seconds); 'never' or a
+    negative number (Ollama's -1) keeps models loaded: None. ValueError otherwise."""
+    raw = text.strip().lower()
+    if raw in ("never", "forever", "inf") or re.fullmatch(r"-\d+(\.\d+)?[a-z]*", raw):
+        return None
+    match = _KEEP_ALIVE.match(raw)
+    if match is None:
+        raise ValueError(
+            f"keep-alive must be a duration like '5m', '30s', '1h' or '300' (seconds), or "
+            f"'never', got {text!r}"
+        )
+    return float(match.group(1)) * _KEEP_ALIVE_UNITS[match.group(2) or "s"]
 
 
 class EngineCore(ModelIndex):
@@ -49,10 +73,17 @@ class EngineCore(ModelIndex):
         max_queue: int = 16,
         userid: str = "local",
         history_keep: int | None = None,
+        keep_alive: KeepAlive = None,
     ) -> None:
         """``history_keep``: request bodies kept per endpoint for the history (0: none; default
-        ``IMAGINE_EDGE_HISTORY_KEEP``, else 100); only used when the engine opens the store."""
+        ``IMAGINE_EDGE_HISTORY_KEEP``, else 100); only used when the engine opens the store.
+        ``keep_alive``: seconds a loaded model may stay idle before it unloads, for every model
+        or per model name ("*" for the others; None, the default: never; the server passes its
+        own default)."""
         super().__init__(cards)
+        self._keep_alive = keep_alive
+        # What the process held before any model: health's "Python at start".
+        self.memory_at_start = memory_parts()
         self._history_keep = history_keep_from_env() if history_keep is None else history_keep
         if self._history_keep < 0:
             raise ValueError(f"history_keep must be >= 0, got {history_keep}")
@@ -88,6 +119,12 @@ class EngineCore(ModelIndex):
             for name in self._cards
         ]
 
+    def keep_alive_of(self, name: str) -> float | None:
+        """Seconds model ``name`` may stay idle before it unloads (None: never)."""
+        if isinstance(self._keep_alive, Mapping):  # "*": the models not named
+            return self._keep_alive.get(name, self._keep_alive.get("*"))
+        return self._keep_alive
+
     # ------------------------------------------------------------------ lifecycle
 
     def _worker(self, card: ModelCard) -> ModelWorker:
@@ -96,7 +133,9 @@ class EngineCore(ModelIndex):
                 raise ModelUnavailableError("the engine is closed")
             worker = self._workers.get(card.name)
             if worker is None:
-                worker = self._workers[card.name] = ModelWorker(card, self._max_queue)
+                worker = self._workers[card.name] = ModelWorker(
+                    card, self._max_queue, self.keep_alive_of(card.name)
+                )
             return worker
 
     def load(self, names: Sequence[str] | None = None) -> None:
