@@ -44,6 +44,7 @@ import onnxruntime as ort
 
 from imagine_edge.runtime.cache_dir import abandoned, orphaned, user_cache, write_source_record
 from imagine_edge.runtime.graph_session import LoadedSession, session_summary
+from imagine_edge.runtime.memory import one_malloc_arena
 from imagine_edge.runtime.ort_names import SessionConfig
 from imagine_edge.runtime.prepacked import prepacked_copy
 from imagine_edge.runtime.providers import (
@@ -71,6 +72,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# Before any session starts its threads: freed request memory can then go back to the system.
+one_malloc_arena()
 
 
 def epcontext_dir() -> Path:

@@ -20,7 +20,7 @@ from typing import Any, Final, Self, cast
 from pydantic import BaseModel
 
 from imagine_edge.models.base import ModelCard
-from imagine_edge.runtime.memory import memory_parts
+from imagine_edge.runtime.memory import memory_parts, one_malloc_arena
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.engine.names import ModelIndex
 from imagine_edge.sdk.engine.recorder import (
@@ -84,6 +84,7 @@ class EngineCore(ModelIndex):
         self._keep_alive = keep_alive
         # What the process held before any model: health's "Python at start".
         self.memory_at_start = memory_parts()
+        one_malloc_arena()  # so that memory freed after a large request can be given back
         self._history_keep = history_keep_from_env() if history_keep is None else history_keep
         if self._history_keep < 0:
             raise ValueError(f"history_keep must be >= 0, got {history_keep}")
