@@ -42,14 +42,18 @@ class Limits:
 
     def check_audio(self, audio: bytes) -> None:
         """Raise 413 for audio over the byte or duration limit (the duration its container
-        declares, for every format the transcriber reads), 400 for audio it cannot read."""
+        declares, for every format the transcriber reads); audio it cannot read is left to the
+        model, whose decoder refuses it with the reason."""
         if len(audio) > self.max_audio_bytes:
             raise PayloadTooLargeError(
                 f"audio file is {len(audio)} bytes, the limit is {self.max_audio_bytes}"
             )
         from imagine_edge.models.audio import audio_seconds  # deferred: numpy and libsndfile
 
-        seconds = audio_seconds(audio)
+        try:
+            seconds = audio_seconds(audio)
+        except InvalidRequestError:  # not audio it can read: the model's decoder says why
+            return
         if seconds > self.max_audio_seconds:
             raise PayloadTooLargeError(
                 f"audio is {seconds:.1f} s long, the limit is {self.max_audio_seconds:.0f} s"
