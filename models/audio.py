@@ -4,32 +4,46 @@ Owns everything between the bytes of an uploaded file and the encoder's input:
 
 - :func:`sniff_format` tells WAV, FLAC, OGG and MP3 apart from their first bytes (never from a
   file name); anything else is rejected with a message naming the accepted formats.
-- :func:`decode_audio` decodes with ``soundfile`` (libsndfile; its wheels bundle MP3 support),
-  mixes down to mono float32, and :func:`resample` converts to 16 kHz with
+- :func:`audio_seconds` reads the duration a container declares (frames and sample rate, from
+  libsndfile's header parse, without decoding), so a long file compressed into few bytes (three
+  hours of FLAC silence is 272 KB) is refused before any sample is decoded.
+- :func:`decode_audio` decodes with ``soundfile`` (libsndfile; its wheels bundle MP3 support) in
+  blocks of at most :data:`BLOCK_SAMPLES` samples, each mixed down to mono float32 as it is read,
+  never more frames than the container declares; and :func:`resample` converts to 16 kHz with
   ``scipy.signal.resample_poly`` (polyphase, Kaiser window).
 - :func:`log_mel` is Whisper's front end in numpy: periodic Hann window of 400 samples, hop 160,
   centred reflect-padded STFT, power spectrum, Slaney mel filterbank (:func:`mel_filters`),
   ``log10`` clamped at 1e-10, floored at 8 below the maximum and scaled as ``(x + 4) / 4``.
 
-Invariants: every array returned is C-contiguous float32; sample rates are positive ints.
+Invariants: every array returned is C-contiguous float32; sample rates are positive ints in
+[:data:`MIN_RATE`, :data:`MAX_RATE`]; decoding never holds more than the mono result plus one
+block, and never decodes audio longer than ``max_seconds`` (413, :class:`PayloadTooLargeError`).
 """
 
 from __future__ import annotations
 
 import io
 import math
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from imagine_edge.sdk.errors import InvalidRequestError
+from imagine_edge.sdk.errors import InvalidRequestError, PayloadTooLargeError
+
+if TYPE_CHECKING:
+    import soundfile
 
 __all__ = [
+    "BLOCK_SAMPLES",
     "HOP_LENGTH",
+    "MAX_RATE",
+    "MAX_SECONDS",
+    "MIN_RATE",
     "N_FFT",
     "SAMPLE_RATE",
     "AudioFormat",
+    "audio_seconds",
     "decode_audio",
     "load_audio",
     "log_mel",
@@ -41,6 +55,16 @@ __all__ = [
 SAMPLE_RATE: Final = 16_000
 N_FFT: Final = 400
 HOP_LENGTH: Final = 160
+# The longest audio decoded (the server's default limit, sdk/limits.py, is the same 30 minutes).
+MAX_SECONDS: Final = 30 * 60.0
+# Samples (frames times channels) decoded at a time: 4 MiB of float32.
+BLOCK_SAMPLES: Final = 1 << 20
+# Sample rates accepted: 30 minutes at 48 kHz decode to 330 MiB of mono float32 before
+# resampling, and the resampling filter grows with the ratio of the rate to 16 kHz.
+MIN_RATE: Final = 1_000
+MAX_RATE: Final = 48_000
+# What libsndfile reports as the frame count of a file that does not declare its length.
+_UNKNOWN_FRAMES: Final = 2**63 - 1
 
 AudioFormat = Literal["WAV", "FLAC", "OGG", "MP3"]
 Floats = npt.NDArray[np.float32]
@@ -75,19 +99,73 @@ def sniff_format(data: bytes) -> AudioFormat:
     )
 
 
-def decode_audio(data: bytes) -> tuple[Floats, int]:
-    """Decode ``data`` to mono float32 samples in [-1, 1] and their sample rate."""
+def _open(data: bytes, fmt: AudioFormat) -> soundfile.SoundFile:
     import soundfile as sf  # loaded on first use
 
-    fmt = sniff_format(data)
     try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        return sf.SoundFile(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise InvalidRequestError(f"could not decode the {fmt} audio: {e}") from e
-    if samples.size == 0:
+
+
+def _declared(f: soundfile.SoundFile, fmt: AudioFormat) -> tuple[int, int]:
+    """(frames, rate) the container declares; 400 when it declares no length or a bad rate."""
+    frames, rate = int(f.frames), int(f.samplerate)
+    if frames >= _UNKNOWN_FRAMES or frames < 0:
+        raise InvalidRequestError(
+            f"the {fmt} audio does not declare its length (a streamed file?); re-encode it "
+            "into a file whose header gives the number of samples"
+        )
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise InvalidRequestError(
+            f"the {fmt} audio's sample rate is {rate} Hz; supported: {MIN_RATE} to {MAX_RATE} Hz"
+        )
+    return frames, rate
+
+
+def _too_long(seconds: float, max_seconds: float) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"audio is {seconds:.1f} s long, the limit is {max_seconds:.0f} s")
+
+
+def audio_seconds(data: bytes) -> float:
+    """The duration ``data``'s container declares (its frames over its sample rate), read from
+    the header without decoding; InvalidRequestError when it is not audio we can decode."""
+    fmt = sniff_format(data)
+    with _open(data, fmt) as f:
+        frames, rate = _declared(f, fmt)
+    return frames / rate
+
+
+def decode_audio(data: bytes, max_seconds: float = MAX_SECONDS) -> tuple[Floats, int]:
+    """Decode ``data`` to mono float32 samples in [-1, 1] and their sample rate.
+
+    The declared duration is checked against ``max_seconds`` before decoding (413), and the
+    decoded frames are counted as they come, so no file yields more than that.
+    """
+    import soundfile as sf
+
+    fmt = sniff_format(data)
+    with _open(data, fmt) as f:
+        frames, rate = _declared(f, fmt)
+        if frames / rate > max_seconds:
+            raise _too_long(frames / rate, max_seconds)
+        cap = int(max_seconds * rate)
+        channels = max(1, int(f.channels))
+        block = max(1, BLOCK_SAMPLES // channels)
+        mono = np.empty(min(frames, cap), np.float32)
+        done = 0
+        try:
+            while done < len(mono):
+                part = f.read(min(block, len(mono) - done), dtype="float32", always_2d=True)
+                if not len(part):
+                    break
+                mono[done : done + len(part)] = part.mean(axis=1) if channels > 1 else part[:, 0]
+                done += len(part)
+        except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+            raise InvalidRequestError(f"could not decode the {fmt} audio: {e}") from e
+    if done == 0:
         raise InvalidRequestError(f"the {fmt} audio has no samples")
-    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
-    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+    return np.ascontiguousarray(mono[:done]), rate
 
 
 def resample(samples: Floats, rate: int, target: int = SAMPLE_RATE) -> Floats:
@@ -103,9 +181,9 @@ def resample(samples: Floats, rate: int, target: int = SAMPLE_RATE) -> Floats:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def load_audio(data: bytes) -> Floats:
-    """The bytes of an audio file as mono float32 samples at 16 kHz."""
-    samples, rate = decode_audio(data)
+def load_audio(data: bytes, max_seconds: float = MAX_SECONDS) -> Floats:
+    """The bytes of an audio file as mono float32 samples at 16 kHz (at most ``max_seconds``)."""
+    samples, rate = decode_audio(data, max_seconds)
     return resample(samples, rate)
 
 

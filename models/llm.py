@@ -131,7 +131,7 @@ class ChatModel:
         for chunk in chunks:
             if chunk.finish_reason is None:
                 if text := tools.push(chunk.text):
-                    yield GenerationChunk(text=text)
+                    yield GenerationChunk(text=text, stats=chunk.stats)
                 continue
             parsed = tools.finish()
             if parsed.text:

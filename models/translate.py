@@ -7,8 +7,15 @@ also yields the decoder's cross-attention K/V), and greedy decoding in which the
 states are the whole decoder cache. Model names say the language pair: ``bergamot-en-pt-tiny``
 and ``bergamot-pt-en-tiny``.
 
+Bounds: a request's source is at most :data:`MAX_SOURCE_CHARS` characters (413 beyond), and a
+sentence longer than :data:`MAX_SEGMENT_TOKENS` source tokens is cut into segments of at most
+that many, each translated on its own (Bergamot's ``max-length-break`` does the same), cut before
+a word where one is near the limit. The encoder's attention grows with the square of the source
+length, so a 15 KB text without a full stop, one sentence of ~3,000 tokens, made onnxruntime grow
+its arena by 1.27 GB that it kept; segments bound every session call's working memory.
+
 Invariants:
-- A sentence decodes at most ``ceil(2.5 * source tokens)`` tokens (Marian's max-length-factor);
+- A segment decodes at most ``ceil(2.5 * source tokens)`` tokens (Marian's max-length-factor);
   ``max_tokens`` caps the whole request, which then ends with finish_reason ``length``.
 - Chunks carry text increments whose concatenation is the final translation; the last chunk
   has the finish reason and the token counts.
@@ -37,12 +44,14 @@ from imagine_edge.models.store import Manifest, prepared
 from imagine_edge.runtime.graph_session import LoadedSession
 from imagine_edge.runtime.session import shared_factory
 from imagine_edge.runtime.targets import place, target_from_env
-from imagine_edge.sdk.errors import InvalidRequestError
+from imagine_edge.sdk.errors import InvalidRequestError, PayloadTooLargeError
 from imagine_edge.sdk.types import FinishReason, ModelType, TranslateRequest
 
 __all__ = [
     "BERGAMOT_EN_PT",
     "BERGAMOT_PT_EN",
+    "MAX_SEGMENT_TOKENS",
+    "MAX_SOURCE_CHARS",
     "BergamotTranslator",
     "load_bergamot_en_pt",
     "load_bergamot_pt_en",
@@ -55,6 +64,10 @@ log = logging.getLogger(__name__)
 BERGAMOT_EN_PT: Final = "bergamot-en-pt-tiny"
 BERGAMOT_PT_EN: Final = "bergamot-pt-en-tiny"
 MASKED: Final = np.float32(-1e9)
+# The longest source of one request, in characters, and of one encoder call, in tokens.
+MAX_SOURCE_CHARS: Final = 20_000
+MAX_SEGMENT_TOKENS: Final = 128
+_WORD_START: Final = "\u2581"  # SentencePiece's mark of a piece that starts a word
 # Abbreviations after which a period does not end a sentence (English and Portuguese).
 _ABBREVIATIONS: Final = frozenset(
     [
@@ -186,6 +199,11 @@ class BergamotTranslator:
         """Chunks of the translation of ``request.prompt``; see the module invariants."""
         if request.max_tokens is not None and request.max_tokens < 1:
             raise InvalidRequestError(f"max_tokens must be >= 1, got {request.max_tokens}")
+        if len(request.prompt) > MAX_SOURCE_CHARS:
+            raise PayloadTooLargeError(
+                f"the text to translate is {len(request.prompt)} characters, the limit is "
+                f"{MAX_SOURCE_CHARS}; send it in parts"
+            )
         budget = _Budget(request.max_tokens)
         stats = GenerationStats()
         finish = FinishReason.stop
@@ -193,8 +211,9 @@ class BergamotTranslator:
         for line_no, line in enumerate(request.prompt.split("\n")):
             if line_no:
                 separator = "\n"
-            for sentence in split_sentences(line):
-                pieces, reason = self._sentence(sentence, budget, stats, cancel)
+            sources = (src for sentence in split_sentences(line) for src in self.segments(sentence))
+            for source in sources:
+                pieces, reason = self._sentence(source, budget, stats, cancel)
                 first = True
                 for piece in pieces:
                     yield GenerationChunk(text=(separator + piece) if first else piece)
@@ -218,15 +237,32 @@ class BergamotTranslator:
         ids: list[int] = self.tokenizer.encode(sentence, add_special_tokens=False).ids
         return [*ids, self.eos]
 
+    def segments(self, sentence: str) -> list[list[int]]:
+        """Source ids of ``sentence`` in segments of at most :data:`MAX_SEGMENT_TOKENS` (each
+        ending with ``</s>``), cut before the last word start in a segment's second half, else
+        at the limit."""
+        encoding = self.tokenizer.encode(sentence, add_special_tokens=False)
+        ids, pieces = list(encoding.ids), list(encoding.tokens)
+        room = MAX_SEGMENT_TOKENS - 1  # the </s> of each segment
+        out: list[list[int]] = []
+        while len(ids) > room:
+            cut = next(
+                (i for i in range(room, room // 2, -1) if pieces[i].startswith(_WORD_START)), room
+            )
+            out.append([*ids[:cut], self.eos])
+            ids, pieces = ids[cut:], pieces[cut:]
+        out.append([*ids, self.eos])
+        return out
+
     def _sentence(
         self,
-        sentence: str,
+        source: list[int],
         budget: _Budget,
         stats: GenerationStats,
         cancel: threading.Event,
     ) -> tuple[list[str], FinishReason | None]:
-        """Translate one sentence; text pieces, and a finish reason when the request must end."""
-        source = self.encode(sentence)
+        """Translate one segment's source ids; text pieces, and a finish reason when the
+        request must end."""
         stats.prompt_tokens += len(source)
         t0 = time.perf_counter()
         cross = self._encode([source])

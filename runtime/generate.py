@@ -178,11 +178,11 @@ class TextGenerationLoop:
                 if matcher is not None:
                     piece, stopped = matcher.push(piece)
                     if piece:
-                        yield GenerationChunk(piece)
+                        yield GenerationChunk(piece, None, stats)
                     if stopped:
                         return FinishReason.stop
                 else:
-                    yield GenerationChunk(piece)
+                    yield GenerationChunk(piece, None, stats)
             if stop_ids and ends_with_stop_sequence(generated):
                 reason = FinishReason.stop
                 break
@@ -194,7 +194,7 @@ class TextGenerationLoop:
             tokens[slot.length] = token
             logits = forward(slot, 1)
         if matcher is not None and (rest := matcher.flush()):
-            yield GenerationChunk(rest)
+            yield GenerationChunk(rest, None, stats)
         return reason
 
 

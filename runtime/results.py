@@ -30,7 +30,10 @@ class GenerationStats:
 
 @dataclass(slots=True)
 class GenerationChunk:
-    """An increment of generated text; the last one has ``finish_reason`` and ``stats``."""
+    """An increment of generated text; the last one has ``finish_reason`` and ``stats``.
+
+    Text increments carry ``stats`` too (the run's counts so far): usage then records the tokens
+    of a stream its consumer dropped (sdk/engine/responses.py keeps the latest)."""
 
     text: str = ""
     finish_reason: FinishReason | None = None

@@ -44,6 +44,7 @@ import onnxruntime as ort
 
 from imagine_edge.runtime.cache_dir import abandoned, orphaned, user_cache, write_source_record
 from imagine_edge.runtime.graph_session import LoadedSession, session_summary
+from imagine_edge.runtime.memory import one_malloc_arena
 from imagine_edge.runtime.ort_names import SessionConfig
 from imagine_edge.runtime.prepacked import prepacked_copy
 from imagine_edge.runtime.providers import (
@@ -71,6 +72,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# Before any session starts its threads: freed request memory can then go back to the system.
+one_malloc_arena()
 
 
 def epcontext_dir() -> Path:
@@ -180,8 +183,14 @@ class SessionFactory:
         session_config: dict[str, str] | None = None,
         free_dimensions: dict[str, int] | None = None,
         prepacked: bool = False,
+        cpu_arena: bool = True,
     ) -> LoadedSession:
         """Open ``model_path`` on ``target``; see the module docstring for the policy.
+
+        ``cpu_arena`` False: on the CPU EP, no memory arena and no memory pattern, so every
+        tensor's buffer goes back to the allocator when the run ends (for graphs whose working
+        memory grows with the request, such as an image generator's at 1024x1024: an arena keeps
+        its peak for good).
 
         ``prepacked``: on the CPU EP, run the cached optimized copy whose pre-packed weights are
         memory-mapped (runtime/prepacked.py), so further sessions of the graph share them. When
@@ -198,10 +207,12 @@ class SessionFactory:
                     raise
                 reason = exc.message or "QNN failed"
                 log.warning("%s: falling back to the CPU EP: %s", path.name, reason)
-                loaded = self._create_cpu(path, session_config, free_dimensions, prepacked)
+                loaded = self._create_cpu(
+                    path, session_config, free_dimensions, prepacked, cpu_arena
+                )
                 loaded.fallback_reason = reason
                 return loaded
-        return self._create_cpu(path, session_config, free_dimensions, prepacked)
+        return self._create_cpu(path, session_config, free_dimensions, prepacked, cpu_arena)
 
     def _create_cpu(
         self,
@@ -209,10 +220,12 @@ class SessionFactory:
         session_config: dict[str, str] | None,
         free_dimensions: dict[str, int] | None,
         prepacked: bool = False,
+        cpu_arena: bool = True,
     ) -> LoadedSession:
         so = self.session_options(
             {SessionConfig.RECORD_EP_GRAPH_ASSIGNMENT: "1", **(session_config or {})}
         )
+        so.enable_cpu_mem_arena = so.enable_mem_pattern = cpu_arena
         for name, size in (free_dimensions or {}).items():
             so.add_free_dimension_override_by_name(name, size)
         copy = self._prepacked_copy(path) if prepacked and not free_dimensions else None

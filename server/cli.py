@@ -25,6 +25,7 @@ from typing import Final
 
 from imagine_edge.sdk.client import API_KEY_ENV
 from imagine_edge.sdk.engine import Engine, ModelState, client_alias
+from imagine_edge.sdk.engine.workers import KEEP_ALIVE_ENV, SERVER_KEEP_ALIVE, parse_keep_alive
 from imagine_edge.sdk.errors import ImagineException
 from imagine_edge.sdk.paths import API_PREFIX
 from imagine_edge.server.middleware import is_loopback
@@ -36,6 +37,21 @@ logger = logging.getLogger(__name__)
 HOSTS_ENV: Final = "IMAGINE_EDGE_HOSTS"
 ORIGINS_ENV: Final = "IMAGINE_EDGE_ORIGINS"
 DEFAULT_REQUEST_TIMEOUT: Final = 30.0
+
+
+def _whole(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def keep_alive_option(values: Sequence[str] | None) -> dict[str, float | None]:
+    """The engine's keep-alive from ``--keep-alive`` values ("*": every model not named)."""
+    out = {"*": parse_keep_alive(os.environ.get(KEEP_ALIVE_ENV) or SERVER_KEEP_ALIVE)}
+    for value in values or []:
+        name, _, duration = value.rpartition("=")
+        out[name or "*"] = parse_keep_alive(duration)
+    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,6 +117,21 @@ def _parser() -> argparse.ArgumentParser:
         "take memory)",
     )
     parser.add_argument("--max-queue", type=int, default=16, help="requests per model (16)")
+    parser.add_argument(
+        "--history-keep",
+        type=_whole,
+        metavar="N",
+        help="request bodies kept per endpoint for the history (default: "
+        "$IMAGINE_EDGE_HISTORY_KEEP, else 100); 0 keeps none",
+    )
+    parser.add_argument(
+        "--keep-alive",
+        action="append",
+        metavar="[MODEL=]DURATION",
+        help="unload a model idle this long ('5m', '30s', '1h', '300'; 'never' or -1: keep it "
+        f"loaded); MODEL= sets one model's (repeatable). Default: ${KEEP_ALIVE_ENV}, else "
+        f"{SERVER_KEEP_ALIVE}",
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn log level (info)")
     return parser
 
@@ -149,10 +180,15 @@ def serve_command(argv: list[str]) -> int:
         )
         return 2
     try:
-        engine = Engine.from_catalog(args.models, max_queue=args.max_queue)
+        engine = Engine.from_catalog(
+            args.models,
+            max_queue=args.max_queue,
+            history_keep=args.history_keep,
+            keep_alive=keep_alive_option(args.keep_alive),
+        )
         if args.preload:
             engine.load(args.models)
-    except ImagineException as e:
+    except (ImagineException, ValueError) as e:
         sys.stderr.write(f"cannot serve: {e}\n")
         return 1
 

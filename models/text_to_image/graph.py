@@ -37,7 +37,9 @@ class PipelineGraph:
     @classmethod
     def open(cls, path: Path, target: Target, output: str) -> PipelineGraph:
         """A session of ``path`` on ``target`` that returns ``output`` (else its first output)."""
-        loaded = shared_factory().create(path, target=target)
+        # No CPU arena: the working memory grows with the image size (~500 MiB at 1024x1024 for
+        # tiny-sd), and an arena would keep that peak for good.
+        loaded = shared_factory().create(path, target=target, cpu_arena=False)
         inputs = loaded.inputs
         names = loaded.output_names
         return cls(

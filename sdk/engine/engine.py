@@ -44,11 +44,18 @@ from imagine_edge.models.registry import model_cards
 from imagine_edge.runtime.results import GenerationStats
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.engine.image_files import find_image, keep_image
+from imagine_edge.sdk.engine.memory_report import memory_summary
 from imagine_edge.sdk.engine.names import ModelIndex
-from imagine_edge.sdk.engine.recorder import Recorder, RequestRecord, default_data_dir
+from imagine_edge.runtime.memory import memory_parts, one_malloc_arena
+from imagine_edge.sdk.engine.recorder import (
+    Recorder,
+    RequestRecord,
+    default_data_dir,
+    history_keep_from_env,
+)
 from imagine_edge.sdk.engine.responses import Head, TextFold, new_id
 from imagine_edge.sdk.engine.worker import Job, JobContext, ModelState, Outcome
-from imagine_edge.sdk.engine.workers import WorkerRegistry
+from imagine_edge.sdk.engine.workers import KeepAlive, WorkerRegistry
 from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
 from imagine_edge.sdk.limits import Limits
 from imagine_edge.sdk.paths import Endpoint
@@ -98,9 +105,21 @@ class Engine:
         limits: Limits | None = None,
         max_queue: int = 16,
         userid: str = "local",
+        history_keep: int | None = None,
+        keep_alive: KeepAlive = None,
     ) -> None:
+        """``history_keep``: request bodies kept per endpoint for the history (0: none; default
+        ``IMAGINE_EDGE_HISTORY_KEEP``, else 100); only used when the engine opens the store.
+        ``keep_alive``: seconds a loaded model may stay idle before it unloads
+        (:class:`~imagine_edge.sdk.engine.workers.WorkerRegistry`; default never)."""
+        # What the process held before any model: health's "Python at start".
+        self.memory_at_start = memory_parts()
+        one_malloc_arena()  # so that memory freed after a large request can be given back
+        self._history_keep = history_keep_from_env() if history_keep is None else history_keep
+        if self._history_keep < 0:
+            raise ValueError(f"history_keep must be >= 0, got {history_keep}")
         self.index = ModelIndex(cards)
-        self.workers = WorkerRegistry(max_queue)
+        self.workers = WorkerRegistry(max_queue, keep_alive)
         self.limits = limits or Limits()
         self.data_dir = data_dir if data_dir is not None else default_data_dir()
         self._recorder = recorder
@@ -121,7 +140,11 @@ class Engine:
         """The usage store, opened on first use."""
         with self._lock:
             if self._recorder is None:
-                self._recorder = Recorder(self.data_dir / "usage.sqlite3", userid=self._userid)
+                self._recorder = Recorder(
+                    self.data_dir / "usage.sqlite3",
+                    userid=self._userid,
+                    history_keep=self._history_keep,
+                )
             return self._recorder
 
     # ------------------------------------------------------------------ lifecycle
@@ -189,18 +212,19 @@ class Engine:
 
     def health(self) -> HealthResponse:
         """Store and model health; there is no PostgreSQL or Redis on a device."""
-        parts = []
-        for card, s in zip(self.index.cards, self.model_states(), strict=True):
+        parts, states = [], self.model_states()
+        for card, s in zip(self.index.cards, states, strict=True):
             detail = s.state
             if s.execution_provider is not None:
                 mib = (s.resident_bytes or 0) / 2**20
                 detail += f" on {s.execution_provider}, {mib:.1f} MiB"
                 if s.load_rss_bytes is not None:  # measured, beside the weights' size
                     detail += f" (+{s.load_rss_bytes / 2**20:.1f} MiB resident at load)"
+                if s.keep_alive is not None:
+                    detail += f", unloads after {s.keep_alive:g} s idle"
             parts.append(f"{s.name} ({card.model_type.value}): {detail}")
-        return HealthResponse(
-            postgres="not used", redis="not used", models="; ".join(parts) or "no models"
-        )
+        parts.append(memory_summary(states, self.memory_at_start))
+        return HealthResponse(postgres="not used", redis="not used", models="; ".join(parts))
 
     def usage(
         self,

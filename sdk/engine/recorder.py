@@ -9,8 +9,15 @@ Invariants:
   sums the tokens and generation time of all of them (a cancelled stream did spend its tokens).
 - Histories hold only successful requests with their response, most recent first, as the
   ``[response, request]`` pairs the official client returns unchanged (CONTRACT.md §2.12).
-- Request and response bodies are kept for the last ``history_keep`` requests of each endpoint
-  only; older rows keep their counts and timings, so the file does not grow with every vector.
+- Bodies are stored for successful requests only, and only as bounded excerpts
+  (:func:`excerpt`): strings beyond :data:`MAX_STRING_CHARS` characters and lists beyond
+  :data:`MAX_LIST_ITEMS` items are cut (with a marker saying how much was left out), and a body
+  is at most :data:`MAX_BODY_BYTES` of JSON. Failed and cancelled requests keep their counts,
+  timings and a bounded error message, never their bodies.
+- Bodies are kept for the last ``history_keep`` requests of each endpoint only (default
+  :data:`DEFAULT_HISTORY_KEEP`, or ``IMAGINE_EDGE_HISTORY_KEEP``); older rows keep their counts
+  and timings, so the file does not grow with every vector. ``history_keep`` 0 turns the
+  history off: no body is stored and those already stored are cleared when the store opens.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Self, cast
@@ -44,15 +51,30 @@ from imagine_edge.sdk.types import (
 
 __all__ = [
     "DATA_DIR_ENV",
+    "DEFAULT_HISTORY_KEEP",
+    "HISTORY_KEEP_ENV",
+    "MAX_BODY_BYTES",
+    "MAX_ERROR_CHARS",
+    "MAX_LIST_ITEMS",
+    "MAX_STRING_CHARS",
     "Recorder",
     "RequestRecord",
     "default_data_dir",
+    "excerpt",
+    "history_keep_from_env",
     "parse_client_datetime",
     "parse_duration",
     "stored_response",
 ]
 
 DATA_DIR_ENV: Final = "IMAGINE_EDGE_DATA_DIR"
+HISTORY_KEEP_ENV: Final = "IMAGINE_EDGE_HISTORY_KEEP"
+# The history GET returns at most 100 items (sdk/limits.py), so more bodies would never be read.
+DEFAULT_HISTORY_KEEP: Final = 100
+MAX_STRING_CHARS: Final = 2_000
+MAX_LIST_ITEMS: Final = 64
+MAX_BODY_BYTES: Final = 64 * 1024
+MAX_ERROR_CHARS: Final = 2_000
 _SCHEMA_VERSION: Final = 1
 # date_bin origin: a Monday at midnight UTC, so weekly bins start on Mondays and daily bins at
 # midnight UTC (PostgreSQL's documented example origin, the server this contract came from).
@@ -140,6 +162,49 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("imagine-edge"))
 
 
+def history_keep_from_env() -> int:
+    """``IMAGINE_EDGE_HISTORY_KEEP`` (bodies kept per endpoint; 0: none), else the default."""
+    raw = os.environ.get(HISTORY_KEEP_ENV, "").strip()
+    if not raw:
+        return DEFAULT_HISTORY_KEEP
+    try:
+        keep = int(raw)
+    except ValueError:
+        keep = -1
+    if keep < 0:
+        raise ValueError(f"{HISTORY_KEEP_ENV} must be a whole number >= 0, got {raw!r}")
+    return keep
+
+
+def _cut(value: Any, chars: int, items: int) -> Any:
+    if isinstance(value, str):
+        if len(value) <= chars:
+            return value
+        return f"{value[:chars]}… [{len(value) - chars} more characters not stored]"
+    if isinstance(value, Mapping):
+        return {str(k): _cut(v, chars, items) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        head = [_cut(v, chars, items) for v in value[:items]]
+        if len(value) > items:
+            head.append(f"… [{len(value) - items} more items not stored]")
+        return head
+    return value
+
+
+def excerpt(body: Mapping[str, Any]) -> str:
+    """The JSON stored for ``body``: long strings and lists cut with a marker, and at most
+    :data:`MAX_BODY_BYTES`; the limits are halved until it fits (deeply nested bodies), and a
+    body that still does not fit is stored as the start of its JSON text."""
+    chars, items = MAX_STRING_CHARS, MAX_LIST_ITEMS
+    while True:
+        text = json.dumps(_cut(body, chars, items))
+        if len(text.encode()) <= MAX_BODY_BYTES:
+            return text
+        if chars <= 16 and items <= 1:
+            return json.dumps({"excerpt": text[: MAX_BODY_BYTES // 8]})
+        chars, items = max(16, chars // 2), max(1, items // 2)
+
+
 def parse_duration(text: str) -> int:
     """Seconds in an aggregation duration such as '1 day', '1 hour' or '15 minutes'."""
     match = _DURATION.match(text.lower())
@@ -178,12 +243,19 @@ class Recorder:
     """Writes request records and answers usage and history queries; thread-safe."""
 
     def __init__(
-        self, path: Path | None = None, *, userid: str = "local", history_keep: int = 256
+        self,
+        path: Path | None = None,
+        *,
+        userid: str = "local",
+        history_keep: int | None = None,
     ) -> None:
         self.path = path if path is not None else default_data_dir() / "usage.sqlite3"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.userid = userid
-        self._history_keep = history_keep
+        keep = history_keep_from_env() if history_keep is None else history_keep
+        if keep < 0:
+            raise ValueError(f"history_keep must be >= 0, got {keep}")
+        self.history_keep = keep
         self._lock = threading.Lock()
         # One connection shared under a lock: writes come from model workers, reads from the
         # server's threads; WAL keeps them from blocking each other at the file level.
@@ -209,27 +281,45 @@ class Recorder:
                 """
             )
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            endpoints = self._db.execute("SELECT DISTINCT endpoint FROM requests").fetchall()
+            for (endpoint,) in endpoints:
+                self._prune(endpoint)
+
+    def _prune(self, endpoint: str) -> None:
+        """Drop the bodies of ``endpoint`` beyond the newest ``history_keep`` (all when 0)."""
+        if self.history_keep == 0:
+            self._db.execute(
+                "UPDATE requests SET request_json = NULL, response_json = NULL "
+                "WHERE endpoint = ? AND request_json IS NOT NULL",
+                (endpoint,),
+            )
+            return
+        self._db.execute(
+            "UPDATE requests SET request_json = NULL, response_json = NULL "
+            "WHERE endpoint = ? AND request_json IS NOT NULL AND created < ("
+            "  SELECT created FROM requests WHERE endpoint = ? "
+            "  ORDER BY created DESC LIMIT 1 OFFSET ?)",
+            (endpoint, endpoint, self.history_keep - 1),
+        )
 
     def record(self, rec: RequestRecord) -> None:
-        """Store one request, then drop bodies beyond the newest ``history_keep`` of its kind."""
+        """Store one request (bodies as excerpts, and only when it succeeded and the history is
+        on), then drop bodies beyond the newest ``history_keep`` of its kind."""
+        keep = rec.status is Status.OK and self.history_keep > 0
+        request = excerpt(rec.request) if keep and rec.request is not None else None
+        response = excerpt(rec.response) if keep and rec.response is not None else None
+        error = None if rec.error is None else _cut(rec.error, MAX_ERROR_CHARS, 0)
         stats = rec.stats
         row = (
             rec.id, rec.created, self.userid, rec.endpoint.value, rec.model, rec.model_type.value,
             rec.status.value, stats.prompt_tokens, stats.completion_tokens, rec.queue_seconds,
             rec.load_seconds, stats.prefill_seconds, stats.decode_seconds, rec.generation_seconds,
-            None if rec.request is None else json.dumps(rec.request),
-            None if rec.response is None else json.dumps(rec.response),
-            rec.error,
+            request, response, error,
         )  # fmt: skip
         with self._lock:
             self._db.execute(f"INSERT INTO requests VALUES ({','.join('?' * len(row))})", row)
-            self._db.execute(
-                "UPDATE requests SET request_json = NULL, response_json = NULL "
-                "WHERE endpoint = ? AND request_json IS NOT NULL AND created < ("
-                "  SELECT created FROM requests WHERE endpoint = ? "
-                "  ORDER BY created DESC LIMIT 1 OFFSET ?)",
-                (rec.endpoint.value, rec.endpoint.value, self._history_keep - 1),
-            )
+            if keep:
+                self._prune(rec.endpoint.value)
 
     def history(self, endpoint: Endpoint, max_items: int) -> list[list[Any]]:
         """The last ``max_items`` successful ``[response, request]`` pairs, most recent first."""
@@ -240,6 +330,11 @@ class Recorder:
                 "ORDER BY created DESC, rowid DESC LIMIT ?",
                 (endpoint.value, max_items),
             ).fetchall()
+        if not rows and self.history_keep == 0:
+            raise NoHistoryError(
+                f"the request history is off ({HISTORY_KEEP_ENV}=0 or serve --history-keep 0): "
+                "no request bodies are stored"
+            )
         if not rows:
             raise NoHistoryError(
                 f"no {endpoint.value} request has been recorded yet: the history fills as "

@@ -8,12 +8,16 @@ Invariants:
 - A model's load (its queue occupancy) is the number of admitted jobs that are running or
   waiting and not cancelled; it is derived from the queue, never counted separately, so a
   cancelled job frees its slot the instant its consumer cancels it.
+- With a keep-alive duration, a loaded model that has had nothing to do for that long is
+  unloaded on its own thread (its memory goes back to the system) and reloads on next use;
+  without one (the in-process default) a model stays loaded until ``unload`` or ``close``.
 - Every job ends with exactly one ``on_done`` (recording) followed by exactly one delivery to its
   call (result or error), even when the job was cancelled before it ran or the engine closed.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -25,7 +29,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from imagine_edge.models.base import LoadedModel, ModelCard
-from imagine_edge.runtime.memory import process_resident_bytes
+from imagine_edge.runtime.memory import process_resident_bytes, release_free_memory
 from imagine_edge.runtime.results import GenerationStats
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.errors import (
@@ -103,6 +107,8 @@ class ModelState:
     queued: int
     # How much the process's resident memory grew while the model loaded (None: not measured).
     load_rss_bytes: int | None = None
+    # Seconds idle after which the model unloads (None: never).
+    keep_alive: float | None = None
 
 
 class _Control:
@@ -124,9 +130,13 @@ class _Control:
 class ModelWorker:
     """The thread that owns one model and runs its jobs in admission order."""
 
-    def __init__(self, card: ModelCard, max_queue: int) -> None:
+    def __init__(self, card: ModelCard, max_queue: int, keep_alive: float | None = None) -> None:
+        if keep_alive is not None and not keep_alive >= 0:
+            raise ValueError(f"keep_alive must be >= 0 seconds or None, got {keep_alive}")
         self.card = card
         self._max_queue = max_queue
+        self._keep_alive = keep_alive
+        self._last_used = time.monotonic()
         self._cond = threading.Condition()
         self._pending: deque[Job | _Control] = deque()
         self._running: Job | None = None
@@ -199,6 +209,7 @@ class ModelWorker:
             resident_bytes=None if model is None else model.resident_bytes(),
             queued=queued,
             load_rss_bytes=None if model is None else load_rss,
+            keep_alive=self._keep_alive,
         )
 
     def close(self) -> None:
@@ -215,14 +226,33 @@ class ModelWorker:
 
     # -------------------------------------------------------------- worker thread
 
+    def _idle_left(self) -> float | None:
+        """Seconds until the loaded model has been idle for its keep-alive (None: no limit)."""
+        if self._keep_alive is None or self._model is None:
+            return None
+        return self._keep_alive - (time.monotonic() - self._last_used)
+
     def _loop(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: bool(self._pending) or self._closing)
-                if not self._pending:
+                idle = False
+                while not self._pending and not self._closing:
+                    left = self._idle_left()
+                    if left is not None and left <= 0:
+                        idle = True
+                        break
+                    self._cond.wait(left)
+                if idle:
+                    item = None
+                elif not self._pending:
                     break
-                item = self._pending.popleft()
-                self._running = item if isinstance(item, Job) else None
+                else:
+                    item = self._pending.popleft()
+                    self._running = item if isinstance(item, Job) else None
+            if item is None:
+                logger.info("%s idle for %s s: unloading", self.card.name, self._keep_alive)
+                self._close_model(f"not loaded (unloaded after {self._keep_alive:g} s idle)")
+                continue
             try:
                 if isinstance(item, _Control):
                     item.run()
@@ -231,6 +261,7 @@ class ModelWorker:
             finally:
                 with self._cond:
                     self._running = None
+                    self._last_used = time.monotonic()
         self._close_model()
 
     def _ensure_loaded(self) -> LoadedModel:
@@ -263,11 +294,12 @@ class ModelWorker:
         logger.info("loaded %s on %s", self.card.name, model.execution_provider)
         return model
 
-    def _close_model(self) -> None:
+    def _close_model(self, state: str = "not loaded") -> None:
         with self._cond:
-            model, self._model, self._state = self._model, None, "not loaded"
+            model, self._model, self._state = self._model, None, state
         if model is not None:
             model.close()
+            release_free_memory()
             logger.info("unloaded %s", self.card.name)
 
     def _execute(self, job: Job) -> None:
@@ -302,6 +334,11 @@ class ModelWorker:
             job.on_done(job, outcome)
         except Exception:
             logger.exception("could not record request %s", call.id)
+        # What a large request freed goes back to the system before the caller hears of it, not
+        # to the C heap's free lists (where it would still count as resident); a collection
+        # first frees buffers only reference cycles still held (a generator's frame, a trace).
+        gc.collect()
+        release_free_memory()
         if error is not None:
             call.fail(error)
         else:
