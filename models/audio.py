@@ -44,6 +44,7 @@ __all__ = [
     "SAMPLE_RATE",
     "AudioFormat",
     "audio_seconds",
+    "declared_seconds",
     "decode_audio",
     "load_audio",
     "log_mel",
@@ -134,6 +135,15 @@ def audio_seconds(data: bytes) -> float:
     with _open(data, fmt) as f:
         frames, rate = _declared(f, fmt)
     return frames / rate
+
+
+def declared_seconds(data: bytes) -> float | None:
+    """:func:`audio_seconds`, or None when ``data`` is not audio we can read (the decoder then
+    refuses it with the reason)."""
+    try:
+        return audio_seconds(data)
+    except InvalidRequestError:
+        return None
 
 
 def decode_audio(data: bytes, max_seconds: float = MAX_SECONDS) -> tuple[Floats, int]:

@@ -40,21 +40,16 @@ class Limits:
         if count > limit:
             raise PayloadTooLargeError(f"too many {what}: {count}, the limit is {limit}")
 
-    def check_audio(self, audio: bytes) -> None:
-        """Raise 413 for audio over the byte or duration limit (the duration its container
-        declares, for every format the transcriber reads); audio it cannot read is left to the
-        model, whose decoder refuses it with the reason."""
+    def check_audio(self, audio: bytes, seconds: float | None) -> None:
+        """Raise 413 for audio over the byte or duration limit. ``seconds`` is the duration its
+        container declares (models/audio.py's ``declared_seconds``, for every format the
+        transcriber reads); None, audio it cannot read, is left to the model, whose decoder
+        refuses it with the reason."""
         if len(audio) > self.max_audio_bytes:
             raise PayloadTooLargeError(
                 f"audio file is {len(audio)} bytes, the limit is {self.max_audio_bytes}"
             )
-        from imagine_edge.models.audio import audio_seconds  # deferred: numpy and libsndfile
-
-        try:
-            seconds = audio_seconds(audio)
-        except InvalidRequestError:  # not audio it can read: the model's decoder says why
-            return
-        if seconds > self.max_audio_seconds:
+        if seconds is not None and seconds > self.max_audio_seconds:
             raise PayloadTooLargeError(
                 f"audio is {seconds:.1f} s long, the limit is {self.max_audio_seconds:.0f} s"
             )

@@ -262,7 +262,9 @@ class LLMSamplingParams(_Request):
     def _top_k(cls, v: int | None) -> int | None:
         # The kernels' rule and message (kernels.SamplingConfig, docs/sampling.md), bounded above.
         if v is not None and not -1 <= v <= INT32_MAX:
-            raise ValueError(f"top_k must be an integer in [-1, {INT32_MAX}] (-1 or 0 = off), got {v}")
+            raise ValueError(
+                f"top_k must be an integer in [-1, {INT32_MAX}] (-1 or 0 = off), got {v}"
+            )
         return v
 
     @field_validator("max_tokens", "max_seconds")

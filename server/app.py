@@ -16,7 +16,6 @@ import posixpath
 import re
 import stat
 from collections.abc import Sequence
-from typing import Final
 
 from fastapi import FastAPI
 from starlette.responses import Response

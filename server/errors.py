@@ -38,7 +38,7 @@ from imagine_edge.sdk.errors import (
     ImagineException,
     InferenceError,
 )
-from imagine_edge.sdk.validation import request_error, validation_message
+from imagine_edge.sdk.validation import request_error
 from imagine_edge.server.sanitize import public_message
 
 __all__ = [

@@ -31,6 +31,7 @@ from typing import Any, Never, Self
 import numpy as np
 from pydantic import BaseModel
 
+from imagine_edge.models.audio import declared_seconds
 from imagine_edge.models.base import (
     Embedder,
     ImageGenerator,
@@ -41,12 +42,12 @@ from imagine_edge.models.base import (
     Translator,
 )
 from imagine_edge.models.registry import model_cards
+from imagine_edge.runtime.memory import memory_parts, one_malloc_arena
 from imagine_edge.runtime.results import GenerationStats
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.engine.image_files import find_image, keep_image
 from imagine_edge.sdk.engine.memory_report import memory_summary
 from imagine_edge.sdk.engine.names import ModelIndex
-from imagine_edge.runtime.memory import memory_parts, one_malloc_arena
 from imagine_edge.sdk.engine.recorder import (
     Recorder,
     RequestRecord,
@@ -431,7 +432,7 @@ class Engine:
         card = self.index.resolve(model, ModelType.TRANSCRIBE)
         if not audio:
             raise InvalidRequestError("file must not be empty")
-        self.limits.check_audio(audio)
+        self.limits.check_audio(audio, declared_seconds(audio))
         call_id = new_id("asr")
 
         def body(loaded: Transcriber, call: Call[Any, Any], ctx: JobContext) -> Any:

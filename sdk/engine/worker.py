@@ -339,6 +339,10 @@ class ModelWorker:
         # first frees buffers only reference cycles still held (a generator's frame, a trace).
         gc.collect()
         release_free_memory()
+        # The slot frees before the caller hears of the result: a caller that sends its next
+        # request at once (a queue of one) must find it free, not get a 429.
+        with self._cond:
+            self._running = None
         if error is not None:
             call.fail(error)
         else:

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from imagine_edge.models import audio
-from imagine_edge.models.audio import audio_seconds, decode_audio, load_audio
+from imagine_edge.models.audio import audio_seconds, declared_seconds, decode_audio, load_audio
 from imagine_edge.sdk.errors import InvalidRequestError, PayloadTooLargeError
 from imagine_edge.sdk.limits import Limits
 
@@ -43,7 +43,7 @@ def test_three_hours_of_flac_are_refused_before_decoding(
     assert len(three_hours_flac) < 300_000  # far under the byte limit
     assert audio_seconds(three_hours_flac) == pytest.approx(3 * 3600)
     with pytest.raises(PayloadTooLargeError, match=r"10800\.0 s long, the limit is 1800 s"):
-        Limits().check_audio(three_hours_flac)
+        Limits().check_audio(three_hours_flac, declared_seconds(three_hours_flac))
 
     # The model's own decoder refuses it too, without reading a single block.
     def no_reading(*args: object, **kwargs: object) -> None:
@@ -59,10 +59,10 @@ def test_every_container_declares_its_duration(fmt: str, subtype: str) -> None:
     data = _encode(12.0, 8_000, fmt, subtype)
     assert audio_seconds(data) == pytest.approx(12.0, abs=0.1)
     with pytest.raises(PayloadTooLargeError, match="the limit is 10 s"):
-        Limits(max_audio_seconds=10.0).check_audio(data)
+        Limits(max_audio_seconds=10.0).check_audio(data, declared_seconds(data))
     with pytest.raises(PayloadTooLargeError, match="the limit is 10 s"):
         decode_audio(data, max_seconds=10.0)
-    Limits(max_audio_seconds=13.0).check_audio(data)
+    Limits(max_audio_seconds=13.0).check_audio(data, declared_seconds(data))
     samples, rate = decode_audio(data, max_seconds=13.0)
     assert rate == 8_000
     assert len(samples) == pytest.approx(12 * 8_000, abs=800)
@@ -109,7 +109,8 @@ def test_a_file_without_a_declared_length_or_with_an_odd_rate_is_a_clear_400() -
     data = bytearray(buf.getvalue())
     packed = int.from_bytes(data[18:26], "big")
     data[18:26] = (packed & ~((1 << 36) - 1)).to_bytes(8, "big")  # total samples: unknown
-    Limits().check_audio(bytes(data))  # admitted: the decoder refuses it, with the reason
+    assert declared_seconds(bytes(data)) is None
+    Limits().check_audio(bytes(data), None)  # admitted: the decoder refuses it, with the reason
     with pytest.raises(InvalidRequestError, match="does not declare its length"):
         decode_audio(bytes(data))
     fast = _encode(0.5, 96_000, "WAV", "PCM_16")

@@ -6,7 +6,6 @@ import pytest
 from pydantic import ValidationError
 
 from imagine_edge.sdk import types as t
-from imagine_edge.sdk.validation import MAX_REQUEST_CHARS, request_error, validation_message
 from imagine_edge.sdk.errors import (
     ContextLengthError,
     ImagineAPIException,
@@ -16,6 +15,7 @@ from imagine_edge.sdk.errors import (
     ModelNotFoundError,
     PayloadTooLargeError,
 )
+from imagine_edge.sdk.validation import MAX_REQUEST_CHARS, request_error, validation_message
 
 
 @pytest.mark.parametrize(
@@ -32,7 +32,11 @@ from imagine_edge.sdk.errors import (
         ("repetition_penalty", 1e-300, "repetition_penalty must be in [0.001, 1000], got 1e-300"),
         ("repetition_penalty", 1e300, "repetition_penalty must be in [0.001, 1000], got 1e+300"),
         ("top_k", -2, "top_k must be an integer in [-1, 2147483647] (-1 or 0 = off), got -2"),
-        ("top_k", 2**63, f"top_k must be an integer in [-1, 2147483647] (-1 or 0 = off), got {2**63}"),
+        (
+            "top_k",
+            2**63,
+            f"top_k must be an integer in [-1, 2147483647] (-1 or 0 = off), got {2**63}",
+        ),
         ("max_tokens", 0, "max_tokens must be in [1, 2147483647], got 0"),
         ("max_tokens", 2**64, f"max_tokens must be in [1, 2147483647], got {2**64}"),
         ("max_seconds", 0, "max_seconds must be in [1, 2147483647], got 0"),
