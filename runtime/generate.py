@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +40,9 @@ from imagine_edge import kernels
 from imagine_edge.runtime.kv_cache import Decoder, KVSlot
 from imagine_edge.sdk.errors import ContextLengthError, InvalidRequestError
 from imagine_edge.sdk.types import LLMSamplingParams
+
+if TYPE_CHECKING:  # llguidance is imported only by callers that constrain
+    from imagine_edge.runtime.constraint import Constraint
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -189,10 +192,13 @@ class TextGenerationLoop:
         prompt_ids: Sequence[int] | npt.NDArray[np.int64],
         plan: GenerationPlan,
         cancel: threading.Event | None = None,
+        constraint: Constraint | None = None,
     ) -> Iterator[Delta]:
         """Generate from ``prompt_ids``; see the module docstring for the order of checks.
 
-        Returns without a final delta when ``cancel`` is set.
+        Returns without a final delta when ``cancel`` is set. With a ``constraint``
+        (runtime/constraint.py) every token is drawn from the tokens its grammar allows, and the
+        run stops ("stop") once the grammar is complete.
         """
         start = time.perf_counter()
         deadline = start + plan.max_seconds if plan.max_seconds is not None else math.inf
@@ -212,7 +218,7 @@ class TextGenerationLoop:
                 yield Delta("", "length", stats)
                 return
             reason = yield from self._decode(
-                slot, prompt, logits, plan, limit, deadline, cancel, stats
+                slot, prompt, logits, plan, limit, deadline, cancel, stats, constraint
             )
             stats.decode_seconds = time.perf_counter() - prefilled
         if reason is not None:
@@ -252,6 +258,7 @@ class TextGenerationLoop:
         deadline: float,
         cancel: threading.Event | None,
         stats: RunStats,
+        constraint: Constraint | None = None,
     ) -> Generator[Delta, None, FinishReason | None]:
         """The decode loop; returns the finish reason, or None when cancelled."""
         # Everything the loop touches is bound to a local: attribute lookups cost per token.
@@ -269,8 +276,13 @@ class TextGenerationLoop:
         generated = stats.token_ids
         reason: FinishReason
         while True:
-            token = sample(logits, sampling, state, draw(), eos_token_ids=eos_ids)
+            allowed = None if constraint is None else constraint.fill()
+            token = sample(
+                logits, sampling, state, draw(), eos_token_ids=eos_ids, allowed_mask=allowed
+            )
             state.accept(token)
+            if constraint is not None:
+                constraint.consume(token)
             generated.append(token)
             stats.completion_tokens += 1
             if token in ends_turn:
@@ -287,6 +299,9 @@ class TextGenerationLoop:
                 else:
                     yield Delta(piece)
             if stop_ids and kernels.ends_with_stop_ids(generated, stop_ids):
+                reason = "stop"
+                break
+            if constraint is not None and constraint.done:
                 reason = "stop"
                 break
             if len(generated) >= limit or clock() >= deadline:
