@@ -15,8 +15,8 @@
 #define IE_SMALL_CANDIDATES 1024   /* up to this many top-k survivors go the sorted-list way */
 
 /* -inf for every token the allowed bitmask leaves out (bit i % 32 of word i / 32 allows token
- * i). A word of all ones leaves its 32 logits untouched; any other word selects lane by lane
- * between the logit and -inf. Only -inf is written, so the result equals the reference's bit for
+ * i). A word of all ones leaves its 32 logits untouched, a zero word is overwritten with -inf,
+ * and any other word selects lane by lane between the logit and -inf. Only -inf is written, so the result equals the reference's bit for
  * bit. A mask that allows no token of [0, vocab) is an error. */
 static ie_status apply_allowed(float *logits, int64_t vocab, const uint32_t *allowed) {
     const ie_vf neg_inf = ie_splatf(-INFINITY);
@@ -29,6 +29,10 @@ static ie_status apply_allowed(float *logits, int64_t vocab, const uint32_t *all
         any |= bits;
         if (bits == UINT32_MAX) continue;
         float *p = logits + 32 * w;
+        if (bits == 0) { /* most words of a grammar's mask: store -inf without reading */
+            for (int k = 0; k < 32; k += IE_LANES) ie_storef(p + k, neg_inf);
+            continue;
+        }
         for (int k = 0; k < 32; k += IE_LANES) {
             const ie_vi keep = (ie_vi)((ie_splatu(bits >> k) & lane_bit) != 0);
             ie_storef(p + k, ie_selectf(keep, ie_loadf(p + k), neg_inf));
