@@ -7,7 +7,11 @@ operation at one vocabulary size; compare medians within a group.
 - full chain: repetition, presence and frequency penalties over a 512-token history, temperature
   0.7, top_k 50, top_p 0.9, draw;
 - top-p alone: temperature 0.7, top_p 0.9, top_k off (the whole row goes through top-p);
-- greedy and temperature-only rows for context.
+- greedy and temperature-only rows for context;
+- the allowed-token mask of constrained decoding (``test_sample_masked``): greedy and the full
+  chain at V = 49,152 (SmolLM2) and 262,144 (Gemma 3), with no mask, a mask allowing 12 tokens
+  (a JSON grammar at a structural point) and one allowing all but 300 (inside a JSON string);
+  the mask's cost per token is the difference to the unmasked median.
 
 Rows are seeded Gaussian logits (std 2.5): no peaked head, so top-p keeps thousands of tokens, a
 pessimistic case for it. Each round gets a fresh copy of the row (sampling works in place), made
@@ -15,7 +19,7 @@ outside the timed region. The native backend runs on the CPU's best instruction 
 comparison, on the portable baseline.
 
 ``python -m imagine_edge.benchmarks.bench_kernels RESULTS.json`` turns a ``--benchmark-json`` file
-into the markdown table of medians in ``docs/sampling.md``.
+into the markdown tables of medians in ``docs/sampling.md`` and ``docs/constrained.md``.
 """
 
 from __future__ import annotations
@@ -104,6 +108,73 @@ def test_sample(benchmark, sampler: Callable[..., int], op: str, vocab: int) -> 
     benchmark.pedantic(sampler, setup=setup, rounds=30 if slow else 300, warmup_rounds=3)
 
 
+MASK_VOCABS = (49_152, 262_144)
+MASK_OPS = ("greedy", "full-chain")
+MASKS = ("none", "structural", "string")
+
+
+def _mask(vocab: int, kind: str) -> npt.NDArray[np.uint32] | None:
+    """A grammar-shaped bitmask: 12 allowed tokens, or all but 300 (random ids, seeded)."""
+    if kind == "none":
+        return None
+    rng = np.random.default_rng(vocab + 7)
+    bits = np.zeros(kernels.mask_words(vocab) * 32, dtype=np.uint8)
+    if kind == "structural":
+        bits[rng.choice(vocab, 12, replace=False)] = 1
+    else:
+        bits[:vocab] = 1
+        bits[rng.choice(vocab, 300, replace=False)] = 0
+    return np.packbits(bits, bitorder="little").view("<u4").astype(np.uint32)
+
+
+@pytest.mark.parametrize("vocab", MASK_VOCABS)
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("op", MASK_OPS)
+def test_sample_masked(  # type: ignore[no-untyped-def]
+    benchmark, sampler: Callable[..., int], op: str, mask: str, vocab: int
+) -> None:
+    logits, state = _inputs(vocab)
+    config = CONFIGS[op]
+    allowed = _mask(vocab, mask)
+    uniforms = iter(np.random.default_rng(0).random(100_000))
+    benchmark.group = f"mask {op} V={vocab}"
+
+    def setup() -> tuple[tuple[object, ...], dict[str, object]]:
+        args = (logits.copy(), config, state, float(next(uniforms)))
+        return args, {"allowed_mask": allowed}
+
+    slow = sampler is kernels.get_backend("reference").sample
+    benchmark.pedantic(sampler, setup=setup, rounds=30 if slow else 300, warmup_rounds=3)
+
+
+def mask_table(results: dict[str, Any]) -> str:
+    """Markdown table of masked medians (us) and the mask's cost over the unmasked median."""
+    medians: dict[tuple[str, str, str], float] = {}
+    for bench in results["benchmarks"]:
+        if not bench["group"].startswith("mask "):
+            continue
+        key = (bench["group"], bench["params"]["sampler"], bench["params"]["mask"])
+        medians[key] = bench["stats"]["median"] * 1e6
+    lines = [
+        "| operation | V | backend | no mask (us) | 12 allowed (us) | all but 300 (us) "
+        "| mask cost (us) |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for op in MASK_OPS:
+        for vocab in MASK_VOCABS:
+            for backend in BACKENDS:
+                row = [medians.get((f"mask {op} V={vocab}", backend, m)) for m in MASKS]
+                if any(v is None for v in row):
+                    continue
+                none, few, most = (float(v) for v in row if v is not None)
+                cost = f"{few - none:+,.1f} / {most - none:+,.1f}"
+                lines.append(
+                    f"| {op} | {vocab:,} | {backend} | {none:,.1f} | {few:,.1f} | {most:,.1f} "
+                    f"| {cost} |"
+                )
+    return "\n".join(lines)
+
+
 def median_table(results: dict[str, Any]) -> str:
     """Markdown table of medians (us) per group, with the native speed-up over the reference."""
     medians: dict[tuple[str, str], float] = {}
@@ -129,7 +200,10 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m imagine_edge.benchmarks.bench_kernels RESULTS.json")
         return 2
-    print(median_table(json.loads(Path(argv[0]).read_text())))
+    results = json.loads(Path(argv[0]).read_text())
+    print(median_table(results))
+    print()
+    print(mask_table(results))
     return 0
 
 

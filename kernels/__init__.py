@@ -3,11 +3,13 @@
 Stage order (pinned, vLLM's; the full spec is `docs/sampling.md`, the executable spec is
 `kernels/_reference.py`):
 
-1. stop-id mask: while ``state.num_generated < config.min_tokens`` the given EOS/stop ids are -inf;
-2. repetition penalty (HF/vLLM) over distinct prompt and generated ids;
-3. presence/frequency penalties (OpenAI) over generated ids;
-4. temperature; at or below 1e-5 the result is the argmax and stages 5-7 are skipped;
-5. top-k (-1 or 0 = off); 6. top-p (1 = off); 7. the draw from the caller's uniform variate.
+1. allowed-token mask (constrained decoding, optional): every token the caller's bitmask leaves
+   out is -inf (llguidance's layout: bit ``i % 32`` of uint32 word ``i // 32`` allows token i);
+2. stop-id mask: while ``state.num_generated < config.min_tokens`` the given EOS/stop ids are -inf;
+3. repetition penalty (HF/vLLM) over distinct prompt and generated ids;
+4. presence/frequency penalties (OpenAI) over generated ids;
+5. temperature; at or below 1e-5 the result is the argmax and stages 6-8 are skipped;
+6. top-k (-1 or 0 = off); 7. top-p (1 = off); 8. the draw from the caller's uniform variate.
 
 Ties break towards the lowest token id everywhere. Randomness is an input: each request draws
 `uniform` from its own seeded ``numpy.random.Generator``, and both backends return the same token
@@ -35,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from imagine_edge.kernels import _reference
+from imagine_edge.kernels._checks import mask_words
 from imagine_edge.kernels._config import (
     GREEDY_TEMPERATURE,
     MAX_VOCAB_SIZE,
@@ -55,6 +58,7 @@ __all__ = [
     "active_backend",
     "available_backends",
     "get_backend",
+    "mask_words",
     "native_isa",
     "native_unavailable_reason",
     "sample",
@@ -66,6 +70,7 @@ _log = logging.getLogger(__name__)
 BackendName = Literal["native", "reference"]
 ENV_VAR: Final = "IMAGINE_EDGE_KERNELS"
 STAGE_ORDER: Final = (
+    "allowed_mask",
     "stop_mask",
     "repetition_penalty",
     "presence_frequency_penalty",
@@ -87,6 +92,7 @@ class Backend(Protocol):
         uniform: float,
         *,
         eos_token_ids: Sequence[int] = (),
+        allowed_mask: npt.NDArray[np.uint32] | npt.NDArray[np.int32] | None = None,
     ) -> int: ...
 
     def sample_batch(
@@ -97,6 +103,7 @@ class Backend(Protocol):
         uniforms: npt.NDArray[np.float64] | Sequence[float],
         *,
         eos_token_ids: Sequence[int] = (),
+        allowed_masks: npt.NDArray[np.uint32] | npt.NDArray[np.int32] | None = None,
     ) -> npt.NDArray[np.int32]: ...
 
 
@@ -176,6 +183,7 @@ def sample(
     uniform: float,
     *,
     eos_token_ids: Sequence[int] = (),
+    allowed_mask: npt.NDArray[np.uint32] | npt.NDArray[np.int32] | None = None,
 ) -> int:
     """Sample one token id from a `[V]` float32 row of logits.
 
@@ -183,10 +191,16 @@ def sample(
     greedy, the temperature-scaled ones with -inf at every token top-k or top-p dropped (the
     distribution actually drawn from). `uniform` in [0, 1) comes from the request's seeded
     generator; `eos_token_ids` are masked while ``state.num_generated < config.min_tokens``.
-    Does not call `state.accept`. Raises ValueError for bad arguments, NaN or +inf logits, or a
-    row where every token is -inf (logits are then left partly processed).
+    `allowed_mask`, when given, is a C-contiguous uint32 (or int32, as llguidance allocates it)
+    array of `mask_words(V)` words: bit ``i % 32`` of word ``i // 32`` allows token i, and every
+    other token is -inf before any other stage (bits past V are ignored).
+    Does not call `state.accept`. Raises ValueError for bad arguments, NaN or +inf logits, a mask
+    that allows no token, or a row where every token is -inf (logits are then left partly
+    processed).
     """
-    return _ACTIVE.sample(logits, config, state, uniform, eos_token_ids=eos_token_ids)
+    return _ACTIVE.sample(
+        logits, config, state, uniform, eos_token_ids=eos_token_ids, allowed_mask=allowed_mask
+    )
 
 
 def sample_batch(
@@ -196,11 +210,20 @@ def sample_batch(
     uniforms: npt.NDArray[np.float64] | Sequence[float],
     *,
     eos_token_ids: Sequence[int] = (),
+    allowed_masks: npt.NDArray[np.uint32] | npt.NDArray[np.int32] | None = None,
 ) -> npt.NDArray[np.int32]:
     """`sample` for each row of `[B, V]` logits, with per-row configs, states and uniforms.
 
     Rows are modified in place as in `sample`; the EOS ids are shared by all rows and masked per
-    row by that row's `min_tokens`. Returns int32 token ids of shape `[B]`. A ValueError names
-    the failing row; earlier rows have been processed.
+    row by that row's `min_tokens`. `allowed_masks` is None or a `[B, mask_words(V)]` bitmask,
+    one row per logits row (a row of all ones leaves its row unconstrained). Returns int32 token
+    ids of shape `[B]`. A ValueError names the failing row; earlier rows have been processed.
     """
-    return _ACTIVE.sample_batch(logits, configs, states, uniforms, eos_token_ids=eos_token_ids)
+    return _ACTIVE.sample_batch(
+        logits,
+        configs,
+        states,
+        uniforms,
+        eos_token_ids=eos_token_ids,
+        allowed_masks=allowed_masks,
+    )

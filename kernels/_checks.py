@@ -14,7 +14,14 @@ import numpy.typing as npt
 
 from imagine_edge.kernels._config import SamplingConfig, SequenceState
 
-__all__ = ["check_batch", "check_row", "check_uniform", "stop_mask_ids"]
+__all__ = [
+    "check_allowed",
+    "check_batch",
+    "check_row",
+    "check_uniform",
+    "mask_words",
+    "stop_mask_ids",
+]
 
 _NO_IDS = np.zeros(0, dtype=np.int32)
 
@@ -88,3 +95,33 @@ def stop_mask_ids(eos_token_ids: Sequence[int], vocab_size: int) -> npt.NDArray[
             f"eos_token_ids must be in [0, {vocab_size}), got {low if low < 0 else high}"
         )
     return ids.astype(np.int32)
+
+
+def mask_words(vocab_size: int) -> int:
+    """Words of an allowed-token bitmask for this vocabulary: ``ceil(vocab_size / 32)``."""
+    return (vocab_size + 31) // 32
+
+
+def check_allowed(
+    allowed: object, shape: tuple[int, ...], vocab_size: int
+) -> npt.NDArray[np.uint32]:
+    """An allowed-token bitmask of `shape` words as uint32 (a view, never a copy).
+
+    The layout is llguidance's: bit ``i % 32`` of word ``i // 32`` allows token i; bits at or past
+    `vocab_size` are ignored. int32 masks (what llguidance allocates) are viewed as uint32.
+    """
+    if not isinstance(allowed, np.ndarray):
+        raise ValueError(
+            f"allowed_mask must be a numpy uint32 or int32 array, got {type(allowed).__name__}"
+        )
+    if allowed.dtype not in (np.uint32, np.int32):
+        raise ValueError(f"allowed_mask must have dtype uint32 or int32, got {allowed.dtype}")
+    if allowed.shape != shape:
+        raise ValueError(
+            f"allowed_mask must have shape {shape} (ceil({vocab_size} / 32) words per row), "
+            f"got {allowed.shape}"
+        )
+    if not allowed.flags.c_contiguous:
+        raise ValueError("allowed_mask must be C-contiguous")
+    words: npt.NDArray[np.uint32] = allowed.view(np.uint32)
+    return words

@@ -15,7 +15,14 @@ import numpy as np
 import numpy.typing as npt
 
 from imagine_edge.kernels import _native
-from imagine_edge.kernels._checks import check_batch, check_row, check_uniform, stop_mask_ids
+from imagine_edge.kernels._checks import (
+    check_allowed,
+    check_batch,
+    check_row,
+    check_uniform,
+    mask_words,
+    stop_mask_ids,
+)
 from imagine_edge.kernels._config import SamplingConfig, SequenceState
 
 __all__ = ["sample", "sample_batch"]
@@ -36,7 +43,9 @@ def _workspace(vocab: int) -> npt.NDArray[np.uint8]:
     return workspace
 
 
-def _row(config: SamplingConfig, state: SequenceState) -> _native._Row:
+def _row(
+    config: SamplingConfig, state: SequenceState, allowed: npt.NDArray[np.uint32] | None
+) -> _native._Row:
     # The state's private arrays with their used lengths: slicing views per token costs more.
     return (
         config.native_plan,
@@ -46,6 +55,7 @@ def _row(config: SamplingConfig, state: SequenceState) -> _native._Row:
         state._gen_ids,
         state._gen_counts,
         state._n_gen,
+        allowed,
     )
 
 
@@ -64,14 +74,18 @@ def sample(
     uniform: float,
     *,
     eos_token_ids: Sequence[int] = (),
+    allowed_mask: npt.NDArray[np.uint32] | npt.NDArray[np.int32] | None = None,
 ) -> int:
     """Run the whole chain on one `[V]` row and return the drawn token id. See `kernels.sample`."""
     vocab = state.vocab_size
     row = logits if _is_plain_row(logits, vocab) else check_row(logits, state)
     u = check_uniform(uniform)
+    allowed = None
+    if allowed_mask is not None:
+        allowed = check_allowed(allowed_mask, (mask_words(vocab),), vocab)
     masked = state._num_generated < config.min_tokens
     mask = stop_mask_ids(eos_token_ids, vocab) if masked else _NO_IDS
-    return _native.sample(row, _row(config, state), mask, u, _workspace(vocab))
+    return _native.sample(row, _row(config, state, allowed), mask, u, _workspace(vocab))
 
 
 def sample_batch(
@@ -81,12 +95,19 @@ def sample_batch(
     uniforms: npt.NDArray[np.float64] | Sequence[float],
     *,
     eos_token_ids: Sequence[int] = (),
+    allowed_masks: npt.NDArray[np.uint32] | npt.NDArray[np.int32] | None = None,
 ) -> npt.NDArray[np.int32]:
     """`sample` over each row of `[B, V]` logits with per-row configs, states and uniforms."""
     batch, draws = check_batch(logits, configs, states, uniforms)
     rows, vocab = batch.shape
+    allowed = None
+    if allowed_masks is not None:
+        allowed = check_allowed(allowed_masks, (rows, mask_words(vocab)), vocab)
     mask = stop_mask_ids(eos_token_ids, vocab)
     out = np.empty(rows, dtype=np.int32)
-    packed = tuple(_row(c, s) for c, s in zip(configs, states, strict=True))
+    packed = tuple(
+        _row(c, s, None if allowed is None else allowed[i])
+        for i, (c, s) in enumerate(zip(configs, states, strict=True))
+    )
     _native.sample_batch(batch, vocab, packed, mask, draws, _workspace(vocab), out)
     return out

@@ -56,6 +56,8 @@ static PyObject *raise_status(ie_status status, long long row) {
         return PyErr_Format(PyExc_ValueError,
                             "%slogits contain NaN or +inf (after penalties and temperature)",
                             where);
+    case IE_ERR_EMPTY_MASK:
+        return PyErr_Format(PyExc_ValueError, "%sthe allowed-token mask allows no token", where);
     case IE_ERR_BAD_ID:
         return PyErr_Format(PyExc_ValueError, "%sa history or mask id is outside [0, vocab)",
                             where);
@@ -64,19 +66,21 @@ static PyObject *raise_status(ie_status status, long long row) {
     }
 }
 
-/* Parses one (plan, mask_active, rep_ids, n_rep, gen_ids, gen_counts, n_gen) row description;
- * only the first n_rep / n_gen entries of the arrays are used. */
-static int parse_row(PyObject *row, buffers *b, ie_params *p, ie_history *h) {
-    PyObject *rep, *gen, *counts;
+/* Parses one (plan, mask_active, rep_ids, n_rep, gen_ids, gen_counts, n_gen, allowed) row
+ * description; only the first n_rep / n_gen entries of the arrays are used, and `allowed` is None
+ * or a bitmask of exactly (vocab + 31) / 32 four-byte words. */
+static int parse_row(PyObject *row, Py_ssize_t vocab, buffers *b, ie_params *p, ie_history *h) {
+    PyObject *rep, *gen, *counts, *allowed;
     long long top_k = 0;
     Py_ssize_t n_rep = 0, n_gen = 0;
-    if (!PyArg_ParseTuple(row, "(dddddLp)pOnOOn", &p->temperature, &p->top_p,
+    if (!PyArg_ParseTuple(row, "(dddddLp)pOnOOnO", &p->temperature, &p->top_p,
                           &p->repetition_penalty, &p->presence_penalty, &p->frequency_penalty,
                           &top_k, &p->greedy, &p->mask_active, &rep, &n_rep, &gen, &counts,
-                          &n_gen)) {
+                          &n_gen, &allowed)) {
         return -1;
     }
     p->top_k = top_k;
+    p->allowed = NULL;
     Py_buffer *vr = acquire(b, rep, 4, 0, 0, "rep_ids");
     Py_buffer *vg = vr ? acquire(b, gen, 4, 0, 0, "gen_ids") : NULL;
     Py_buffer *vc = vg ? acquire(b, counts, 4, 0, 0, "gen_counts") : NULL;
@@ -84,6 +88,17 @@ static int parse_row(PyObject *row, buffers *b, ie_params *p, ie_history *h) {
     if (n_rep < 0 || n_rep > items(vr) || n_gen < 0 || n_gen > items(vg) || n_gen > items(vc)) {
         PyErr_SetString(PyExc_ValueError, "history lengths exceed their arrays");
         return -1;
+    }
+    if (allowed != Py_None) {
+        Py_buffer *va = acquire(b, allowed, 4, 0, 0, "allowed");
+        if (va == NULL) return -1;
+        const Py_ssize_t words = (vocab + 31) / 32;
+        if (items(va) != words) {
+            PyErr_Format(PyExc_ValueError, "allowed must have %zd words for vocab %zd, got %zd",
+                         words, vocab, items(va));
+            return -1;
+        }
+        p->allowed = va->buf;
     }
     *h = (ie_history){vr->buf, n_rep, vg->buf, vc->buf, n_gen};
     return 0;
@@ -125,7 +140,7 @@ static PyObject *py_sample(PyObject *self, PyObject *args) {
     Py_buffer *logits = acquire(&b, logits_o, 4, 1, 1, "logits");
     Py_buffer *mask = logits ? acquire(&b, mask_o, 4, 0, 0, "mask_ids") : NULL;
     Py_buffer *ws = mask ? acquire(&b, ws_o, 1, 0, 1, "workspace") : NULL;
-    if (ws == NULL || parse_row(row, &b, &p, &h) < 0) {
+    if (ws == NULL || parse_row(row, items(logits), &b, &p, &h) < 0) {
         release_all(&b);
         return NULL;
     }
@@ -172,7 +187,9 @@ static PyObject *py_sample_batch(PyObject *self, PyObject *args) {
         goto done;
     }
     for (Py_ssize_t r = 0; r < n_rows; r++) {
-        if (parse_row(PyTuple_GET_ITEM(rows, r), &row_bufs[r], &params[r], &hist[r]) < 0) goto done;
+        if (parse_row(PyTuple_GET_ITEM(rows, r), vocab, &row_bufs[r], &params[r], &hist[r]) < 0) {
+            goto done;
+        }
     }
     int64_t failed = -1;
     ie_status status;

@@ -4,8 +4,9 @@ This module *is* the spec: the C extension must return the same token id for the
 leave bit-identical logits. Every step is an IEEE float32/float64 operation or an integer
 operation that C reproduces exactly; nothing depends on summation order (see `docs/sampling.md`).
 
-Stage order (pinned; vLLM's): stop-id mask -> repetition penalty -> presence/frequency penalties
--> temperature (<= 1e-5: greedy argmax, later stages skipped) -> top-k -> top-p -> draw.
+Stage order (pinned; vLLM's, with the allowed-token mask of constrained decoding first):
+allowed-token mask -> stop-id mask -> repetition penalty -> presence/frequency penalties ->
+temperature (<= 1e-5: greedy argmax, later stages skipped) -> top-k -> top-p -> draw.
 
 Probabilities are integer weights: ``w = trunc(exp32(x - max(x)) * 2**30)`` with `exp32` the fixed
 polynomial below, so that sums are exact integers in any order. Top-p orders tokens by (weight
@@ -21,11 +22,19 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from imagine_edge.kernels._checks import check_batch, check_row, check_uniform, stop_mask_ids
+from imagine_edge.kernels._checks import (
+    check_allowed,
+    check_batch,
+    check_row,
+    check_uniform,
+    mask_words,
+    stop_mask_ids,
+)
 from imagine_edge.kernels._config import SamplingConfig, SequenceState
 
 __all__ = [
     "WEIGHT_BITS",
+    "apply_allowed",
     "apply_penalties",
     "apply_temperature",
     "apply_top_k",
@@ -91,6 +100,19 @@ def _check_drawable(x: npt.NDArray[np.float32]) -> None:
         raise ValueError("logits contain NaN or +inf (after penalties and temperature)")
     if not np.isfinite(x).any():
         raise ValueError("no token can be sampled: every logit is -inf")
+
+
+def apply_allowed(logits: npt.NDArray[np.float32], allowed: npt.NDArray[np.uint32]) -> None:
+    """-inf, in place, for every token the bitmask leaves out (bit i % 32 of word i // 32).
+
+    Bits at or past the row's length are ignored. Raises ValueError when no token is allowed.
+    """
+    vocab = logits.shape[0]
+    as_bytes = allowed.astype("<u4", copy=False).view(np.uint8)
+    bits = np.unpackbits(as_bytes, bitorder="little")[:vocab]
+    if not bits.any():
+        raise ValueError("the allowed-token mask allows no token")
+    logits[bits == 0] = _NEG_INF
 
 
 def apply_penalties(
@@ -161,7 +183,10 @@ def _sample_row(
     state: SequenceState,
     uniform: float,
     mask_ids: npt.NDArray[np.int32],
+    allowed: npt.NDArray[np.uint32] | None,
 ) -> int:
+    if allowed is not None:
+        apply_allowed(logits, allowed)
     if state.num_generated < config.min_tokens:
         logits[mask_ids] = _NEG_INF
     apply_penalties(logits, config, state)
@@ -182,13 +207,18 @@ def sample(
     uniform: float,
     *,
     eos_token_ids: Sequence[int] = (),
+    allowed_mask: npt.NDArray[np.uint32] | npt.NDArray[np.int32] | None = None,
 ) -> int:
     """Run the whole chain on one `[V]` row and return the drawn token id. See `kernels.sample`."""
     row = check_row(logits, state)
     u = check_uniform(uniform)
+    vocab = state.vocab_size
+    allowed = None
+    if allowed_mask is not None:
+        allowed = check_allowed(allowed_mask, (mask_words(vocab),), vocab)
     masked = state.num_generated < config.min_tokens  # ids are checked only when used, as in C
-    mask = stop_mask_ids(eos_token_ids, state.vocab_size) if masked else _NO_IDS
-    return _sample_row(row, config, state, u, mask)
+    mask = stop_mask_ids(eos_token_ids, vocab) if masked else _NO_IDS
+    return _sample_row(row, config, state, u, mask, allowed)
 
 
 def sample_batch(
@@ -198,14 +228,22 @@ def sample_batch(
     uniforms: npt.NDArray[np.float64] | Sequence[float],
     *,
     eos_token_ids: Sequence[int] = (),
+    allowed_masks: npt.NDArray[np.uint32] | npt.NDArray[np.int32] | None = None,
 ) -> npt.NDArray[np.int32]:
     """`sample` over each row of `[B, V]` logits with per-row configs, states and uniforms."""
     batch, draws = check_batch(logits, configs, states, uniforms)
-    mask = stop_mask_ids(eos_token_ids, batch.shape[1])
-    out = np.empty(batch.shape[0], dtype=np.int32)
-    for i in range(batch.shape[0]):
+    rows, vocab = batch.shape
+    allowed = None
+    if allowed_masks is not None:
+        allowed = check_allowed(allowed_masks, (rows, mask_words(vocab)), vocab)
+    mask = stop_mask_ids(eos_token_ids, vocab)
+    out = np.empty(rows, dtype=np.int32)
+    for i in range(rows):
+        row_allowed = None if allowed is None else allowed[i]
         try:
-            out[i] = _sample_row(batch[i], configs[i], states[i], float(draws[i]), mask)
+            out[i] = _sample_row(
+                batch[i], configs[i], states[i], float(draws[i]), mask, row_allowed
+            )
         except ValueError as e:
             raise ValueError(f"row {i}: {e}") from e
     return out

@@ -26,6 +26,7 @@ import math
 import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +40,9 @@ from imagine_edge.runtime.sampling import GenerationPlan
 from imagine_edge.runtime.stop import StopStringMatcher, StopTokens
 from imagine_edge.sdk.errors import ContextLengthError, InvalidRequestError
 from imagine_edge.sdk.types import FinishReason
+
+if TYPE_CHECKING:  # llguidance is imported only by callers that constrain
+    from imagine_edge.runtime.constraint import Constraint
 
 __all__ = ["TextGenerationLoop"]
 
@@ -84,10 +88,13 @@ class TextGenerationLoop:
         prompt_ids: Sequence[int] | npt.NDArray[np.int64],
         plan: GenerationPlan,
         cancel: threading.Event | None = None,
+        constraint: Constraint | None = None,
     ) -> Iterator[GenerationChunk]:
         """Generate from ``prompt_ids``; see the module docstring for the order of checks.
 
-        Returns without a final delta when ``cancel`` is set.
+        Returns without a final delta when ``cancel`` is set. With a ``constraint``
+        (runtime/constraint.py) every token is drawn from the tokens its grammar allows, and the
+        run stops ("stop") once the grammar is complete.
         """
         start = time.perf_counter()
         deadline = start + plan.max_seconds if plan.max_seconds is not None else math.inf
@@ -107,7 +114,7 @@ class TextGenerationLoop:
                 yield GenerationChunk("", FinishReason.length, stats)
                 return
             reason = yield from self._decode(
-                slot, prompt, logits, plan, limit, deadline, cancel, stats
+                slot, prompt, logits, plan, limit, deadline, cancel, stats, constraint
             )
             stats.decode_seconds = time.perf_counter() - prefilled
         if reason is not None:
@@ -147,6 +154,7 @@ class TextGenerationLoop:
         deadline: float,
         cancel: threading.Event | None,
         stats: GenerationStats,
+        constraint: Constraint | None = None,
     ) -> Generator[GenerationChunk, None, FinishReason | None]:
         """The decode loop; returns the finish reason, or None when cancelled."""
         # Everything the loop touches is bound to a local: attribute lookups cost per token.
@@ -166,8 +174,13 @@ class TextGenerationLoop:
         generated = stats.token_ids
         reason: FinishReason
         while True:
-            token = sample(logits, sampling, state, draw(), eos_token_ids=eos_ids)
+            allowed = None if constraint is None else constraint.fill()
+            token = sample(
+                logits, sampling, state, draw(), eos_token_ids=eos_ids, allowed_mask=allowed
+            )
             state.accept(token)
+            if constraint is not None:
+                constraint.consume(token)
             generated.append(token)
             stats.completion_tokens += 1
             if token in ends_turn:
@@ -184,6 +197,9 @@ class TextGenerationLoop:
                 else:
                     yield GenerationChunk(piece, None, stats)
             if stop_ids and ends_with_stop_sequence(generated):
+                reason = FinishReason.stop
+                break
+            if constraint is not None and constraint.done:
                 reason = FinishReason.stop
                 break
             if len(generated) >= limit or clock() >= deadline:

@@ -44,6 +44,7 @@
 typedef float ie_vf __attribute__((vector_size(IE_LANES * 4)));
 typedef int32_t ie_vi __attribute__((vector_size(IE_LANES * 4)));
 typedef uint64_t ie_vq __attribute__((vector_size(IE_LANES * 4)));
+typedef uint32_t ie_vu __attribute__((vector_size(IE_LANES * 4)));
 
 /* A sampling candidate: its scaled logit, token id and fixed-point weight. */
 typedef struct ie_cand {
@@ -76,6 +77,12 @@ static inline ie_vf ie_splatf(float x) {
 
 static inline ie_vi ie_splati(int32_t x) {
     ie_vi v;
+    for (int l = 0; l < IE_LANES; l++) v[l] = x;
+    return v;
+}
+
+static inline ie_vu ie_splatu(uint32_t x) {
+    ie_vu v;
     for (int l = 0; l < IE_LANES; l++) v[l] = x;
     return v;
 }

@@ -1,8 +1,9 @@
 /*
- * ie_sampling.c - the chain: mask, penalties, greedy argmax, temperature, top-k, then hand-off to
+ * ie_sampling.c - the chain: allowed-token mask, stop-id mask, penalties, greedy argmax, temperature, top-k, then hand-off to
  * ie_weights.c for top-p and the draw. Mirrors kernels/_reference.py stage by stage.
  *
- * Passes over the row: the penalties touch only history tokens; greedy is one vectorized argmax
+ * Passes over the row: the allowed-token mask (when given) is one pass that decides 32 tokens per
+ * word and skips words that allow all 32; the penalties touch only history tokens; greedy is one vectorized argmax
  * pass; with top-k, one read pass selects the candidates and one write pass fills -inf; without
  * it, ie_sample_row (ie_weights.c) takes the whole row.
  */
@@ -12,6 +13,41 @@
 #define IE_SAMPLE 1024             /* strided sample that seeds the top-k threshold */
 #define IE_SAMPLE_MIN_VOCAB 16384  /* below this the scan alone is cheap enough */
 #define IE_SMALL_CANDIDATES 1024   /* up to this many top-k survivors go the sorted-list way */
+
+/* -inf for every token the allowed bitmask leaves out (bit i % 32 of word i / 32 allows token
+ * i). A word of all ones leaves its 32 logits untouched, a zero word is overwritten with -inf,
+ * and any other word selects lane by lane between the logit and -inf. Only -inf is written, so the result equals the reference's bit for
+ * bit. A mask that allows no token of [0, vocab) is an error. */
+static ie_status apply_allowed(float *logits, int64_t vocab, const uint32_t *allowed) {
+    const ie_vf neg_inf = ie_splatf(-INFINITY);
+    ie_vu lane_bit;
+    for (int l = 0; l < IE_LANES; l++) lane_bit[l] = UINT32_C(1) << l;
+    const int64_t full = vocab / 32;
+    uint32_t any = 0;
+    for (int64_t w = 0; w < full; w++) {
+        const uint32_t bits = allowed[w];
+        any |= bits;
+        if (bits == UINT32_MAX) continue;
+        float *p = logits + 32 * w;
+        if (bits == 0) { /* most words of a grammar's mask: store -inf without reading */
+            for (int k = 0; k < 32; k += IE_LANES) ie_storef(p + k, neg_inf);
+            continue;
+        }
+        for (int k = 0; k < 32; k += IE_LANES) {
+            const ie_vi keep = (ie_vi)((ie_splatu(bits >> k) & lane_bit) != 0);
+            ie_storef(p + k, ie_selectf(keep, ie_loadf(p + k), neg_inf));
+        }
+    }
+    const int rest = (int)(vocab - 32 * full);
+    if (rest > 0) {
+        const uint32_t bits = allowed[full] & ((UINT32_C(1) << rest) - 1u);
+        any |= bits;
+        for (int j = 0; j < rest; j++) {
+            if (((bits >> j) & 1u) == 0) logits[32 * full + j] = -INFINITY;
+        }
+    }
+    return any != 0 ? IE_OK : IE_ERR_EMPTY_MASK;
+}
 
 static ie_status apply_mask(float *logits, int64_t vocab, const int32_t *ids, int64_t n) {
     for (int64_t j = 0; j < n; j++) {
@@ -190,7 +226,8 @@ static ie_status sample_top_k(float *logits, int64_t vocab, const ie_params *p, 
 ie_status IE_ISA(ie_sample_one)(float *logits, int64_t vocab, const ie_params *p,
                                 const ie_history *h, const int32_t *mask_ids, int64_t n_mask,
                                 double uniform, void *workspace, int32_t *token) {
-    ie_status status = p->mask_active ? apply_mask(logits, vocab, mask_ids, n_mask) : IE_OK;
+    ie_status status = p->allowed != NULL ? apply_allowed(logits, vocab, p->allowed) : IE_OK;
+    if (status == IE_OK && p->mask_active) status = apply_mask(logits, vocab, mask_ids, n_mask);
     if (status == IE_OK) status = apply_penalties(logits, vocab, p, h);
     if (status != IE_OK) return status;
     if (p->greedy) return argmax(logits, vocab, token);

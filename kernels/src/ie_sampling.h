@@ -6,8 +6,8 @@
  * so that for the same inputs and uniform draw both return the same token id and leave
  * bit-identical logits.
  *
- * Stage order: stop-id mask -> repetition penalty -> presence/frequency penalties ->
- * temperature (greedy argmax when `greedy`) -> top-k -> top-p -> draw.
+ * Stage order: allowed-token mask -> stop-id mask -> repetition penalty -> presence/frequency
+ * penalties -> temperature (greedy argmax when `greedy`) -> top-k -> top-p -> draw.
  *
  * Nothing here allocates: the caller passes a workspace of ie_workspace_bytes(vocab) bytes, which
  * must not be shared between concurrent calls. Callers validate arguments (ids in range, uniform
@@ -31,6 +31,10 @@ typedef struct ie_params {
     int64_t top_k;             /* <= 0 or >= vocab = off */
     int greedy;                /* nonzero: argmax after the penalties, later stages skipped */
     int mask_active;           /* nonzero: the mask ids are set to -inf first (min_tokens) */
+    /* NULL: every token is allowed. Else a bitmask of (vocab + 31) / 32 words in llguidance's
+     * layout: bit i % 32 of word i / 32 allows token i (bits at or past vocab are ignored);
+     * every disallowed logit is set to -inf before any other stage. */
+    const uint32_t *allowed;
 } ie_params;
 
 /* A sequence's history: distinct ids for the repetition penalty, and distinct generated ids with
@@ -48,7 +52,8 @@ typedef enum ie_status {
     IE_ERR_NO_CANDIDATE = 1, /* every logit is -inf after the mask and penalties */
     IE_ERR_NONFINITE = 2,    /* a logit is NaN or +inf after penalties and temperature */
     IE_ERR_BAD_ID = 3,       /* a history or mask id outside [0, vocab) */
-    IE_ERR_BAD_ARG = 4       /* vocab or workspace out of range */
+    IE_ERR_BAD_ARG = 4,      /* vocab or workspace out of range */
+    IE_ERR_EMPTY_MASK = 5    /* the allowed-token mask allows no token of the vocabulary */
 } ie_status;
 
 /* The instruction set the chain runs with: "avx2", "sse2", "neon" or "generic". */

@@ -81,11 +81,13 @@ def binding() -> ModuleType:  # the raw extension: only its own checks, no Pytho
     return _native
 
 
-def _row(rep: np.ndarray | None = None, n_gen: int = 0) -> tuple[object, ...]:
+def _row(
+    rep: np.ndarray | None = None, n_gen: int = 0, allowed: np.ndarray | None = None
+) -> tuple[object, ...]:
     ids = np.zeros(0, np.int32)
     plan = (1.0, 1.0, 1.5, 0.0, 0.0, 0, False)
     rep = ids if rep is None else rep
-    return (plan, False, rep, len(rep), ids, ids, n_gen)
+    return (plan, False, rep, len(rep), ids, ids, n_gen, allowed)
 
 
 def test_binding_checks_item_types(binding: ModuleType) -> None:
@@ -109,6 +111,20 @@ def test_binding_checks_ids_and_workspace(binding: ModuleType) -> None:
         binding.sample(logits, _row(), np.zeros(0, np.int32), 0.5, ws[:-1])
     with pytest.raises(ValueError, match=r"vocab must be in \[1, 2\*\*23\]"):
         binding.workspace_bytes(0)
+
+
+def test_binding_checks_the_allowed_mask(binding: ModuleType) -> None:
+    logits = np.zeros(40, np.float32)  # 40 tokens: 2 words
+    ws = np.zeros(binding.workspace_bytes(40), np.uint8)
+    no_ids = np.zeros(0, np.int32)
+    with pytest.raises(ValueError, match="allowed must have 2 words for vocab 40, got 1"):
+        binding.sample(logits, _row(allowed=np.ones(1, np.uint32)), no_ids, 0.5, ws)
+    with pytest.raises(TypeError, match="allowed must hold 4-byte integer"):
+        binding.sample(logits, _row(allowed=np.ones(2, np.float32)), no_ids, 0.5, ws)
+    with pytest.raises(ValueError, match="allows no token"):
+        binding.sample(logits, _row(allowed=np.array([0, 0xFFFFFF00], np.uint32)), no_ids, 0.5, ws)
+    only_39 = np.array([0, 1 << 7], np.uint32)
+    assert binding.sample(np.zeros(40, np.float32), _row(allowed=only_39), no_ids, 0.5, ws) == 39
 
 
 def test_binding_reports_and_selects_isa(binding: ModuleType) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from imagine_edge import kernels
 from imagine_edge.kernels import Backend, SamplingConfig, SequenceState, get_backend
 
 Row = npt.NDArray[np.float32]
@@ -81,3 +82,35 @@ def test_native_path_equals_reference(native_isa: Backend, row_name: str, config
         token = get_backend("reference").sample(expected, config, state, uniform)
         assert native_isa.sample(got, config, state, uniform) == token
         np.testing.assert_array_equal(got, expected)
+
+
+def _grammar_like_masks(vocab: int) -> dict[str, npt.NDArray[np.uint32]]:
+    """Masks like a JSON grammar's: a few structural tokens, or all but a few (inside a string)."""
+    rng = np.random.default_rng(vocab + 1)
+    bits = np.zeros(kernels.mask_words(vocab) * 32, dtype=np.uint8)
+    bits[rng.choice(vocab, 12, replace=False)] = 1
+    few = np.packbits(bits, bitorder="little").view("<u4").astype(np.uint32)
+    bits[:vocab] = 1
+    bits[rng.choice(vocab, 300, replace=False)] = 0
+    most = np.packbits(bits, bitorder="little").view("<u4").astype(np.uint32)
+    return {"few": few, "most": most}
+
+
+@pytest.mark.parametrize("config_name", ["top-p", "greedy", "top-k", "full-chain"])
+@pytest.mark.parametrize("row_name", ["gaussian-odd-size", "gaussian-qwen-size", "flat-bulk"])
+def test_native_masked_path_equals_reference(
+    native_isa: Backend, row_name: str, config_name: str
+) -> None:
+    base = ROWS[row_name]()
+    config = CONFIGS[config_name]
+    vocab = base.shape[0]
+    state = SequenceState(vocab, np.random.default_rng(3).integers(0, vocab, 300))
+    for name, mask in _grammar_like_masks(vocab).items():
+        for uniform in (0.0, 0.37, 0.999999):
+            expected, got = base.copy(), base.copy()
+            token = get_backend("reference").sample(
+                expected, config, state, uniform, allowed_mask=mask
+            )
+            assert native_isa.sample(got, config, state, uniform, allowed_mask=mask) == token, name
+            np.testing.assert_array_equal(got, expected)
+            assert (int(mask[token // 32]) >> (token % 32)) & 1

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import hypothesis.strategies as st
 import numpy as np
 import numpy.typing as npt
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis.extra.numpy import arrays
 
+from imagine_edge import kernels
 from imagine_edge.kernels import Backend, SamplingConfig, SequenceState, get_backend
 
 PROPERTY_SETTINGS = settings(
@@ -33,6 +35,7 @@ class Case:
     generated: list[int]
     uniform: float
     eos: tuple[int, ...]
+    allowed: npt.NDArray[np.uint32] | None = None
 
     def state(self) -> SequenceState:
         state = SequenceState(self.logits.shape[0], self.prompt)
@@ -44,7 +47,12 @@ class Case:
         row = self.logits.copy()
         try:
             token: int | str = backend.sample(
-                row, self.config, self.state(), self.uniform, eos_token_ids=self.eos
+                row,
+                self.config,
+                self.state(),
+                self.uniform,
+                eos_token_ids=self.eos,
+                allowed_mask=self.allowed,
             )
         except ValueError as e:
             token = f"ValueError: {e}"
@@ -70,6 +78,37 @@ def logit_rows(draw: st.DrawFn, max_vocab: int = 512) -> npt.NDArray[np.float32]
     return row
 
 
+def mask_of(allowed_ids: list[int] | npt.NDArray[np.integer], vocab: int) -> npt.NDArray[np.uint32]:
+    """The llguidance-layout bitmask (bit i % 32 of word i // 32) allowing exactly these ids."""
+    bits = np.zeros(kernels.mask_words(vocab) * 32, dtype=np.uint8)
+    bits[np.asarray(allowed_ids, dtype=np.int64)] = 1
+    return np.packbits(bits, bitorder="little").view("<u4").astype(np.uint32)
+
+
+@st.composite
+def allowed_masks(draw: st.DrawFn, vocab: int) -> npt.NDArray[np.uint32]:
+    """Bitmasks of every shape a grammar produces, with garbage in the bits past the vocab."""
+    words = kernels.mask_words(vocab)
+    kind = draw(st.sampled_from(["few", "most", "words", "random"]))
+    if kind == "few":  # a JSON grammar at a structural point: a handful of tokens
+        ids = draw(st.lists(st.integers(0, vocab - 1), min_size=1, max_size=8))
+        mask = mask_of(ids, vocab)
+    elif kind == "most":  # inside a string: nearly everything but a few tokens
+        banned = draw(st.lists(st.integers(0, vocab - 1), max_size=8))
+        mask = mask_of(np.setdiff1d(np.arange(vocab), banned), vocab)
+    elif kind == "words":  # whole words of all ones or zeros, the C fast paths
+        mask = np.array(
+            draw(st.lists(st.sampled_from([0, 0xFFFFFFFF]), min_size=words, max_size=words)),
+            dtype=np.uint32,
+        )
+    else:
+        mask = draw(arrays(np.uint32, words, elements=st.integers(0, 2**32 - 1)))
+    tail = vocab % 32
+    if tail and draw(st.booleans()):  # bits at or past the vocab must be ignored
+        mask[-1] |= np.uint32(0xFFFFFFFF ^ ((1 << tail) - 1))
+    return mask
+
+
 @st.composite
 def cases(draw: st.DrawFn, /, max_vocab: int = 512, fixed: dict[str, object] | None = None) -> Case:
     row = draw(logit_rows(max_vocab))
@@ -92,6 +131,7 @@ def cases(draw: st.DrawFn, /, max_vocab: int = 512, fixed: dict[str, object] | N
         generated=draw(st.lists(ids, max_size=10)),
         uniform=draw(st.floats(0.0, 1.0, exclude_max=True)),
         eos=tuple(draw(st.lists(ids, max_size=2))),
+        allowed=draw(st.one_of(st.none(), allowed_masks(vocab))),
     )
 
 
@@ -101,7 +141,7 @@ def _neutral(**overrides: object) -> st.SearchStrategy[Case]:
         "presence_penalty": 0.0, "frequency_penalty": 0.0, "min_tokens": 0,
     }  # fmt: skip
     neutral.update(overrides)
-    return cases(fixed=neutral)
+    return cases(fixed=neutral).map(lambda case: replace(case, allowed=None))
 
 
 @settings(PROPERTY_SETTINGS, max_examples=200)
@@ -120,14 +160,25 @@ def test_batch_equals_rows(native_isa: Backend, case: Case, data: st.DataObject)
     rows = np.stack([case.logits, np.roll(case.logits, 1), case.logits[::-1]])
     configs = [case.config, SamplingConfig(top_k=3, top_p=0.7), SamplingConfig(temperature=0)]
     uniforms = np.array([case.uniform, data.draw(st.floats(0, 0.999)), 0.5])
+    vocab = rows.shape[1]
+    masks = None
+    if case.allowed is not None:  # one constrained row, one free row (all ones), one other mask
+        free = np.full(kernels.mask_words(vocab), 0xFFFFFFFF, dtype=np.uint32)
+        masks = np.stack([case.allowed, free, data.draw(allowed_masks(vocab))])
     for backend in (get_backend("reference"), native_isa):
         try:
-            tokens = backend.sample_batch(rows.copy(), configs, [case.state()] * 3, uniforms)
+            tokens = backend.sample_batch(
+                rows.copy(), configs, [case.state()] * 3, uniforms, allowed_masks=masks
+            )
         except ValueError:
             continue
         for i in range(3):
             row = rows[i].copy()
-            assert tokens[i] == backend.sample(row, configs[i], case.state(), float(uniforms[i]))
+            mask = None if masks is None else masks[i]
+            token = backend.sample(
+                row, configs[i], case.state(), float(uniforms[i]), allowed_mask=mask
+            )
+            assert tokens[i] == token
 
 
 @PROPERTY_SETTINGS
@@ -215,6 +266,12 @@ def test_penalties_never_raise_a_seen_token(
 def test_drawn_token_is_in_the_kept_set(backend: Backend, case: Case) -> None:
     token, row = case.run(backend)
     masked = case.logits.copy()
+    if case.allowed is not None:
+        allowed = _allowed_ids(case.allowed, masked.shape[0])
+        if allowed.size == 0:
+            assert token == "ValueError: the allowed-token mask allows no token"
+            return
+        masked[np.setdiff1d(np.arange(masked.shape[0]), allowed)] = NEG_INF
     if len(case.generated) < case.config.min_tokens:
         masked[list(case.eos)] = NEG_INF
     if not np.isfinite(masked).any():  # the only way to make a row unsampleable here
@@ -223,6 +280,7 @@ def test_drawn_token_is_in_the_kept_set(backend: Backend, case: Case) -> None:
         return
     assert isinstance(token, int)
     assert np.isfinite(row[token])
+    assert np.isfinite(masked[token])  # never a token the mask or min_tokens ruled out
     if case.config.is_greedy:
         assert row[token] == row.max()
 
@@ -235,3 +293,69 @@ def test_stop_ids_are_masked_until_min_tokens(backend: Backend, case: Case) -> N
         return
     assert np.all(row[list(case.eos)] == NEG_INF)
     assert token not in case.eos
+
+
+def _allowed_ids(mask: npt.NDArray[np.uint32], vocab: int) -> npt.NDArray[np.intp]:
+    """Ids a bitmask allows, decoded independently of the kernels (plain bit tests)."""
+    return np.array(
+        [i for i in range(vocab) if (int(mask[i // 32]) >> (i % 32)) & 1], dtype=np.intp
+    )
+
+
+@PROPERTY_SETTINGS
+@given(case=cases())
+def test_mask_sets_exactly_the_disallowed_logits_to_minus_inf(backend: Backend, case: Case) -> None:
+    if case.allowed is None:
+        return
+    vocab = case.logits.shape[0]
+    allowed = _allowed_ids(case.allowed, vocab)
+    # greedy without penalties or min_tokens leaves the row as the mask made it
+    config = SamplingConfig(temperature=0.0)
+    row = case.logits.copy()
+    if allowed.size == 0 or not np.isfinite(case.logits[allowed]).any():
+        with pytest.raises(ValueError, match=r"allows no token|every logit is -inf"):
+            backend.sample(row, config, SequenceState(vocab), 0.5, allowed_mask=case.allowed)
+        return
+    token = backend.sample(row, config, SequenceState(vocab), 0.5, allowed_mask=case.allowed)
+    expected = np.full(vocab, NEG_INF, dtype=np.float32)
+    expected[allowed] = case.logits[allowed]
+    np.testing.assert_array_equal(row, expected)
+    assert token in allowed.tolist()
+
+
+@PROPERTY_SETTINGS
+@given(case=cases())
+def test_an_all_allowed_mask_equals_no_mask(backend: Backend, case: Case) -> None:
+    vocab = case.logits.shape[0]
+    for words in (np.uint32(0xFFFFFFFF), np.int32(-1)):  # llguidance allocates int32 -1
+        full = np.full(kernels.mask_words(vocab), words)
+        with_mask = replace(case, allowed=full).run(backend)
+        without = replace(case, allowed=None).run(backend)
+        assert with_mask[0] == without[0]
+        np.testing.assert_array_equal(with_mask[1], without[1])
+
+
+@PROPERTY_SETTINGS
+@given(case=cases(), data=st.data())
+def test_a_single_allowed_token_is_always_chosen(
+    backend: Backend, case: Case, data: st.DataObject
+) -> None:
+    vocab = case.logits.shape[0]
+    only = data.draw(st.integers(0, vocab - 1))
+    row = case.logits.copy()
+    row[only] = data.draw(st.floats(-50, 50, width=32))  # finite: a grammar's token can be unlikely
+    case = replace(case, logits=row, eos=(), allowed=mask_of([only], vocab))
+    token, out = case.run(backend)
+    assert token == only
+    assert np.flatnonzero(np.isfinite(out)).tolist() == [only]
+
+
+@PROPERTY_SETTINGS
+@given(case=cases())
+def test_an_empty_mask_is_an_error(backend: Backend, case: Case) -> None:
+    vocab = case.logits.shape[0]
+    empty = np.zeros(kernels.mask_words(vocab), dtype=np.uint32)
+    if vocab % 32:  # bits past the vocab do not count as allowed
+        empty[-1] = np.uint32(0xFFFFFFFF ^ ((1 << (vocab % 32)) - 1))
+    token, _ = replace(case, allowed=empty).run(backend)
+    assert token == "ValueError: the allowed-token mask allows no token"

@@ -263,3 +263,85 @@ def test_read_only_logits_are_rejected(backend: Backend) -> None:
     row.flags.writeable = False
     with pytest.raises(ValueError, match="writeable"):
         backend.sample(row, SamplingConfig(), _state(3), 0.5)
+
+
+# --------------------------------------------------------------------------- allowed-token mask
+
+
+def _mask(*words: int) -> npt.NDArray[np.uint32]:
+    return np.array(words, dtype=np.uint32)
+
+
+def test_mask_comes_first_and_only_writes_minus_inf(backend: Backend) -> None:
+    row = _f32([1, 3, 3, 2])
+    config = SamplingConfig(temperature=0.5)
+    # tokens 0 and 3 remain, tempered to 2 and 4: probabilities 0.12 and 0.88, drawn in id order
+    assert backend.sample(row, config, _state(4), 0.5, allowed_mask=_mask(0b1001)) == 3
+    np.testing.assert_array_equal(row, _f32([2, NEG_INF, NEG_INF, 4]))
+    assert backend.sample(_f32([1, 3, 3, 2]), config, _state(4), 0.1, allowed_mask=_mask(9)) == 0
+
+
+def test_mask_wins_over_the_argmax(backend: Backend) -> None:
+    row = _f32([1, 3, 3, 2])
+    greedy = SamplingConfig(temperature=0)
+    assert backend.sample(row, greedy, _state(4), 0.5, allowed_mask=_mask(0b1001)) == 3
+    np.testing.assert_array_equal(row, _f32([1, NEG_INF, NEG_INF, 2]))  # greedy: unscaled
+
+
+def test_mask_spans_words_and_ignores_bits_past_the_vocab(backend: Backend) -> None:
+    vocab = 40  # two words; only 8 bits of the second are inside the vocabulary
+    row = np.zeros(vocab, dtype=np.float32)
+    row[35] = 5.0
+    mask = _mask(0, (1 << 3) | 0xFFFFFF00)  # token 35 and garbage above bit 7
+    greedy = SamplingConfig(temperature=0)
+    assert backend.sample(row, greedy, _state(vocab), 0.5, allowed_mask=mask) == 35
+    assert np.flatnonzero(np.isfinite(row)).tolist() == [35]
+
+
+def test_mask_and_min_tokens_together_can_leave_nothing(backend: Backend) -> None:
+    # the grammar allows only EOS while min_tokens still masks it
+    with pytest.raises(ValueError, match="every logit is -inf"):
+        backend.sample(
+            _f32([0, 0, 0]),
+            SamplingConfig(min_tokens=1),
+            _state(3),
+            0.5,
+            eos_token_ids=[2],
+            allowed_mask=_mask(0b100),
+        )
+
+
+def test_an_int32_mask_is_read_as_bits(backend: Backend) -> None:
+    row = np.zeros(32, dtype=np.float32)
+    mask = np.array([np.int32(-(2**31))], dtype=np.int32)  # only bit 31: token 31
+    assert backend.sample(row, SamplingConfig(), _state(32), 0.3, allowed_mask=mask) == 31
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [
+        (np.zeros(2, np.uint32), r"shape \(1,\)"),
+        (np.zeros((1, 1), np.uint32), r"shape \(1,\)"),
+        (np.zeros(1, np.float32), "dtype uint32 or int32"),
+        (np.zeros(1, np.int64), "dtype uint32 or int32"),
+        ([1], "numpy uint32 or int32 array"),
+        (np.zeros(1, np.uint32), "allows no token"),
+    ],
+)
+def test_bad_masks_are_rejected(backend: Backend, mask: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        backend.sample(_f32([0, 0, 0]), SamplingConfig(), _state(3), 0.5, allowed_mask=mask)  # type: ignore[arg-type]
+
+
+def test_batch_masks_are_per_row_and_errors_name_the_row(backend: Backend) -> None:
+    logits = np.zeros((3, 4), dtype=np.float32)
+    configs = [SamplingConfig(temperature=0)] * 3
+    states = [_state(4) for _ in range(3)]
+    masks = np.array([[0b0100], [0xFFFFFFFF], [0b1000]], dtype=np.uint32)
+    tokens = backend.sample_batch(logits.copy(), configs, states, [0.5] * 3, allowed_masks=masks)
+    assert tokens.tolist() == [2, 0, 3]
+    masks[1] = 0
+    with pytest.raises(ValueError, match="row 1: the allowed-token mask allows no token"):
+        backend.sample_batch(logits.copy(), configs, states, [0.5] * 3, allowed_masks=masks)
+    with pytest.raises(ValueError, match=r"shape \(3, 1\)"):
+        backend.sample_batch(logits.copy(), configs, states, [0.5] * 3, allowed_masks=masks[:2])
