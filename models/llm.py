@@ -26,6 +26,7 @@ from tokenizers import Tokenizer
 
 from imagine_edge.models.base import GenerationChunk, GenerationStats
 from imagine_edge.models.chat_format import ChatMLFormat, ToolCallFilter
+from imagine_edge.models.chat_gemma import GemmaFormat
 from imagine_edge.models.store import Manifest
 from imagine_edge.runtime.generate import (
     Delta,
@@ -89,7 +90,10 @@ class ChatModel:
         self.manifest = manifest
         self.defaults = defaults
         self.seed = seed
-        self.format = ChatMLFormat.from_template(manifest.chat_template)
+        template = manifest.chat_template
+        self.format: ChatMLFormat | GemmaFormat = (
+            GemmaFormat() if GemmaFormat.matches(template) else ChatMLFormat.from_template(template)
+        )
         self._sessions: list[LoadedSession] = []
         self._threads = threads
         decoder = self._open(target, max_length, num_slots)
@@ -238,7 +242,10 @@ class ChatModel:
     ) -> Iterator[GenerationChunk]:
         self._check_open()
         plan = self._plan(request)
-        yield from _chunks(self.loop.run(self.loop.encode(request.prompt), plan, cancel))
+        prompt = request.prompt
+        if isinstance(self.format, GemmaFormat):
+            prompt = self.format.completion(prompt)
+        yield from _chunks(self.loop.run(self.loop.encode(prompt), plan, cancel))
 
     def _check_open(self) -> None:
         if not self._sessions:

@@ -183,7 +183,7 @@ def _q45_k(raw: _U8, rows: int, k: int, five: bool) -> Grid:
         qh, qs = b[:, 16:48], b[:, 48:]
         low = _nibbles(qs, 32).reshape(n, 8, 32)
         high = (qh.reshape(n, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)) & 1
-        q = low | (high << 4)
+        q: npt.NDArray[np.generic] = low | (high << 4)
     else:
         q = _nibbles(b[:, 16:], 32)
     return Grid(

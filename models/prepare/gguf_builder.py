@@ -44,7 +44,7 @@ def main() -> None:
         flatten_rope(config)
         original(self, config, *args, **kwargs)
 
-    gemma.Gemma3Model.__init__ = init  # type: ignore[method-assign]
+    gemma.Gemma3Model.__init__ = init
     runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__", alter_sys=True)
 
 
