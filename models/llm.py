@@ -25,6 +25,7 @@ from tokenizers import Tokenizer
 
 from imagine_edge.models.base import GenerationChunk
 from imagine_edge.models.chat_format import ChatMLFormat, ToolCallFilter
+from imagine_edge.models.chat_gemma import GemmaFormat
 from imagine_edge.models.store import Manifest
 from imagine_edge.runtime.generate import TextGenerationLoop
 from imagine_edge.runtime.llm_decoder import DecoderGraphs, OpenDecoder, ThreadMode, open_decoder
@@ -71,7 +72,10 @@ class ChatModel:
         self.manifest = manifest
         self.defaults = defaults
         self.seed = seed
-        self.format = ChatMLFormat.from_template(manifest.chat_template)
+        template = manifest.chat_template
+        self.format: ChatMLFormat | GemmaFormat = (
+            GemmaFormat() if GemmaFormat.matches(template) else ChatMLFormat.from_template(template)
+        )
         self._opened: OpenDecoder | None = open_decoder(
             decoder_graphs(manifest),
             target,
@@ -146,7 +150,10 @@ class ChatModel:
     ) -> Iterator[GenerationChunk]:
         self._check_open()
         plan = self._plan(request)
-        yield from self.loop.run(self.loop.encode(request.prompt), plan, cancel)
+        prompt = request.prompt
+        if isinstance(self.format, GemmaFormat):
+            prompt = self.format.completion(prompt)
+        yield from self.loop.run(self.loop.encode(prompt), plan, cancel)
 
     def _check_open(self) -> None:
         if self._opened is None:

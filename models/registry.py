@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 LOADERS: Final[dict[str, str]] = {
     "smollm2-135m-instruct": "imagine_edge.models.llm:load_chat_model",
+    "gemma3-270m": "imagine_edge.models.llm:load_chat_model",
     "tiny-sd-random": "imagine_edge.models.text_to_image.pipeline:load_image_generator",
     "whisper-tiny-en": "imagine_edge.models.transcribe:load_transcriber",
     "whisper-base": "imagine_edge.models.transcribe:load_transcriber",

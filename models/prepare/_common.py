@@ -138,7 +138,9 @@ def hf_from_gguf(gguf: Path, out: Path) -> BaseInfo:
     )
 
 
-def build_cpu_graph(hf: Path, out: Path, precision: str, num_layers: int) -> Variant:
+def build_cpu_graph(
+    hf: Path, out: Path, precision: str, num_layers: int, gguf: Path | None = None
+) -> Variant:
     """Run onnxruntime-genai's model builder on the float folder ``hf`` into ``out``.
 
     ``precision`` "int4" or "int8" picks the builder graph whose weights ``gguf_exact`` then
@@ -147,13 +149,14 @@ def build_cpu_graph(hf: Path, out: Path, precision: str, num_layers: int) -> Var
     computes with int8 activations. The result is one graph with GroupQueryAttention and
     past/present KV inputs/outputs that may share one buffer, plus ``genai_config.json`` so
     onnxruntime-genai can run the same folder. The LM head runs on the last position only
-    (``logits`` is [batch, 1, vocab]).
+    (``logits`` is [batch, 1, vocab]). With ``gguf``, every weight is re-encoded from that
+    file's own blocks instead (``gguf_graph``: any supported block type, any architecture).
     """
     if precision not in ("int4", "int8"):
         raise ValueError(f"cpu precision must be 'int4' or 'int8', got {precision!r}")
     with tempfile.TemporaryDirectory(prefix="builder-cache-") as cache:
         cmd = [
-            sys.executable, "-m", "onnxruntime_genai.models.builder",
+            sys.executable, "-m", "imagine_edge.models.prepare.gguf_builder",
             "-i", str(hf), "-o", str(out), "-p", precision, "-e", "cpu", "-c", cache,
             # The LM head on the last position only: a prompt chunk no longer computes (and
             # writes) 49,152 logits for every token, a fifth of a prefill's work.
@@ -163,6 +166,11 @@ def build_cpu_graph(hf: Path, out: Path, precision: str, num_layers: int) -> Var
     for junk in ("cache_dir",):  # the builder may leave its default cache folder behind
         shutil.rmtree(out / junk, ignore_errors=True)
     builder = version("onnxruntime-genai")
+    if gguf is not None:
+        from imagine_edge.models.prepare.gguf_graph import describe, reencode_from_gguf
+
+        quantization = describe(reencode_from_gguf(out / "model.onnx", gguf))
+        return _variant(out, quantization, precision, builder)
     layers = "q4" if precision == "int4" else "u8"
     errors = reencode_builder_graph(out / "model.onnx", hf, layers)
     quantization = (
@@ -170,6 +178,10 @@ def build_cpu_graph(hf: Path, out: Path, precision: str, num_layers: int) -> Var
         f"MatMulNBits/GatherBlockQuantized (max weight error: layers {errors['layers']:.2g}, "
         f"head {errors['head']:.2g})"
     )
+    return _variant(out, quantization, precision, builder)
+
+
+def _variant(out: Path, quantization: str, precision: str, builder: str) -> Variant:
     return Variant(
         ep="cpu",
         dir=out,
