@@ -23,7 +23,9 @@ from imagine_edge import kernels
 from imagine_edge.models.llm import SMOLLM2, ChatModel
 from imagine_edge.models.store import prepared
 from imagine_edge.runtime.constraint import ConstraintCompiler, Grammar
-from imagine_edge.runtime.generate import GenerationPlan, RunStats, TextGenerationLoop
+from imagine_edge.runtime.generate import TextGenerationLoop
+from imagine_edge.runtime.results import GenerationStats
+from imagine_edge.runtime.sampling import GenerationPlan
 from imagine_edge.sdk.types import ChatCompletionRequest, ChatMessage
 
 SCHEMA = {
@@ -42,14 +44,14 @@ PROMPT = "Invent a novel and describe it as JSON with a title, genre, year and a
 
 def _run(
     loop: TextGenerationLoop, prompt: list[int], plan: GenerationPlan, grammar: Grammar | None
-) -> RunStats:
+) -> GenerationStats:
     constraint = None if grammar is None else grammar.start()
     last = list(loop.run(prompt, plan, constraint=constraint))[-1]
     assert last.stats is not None
     return last.stats
 
 
-def _rate(stats: RunStats) -> float:
+def _rate(stats: GenerationStats) -> float:
     # The first token comes from the prefill's logits; the rest each cost one decode step.
     return (stats.completion_tokens - 1) / stats.decode_seconds
 
