@@ -3,7 +3,7 @@
 Owns the text side of a sentence encoder: tokenization with the manifest's ``tokenizer.json``
 (``tokenizers``, one ``encode_batch`` call per request, in Rust), truncation at the model's limit
 (reported per text in ``Embeddings.truncated``), batching with length bucketing and attention
-masks, and the L2 normalisation, which stays on the host for both targets (QNN.md). The graphs
+masks, and the L2 normalisation, which stays on the host for both targets (docs/qnn.md). The graphs
 (``models/prepare/minilm.py``) return the masked mean of the last hidden states.
 
 Batching (in ``models/sentence_encoder.py``, with the graphs): texts are sorted by token count

@@ -9,7 +9,7 @@ the KV cache and the decode loop are the runtime's too.
 Tool calls: with ``tools`` in a chat request, text is streamed up to a ``<tool_call>`` tag and
 the rest is held; at the end, parsed calls go on the final chunk with finish_reason
 ``tool_calls`` (text that does not parse is emitted as text instead). Streaming deltas cannot
-carry tool calls in the contract (CONTRACT.md §2.9): the final chunk carries them for the
+carry tool calls in the contract (docs/contract.md, Endpoints): the final chunk carries them for the
 non-streaming response.
 """
 

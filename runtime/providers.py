@@ -2,12 +2,12 @@
 
 Owns the once-per-process registration of the QNN plugin EP (onnxruntime-qnn) and the provider
 options we pass it. On x86_64 Linux the plugin's HTP backend is a simulator that really runs QDQ
-graphs (docs QNN.md), so QNN is a real target here, not only on a device.
+graphs (docs/qnn.md), so QNN is a real target here, not only on a device.
 
 Invariants:
 - ``register_qnn`` is idempotent and thread-safe; registering twice raises in onnxruntime.
 - ``soc_model`` is always set: unset, the simulator models an old chip on which most ops fail at
-  graph finalize with a misleading error (QNN.md).
+  graph finalize with a misleading error (docs/qnn.md).
 - Why QNN is unavailable, when it is, is kept as a sentence that health and bench can show.
 """
 

@@ -7,7 +7,8 @@ p0..p0+n-1 the host:
 
 - pads ``input_ids`` to S, sets ``position_ids`` to p0.. (clipped below C: never negative);
 - builds the additive mask ``[1, 1, S, C + S]``: cache columns < p0 are 0, the rest -30 (not
-  -inf: the mask shares the 16-bit quantization range of the scores, QNN.md); the new-token block
+  -inf: the mask shares the 16-bit quantization range of the scores, docs/qnn.md); the new-token
+  block
   is causal and constant;
 - writes present rows 0..n-1 into the slot at p0..p0+n-1; the next token's logits are row n-1.
 

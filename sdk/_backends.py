@@ -214,7 +214,7 @@ def api_root(base_url: str) -> str:
 
 @contextlib.contextmanager
 def _transport_errors() -> Iterator[None]:
-    """httpx's errors as the official client reports them (CONTRACT.md §4.2)."""
+    """httpx's errors as the official client reports them (docs/contract.md, Errors)."""
     try:
         yield
     except httpx.ConnectError as e:

@@ -1,7 +1,8 @@
 """``ImagineEdge`` and ``AsyncImagineEdge``: the official client's API, in process or over HTTP.
 
 Every public method of ``imagine.ImagineClient`` / ``imagine.ImagineAsyncClient`` exists here
-with the same name, parameters, defaults and return DTOs (CONTRACT.md §5, §6). By default the
+with the same name, parameters, defaults and return DTOs (docs/contract.md, DTO rules). By default
+the
 models run in this process on a lazily created :class:`~imagine_edge.sdk.engine.Engine` over the
 model catalog (or over ``models`` / ``engine`` given); with ``base_url`` the same calls go to a
 running ``imagine-edge serve`` and raise the same exceptions.

@@ -1,6 +1,6 @@
 """The exception hierarchy, shared by the in-process API, the server and the HTTP client.
 
-The top of the tree is the official client's (CONTRACT.md §4.1), so code written against
+The top of the tree is the official client's (docs/contract.md, Errors), so code written against
 ``python-imagine-sdk`` catches our errors unchanged::
 
     ImagineException                         .message

@@ -1,6 +1,7 @@
 """The Imagine SDK data-transfer objects: the one API contract imagine-edge serves.
 
-This module owns the wire shapes of every request and response (CONTRACT.md §5), shared by the
+This module owns the wire shapes of every request and response (docs/contract.md, DTO rules),
+shared by the
 in-process API and the HTTP server. Class names, field names, types and defaults follow the
 official ``python-imagine-sdk`` 0.5.0 client so that its JSON validates here and ours there
 (``tests/sdk`` cross-checks both directions). Where we are stricter, it is on purpose and only on

@@ -1,9 +1,10 @@
 """The FastAPI application: :func:`create_app` wires an engine to the HTTP routes.
 
-Layout: the Imagine API under ``prefix`` (``/api/v2`` by default, CONTRACT.md §1.3), the
+Layout: the Imagine API under ``prefix`` (``/api/v2`` by default, docs/contract.md, Transport), the
 OpenAI-compatible API under ``/v1``, and the image files at the few paths the official client
 builds from an image url (``/v2/files/<id>.png``, ``/api/v2/files/<id>.png`` and, for an endpoint
-with a trailing slash, ``/api/v2/v2/files/<id>.png``), served without a key (CONTRACT.md §2.10).
+with a trailing slash, ``/api/v2/v2/files/<id>.png``), served without a key (docs/contract.md,
+Endpoints).
 An image file is opened without following symbolic links. The app never owns the engine:
 whoever built it closes it.
 """
@@ -63,11 +64,12 @@ def create_app(
     )
     app.state.engine = engine
     install_error_handlers(app)
-    # The client rewrites an image url as dirname(endpoint) + url (CONTRACT.md §2.10), so the
+    # The client rewrites an image url as dirname(endpoint) + url (docs/contract.md, Endpoints), so
+    # the
     # url repeats the prefix's last segment: '/api/v2' -> '/v2/files/<id>.png'.
     last_segment = prefix.rsplit("/", 1)[-1]
     files = f"/{last_segment}/files" if last_segment else "/files"
-    # The url as given, and as the client rebuilds it (dirname(endpoint) + url, CONTRACT.md
+    # The url as given, and as the client rebuilds it (dirname(endpoint) + url, docs/contract.md
     # §2.10) for an endpoint without and with a trailing slash.
     folders = sorted({files, posixpath.dirname(prefix).rstrip("/") + files, prefix + files})
 

@@ -8,7 +8,8 @@ the raw body; our HTTP client re-raises the named class) and OpenAI's
 
 One documented exception to the table: on an Imagine *streaming* request a 429 becomes a 409,
 because the official client cannot read the body of a 429 on a stream and raises
-``httpx.ResponseNotRead`` instead of an Imagine exception (CONTRACT.md §4.2). ``Retry-After``
+``httpx.ResponseNotRead`` instead of an Imagine exception (docs/contract.md, Errors).
+``Retry-After``
 is kept.
 
 Every error text passes :func:`~imagine_edge.server.sanitize.public_message` (no absolute paths,

@@ -5,7 +5,8 @@ and a client disconnect still reaches the streaming body at once.
 
 The key is compared in constant time and never logged or echoed. Without a configured key any
 bearer token (or none) is accepted, since the official client always sends one. Image files
-are served without a key: the user fetches them with a plain HTTP client (CONTRACT.md §2.10).
+are served without a key: the user fetches them with a plain HTTP client (docs/contract.md,
+Endpoints).
 Only the exact image-file routes are exempt (``public`` matches whole paths), not any path that
 happens to end like one.
 

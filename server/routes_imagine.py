@@ -1,4 +1,4 @@
-"""The Imagine API routes (CONTRACT.md §2), mounted under a prefix such as ``/api/v2``.
+"""The Imagine API routes (docs/contract.md, Endpoints), mounted under a prefix such as ``/api/v2``.
 
 Handlers parse the body into the contract's DTOs, hand them to the engine, and turn the call
 into JSON or server-sent events; they never block the event loop (inference runs on the model
@@ -93,7 +93,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 class ChatMessageIn(ChatMessage):
     """A request message. The official client omits ``content`` when it is None, so an
-    assistant tool-call turn arrives without it (CONTRACT.md §2.9): missing means null."""
+    assistant tool-call turn arrives without it (docs/contract.md, Endpoints): missing means
+    null."""
 
     content: str | list[dict[str, Any]] | None = Field(
         None, description="The text, a list of OpenAI-style content parts, or null."
@@ -186,7 +187,7 @@ async def _respond(
 def imagine_router(
     engine: Engine, *, heartbeat: float, image_url: Callable[[str], str]
 ) -> APIRouter:
-    """The routes of CONTRACT.md §2 over ``engine``."""
+    """The routes of docs/contract.md, Endpoints over ``engine``."""
     router = APIRouter(responses=ERROR_RESPONSES)
 
     @router.get("/ping", response_model=PingResponse)

@@ -1,4 +1,4 @@
-"""Server-sent events exactly as the official client reads them (CONTRACT.md §3).
+"""Server-sent events exactly as the official client reads them (docs/contract.md, Streaming).
 
 Each event is ``data: <json>\\n\\n`` with ASCII-escaped JSON (a raw U+2028 would split the
 client's line), quiet gaps carry ``: keep-alive`` comments (the client's read timeout is 60 s

@@ -65,7 +65,7 @@ MARIAN_JSON: Final = "marian.json"
 SHORTLIST: Final = "shortlist.npz"
 SHORTLIST_MAGIC: Final = 0xF11A48D5013417F5
 # The QNN encoder's static source length (longer sentences use the CPU encoder) and its padding
-# mask value: it shares the 16-bit range of the attention scores, so it stays small (QNN.md).
+# mask value: it shares the 16-bit range of the attention scores, so it stays small (docs/qnn.md).
 QNN_SOURCE_LENGTH: Final = 64
 QNN_MASK: Final = -30.0
 EOS_ID: Final = 0  # "</s>" in every Marian SentencePiece vocabulary

@@ -257,7 +257,7 @@ def export_qnn_encoder(
 
     Sources shorter than ``length`` are padded by the host and masked with ``QNN_MASK`` (in
     ``bergamot.py``; the mask shares the 16-bit range of the attention scores, so -1e9 would
-    swamp it, QNN.md).
+    swamp it, docs/qnn.md).
     """
     from imagine_edge.models.prepare.qdq import quantize_qdq
 

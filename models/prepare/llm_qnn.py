@@ -26,7 +26,7 @@ see tokens 0..i. After the call the host writes present rows 0..n-1 into slots p
 next token's logits are row n-1. Columns of masked slots are never read, so stale slots are
 harmless. The mask value (``MASK_VALUE``, recorded in the variant's options) is -100, neither
 -inf nor -1e4: the mask shares the 16-bit quantization range of the attention scores, and a huge
-value would crush their resolution (QNN.md); why not QNN.md's -30 is said at the constant.
+value would crush their resolution (docs/qnn.md); why not docs/qnn.md's -30 is said at the constant.
 
 Quantization: ``qnn_preprocess_model`` -> ``get_qnn_qdq_config`` (uint16 activations, uint8
 weights, per-channel where the EP allows) -> ``quantize``, calibrated on the float model's own
@@ -62,12 +62,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Additive mask of masked cache slots. QNN.md suggests about -30 so that the mask does not widen
-# the quantization range of the attention scores, but SmolLM2's real scores span about [-53, 28]
-# and in some heads (layer 10) every real score of a row is below -21: against -30, 500 masked
+# Additive mask of masked cache slots. docs/qnn.md suggests about -30 so that the mask does not
+# widen the quantization range of the attention scores, but SmolLM2's real scores span about [-53,
+# 28] and in some heads (layer 10) every real score of a row is below -21: against -30, 500 masked
 # slots then take ~10% of the attention and the output drifts (max logit error 34 over 30 layers).
-# -100 keeps masked slots (even stale ones, q.k up to ~30) below every real row maximum by far
-# more than ln(C), and widens the 16-bit range only from ~81 to ~130 (steps of 0.002).
+# -100 keeps masked slots (even stale ones, q.k up to ~30) below every real row maximum by far more
+# than ln(C), and widens the 16-bit range only from ~81 to ~130 (steps of 0.002).
 MASK_VALUE: Final = -100.0
 OPSET: Final = 23  # RMSNormalization
 # Calibration ranges are merged every (at most) this many samples, bounding the memory.

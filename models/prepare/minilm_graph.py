@@ -49,7 +49,7 @@ __all__ = [
 # on at most 256 word pieces, although its position table has 512 rows.
 MAX_TOKENS: Final = 256
 # Additive attention mask: exp(-30) is 1e-13, as good as -inf in float, and small enough not to
-# set the 16-bit quantization range of the attention scores on the HTP (QNN.md).
+# set the 16-bit quantization range of the attention scores on the HTP (docs/qnn.md).
 MASK_VALUE: Final = -30.0
 # The least cosine a quantized graph may have to the float one on any held-out text.
 MIN_COSINE: Final = 0.99

@@ -4,7 +4,7 @@
 ``embedding [1, 384]`` (masked mean). 2-D activations so every linear is a Gemm, whose weights the
 HTP takes per channel (MatMul weights it does not); QDQ with uint16 activations and symmetric int8
 weights, calibrated on real sentences padded as the pipeline pads them, and each bucket checked
-against its float graph on held-out texts. L2 normalisation stays on the host (QNN.md).
+against its float graph on held-out texts. L2 normalisation stays on the host (docs/qnn.md).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ QNN_BUCKETS: Final = (32, 128, 256)
 
 
 def quantize_qdq(src: Path, dst: Path, inputs: list[dict[str, npt.NDArray[Any]]]) -> None:
-    """QNN.md's recipe: uint16 activations, symmetric int8 weights per channel (Gemm)."""
+    """docs/qnn.md's recipe: uint16 activations, symmetric int8 weights per channel (Gemm)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import (

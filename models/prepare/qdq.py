@@ -1,4 +1,4 @@
-"""QNN.md's QDQ recipe for a static float graph, shared by the encoder-style recipes.
+"""docs/qnn.md's QDQ recipe for a static float graph, shared by the encoder-style recipes.
 
 ``qnn_preprocess_model`` fuses what the HTP cannot run as exported (the Erf sequence of GELU,
 decomposed LayerNorm); then uint16 activations and uint8 per-channel weights, calibrated on

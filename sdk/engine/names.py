@@ -1,7 +1,8 @@
 """Model names: which card serves a request for a name, and what /models lists.
 
 A name is a card's name or alias (case-insensitive), or the official client's default name of a
-type (CONTRACT.md §1.11), which means that type's local default: the card marked ``default``, else
+type (docs/contract.md, Transport), which means that type's local default: the card marked
+``default``, else
 the first card of the type. An unknown name is a 404 (:class:`ModelNotFoundError`); a type with no
 model at all is a 409 (:class:`ModelUnavailableError`) that says so.
 """
@@ -17,7 +18,7 @@ from imagine_edge.sdk.types import ModelType
 
 __all__ = ["CLIENT_DEFAULT_NAMES", "ModelIndex", "client_alias"]
 
-# The names the official client sends when the caller gives no model (CONTRACT.md §1.11).
+# The names the official client sends when the caller gives no model (docs/contract.md, Transport).
 CLIENT_DEFAULT_NAMES: Final[Mapping[ModelType, str]] = {
     ModelType.LLM: "Llama-3.1-8B",
     ModelType.EMBEDDING: "BAAI/bge-large-en-v1.5",

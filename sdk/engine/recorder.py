@@ -8,7 +8,7 @@ Invariants:
 - A row is written for every request that reached a model's queue, whatever its status; usage
   sums the tokens and generation time of all of them (a cancelled stream did spend its tokens).
 - Histories hold only successful requests with their response, most recent first, as the
-  ``[response, request]`` pairs the official client returns unchanged (CONTRACT.md §2.12).
+  ``[response, request]`` pairs the official client returns unchanged (docs/contract.md, Endpoints).
 - Bodies are stored for successful requests only, and only as bounded excerpts
   (:func:`excerpt`): strings beyond :data:`MAX_STRING_CHARS` characters and lists beyond
   :data:`MAX_LIST_ITEMS` items are cut (with a marker saying how much was left out), and a body

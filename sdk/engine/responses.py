@@ -2,7 +2,7 @@
 
 Streaming and non-streaming text responses are both built from the same
 :class:`~imagine_edge.runtime.results.GenerationChunk` s, folded by :class:`TextFold`, so a stream's
-concatenated deltas always equal the non-streaming text (CONTRACT.md §2.8, §2.9).
+concatenated deltas always equal the non-streaming text (docs/contract.md, Endpoints).
 
 Invariants:
 - ids are '<prefix>-<uuid hex>' strings; ``created`` is epoch seconds as a float.
@@ -170,7 +170,8 @@ class TextFold:
     ) -> ChatCompletionStreamResponse | CompletionStreamResponse:
         """A stream event: a chat's role on the first, finish reason and usage on the final.
 
-        Completions stream chat-style ``delta.content`` too (CONTRACT.md §2.8). ``failed``
+        Completions stream chat-style ``delta.content`` too (docs/contract.md, Endpoints).
+        ``failed``
         makes the final event of a stream that broke off: finish reason 'error'.
         """
         cls, choice, name = _CHAT_STREAM if chat else _COMPLETION_STREAM

@@ -119,7 +119,7 @@ json.dump({
 
 
 def _child() -> dict[str, object]:
-    # A fresh interpreter, not a fork: a process forked after using the HTP hangs (QNN.md).
+    # A fresh interpreter, not a fork: a process forked after using the HTP hangs (docs/qnn.md).
     done = subprocess.run(
         [sys.executable, "-c", _CHILD],
         capture_output=True,

@@ -121,7 +121,7 @@ def _options():  # the defaults the factory uses when none are given
 
 
 def _unsupported_model(path: Path) -> Path:
-    # A float Range is not supported by the HTP backend (QNN.md), so strict QNN must refuse it.
+    # A float Range is not supported by the HTP backend (docs/qnn.md), so strict QNN must refuse it.
     graph = helper.make_graph(
         [helper.make_node("Range", ["start", "limit", "delta"], ["r"])],
         "range",

@@ -26,7 +26,8 @@ from .dto_examples import EXAMPLES
 
 GOLDEN = Path(__file__).parent / "golden"
 ENUMS = ["ModelType", "FinishReason"]
-# Ours only, with the client's shape they stand for (CONTRACT.md §2.7: translate is completion).
+# Ours only, with the client's shape they stand for (docs/contract.md, Endpoints: translate is
+# completion).
 CLIENT_SHAPE = {"TranslateRequest": "CompletionRequest"}
 
 

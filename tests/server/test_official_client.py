@@ -1,4 +1,4 @@
-"""The official python-imagine-sdk 0.5.0 client, unchanged, against our server (CONTRACT.md).
+"""The official python-imagine-sdk 0.5.0 client, unchanged, against our server (docs/contract.md).
 
 Every call of the contract, sync and async, over a real uvicorn server with the fake models.
 """
@@ -271,7 +271,7 @@ def test_full_queue_is_429_with_retry_after(make_live, wait):
             client.chat([{"role": "user", "content": "x"}])
         assert info.value.http_status == 429
         assert int(info.value.headers["retry-after"]) >= 1
-        # On a stream the official client cannot read a 429 (CONTRACT.md §4.2): 409 instead.
+        # On a stream the official client cannot read a 429 (docs/contract.md, Errors): 409 instead.
         with pytest.raises(ImagineAPIException) as streamed:
             list(client.chat_stream([{"role": "user", "content": "x"}]))
         assert streamed.value.http_status == 409
