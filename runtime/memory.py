@@ -10,7 +10,13 @@ import os
 import re
 from collections.abc import Callable
 
-__all__ = ["memory_parts", "one_malloc_arena", "process_resident_bytes", "release_free_memory"]
+__all__ = [
+    "memory_parts",
+    "one_malloc_arena",
+    "process_resident_bytes",
+    "release_free_memory",
+    "resident_set_bytes",
+]
 
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
@@ -38,6 +44,18 @@ def process_resident_bytes() -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return pages * _PAGE_SIZE
+
+
+def resident_set_bytes() -> int:
+    """This process's resident set size (shared pages counted per mapping), 0 without /proc.
+
+    A cheap read (``/proc/self/statm``, no page walk) for decisions on a request's path, where
+    :func:`process_resident_bytes` would cost a walk of every mapping."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 @functools.cache

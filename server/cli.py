@@ -10,7 +10,7 @@ page cannot drive the local server); allow more with --allow-host / IMAGINE_EDGE
 --allow-origin / IMAGINE_EDGE_ORIGINS (comma-separated fnmatch patterns, '*' for any).
 
 Slow clients are closed: a request (headers and body) must arrive within --request-timeout
-seconds, and an idle keep-alive connection is closed after --keep-alive seconds.
+seconds, and an idle keep-alive connection is closed after --idle-timeout seconds.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         f"({DEFAULT_REQUEST_TIMEOUT:.0f})",
     )
     parser.add_argument(
-        "--keep-alive",
+        "--idle-timeout",
         type=float,
         default=5.0,
         metavar="SECONDS",
@@ -215,7 +215,7 @@ def serve_command(argv: list[str]) -> int:
             port=args.port,
             log_level=args.log_level,
             http=request_timeout_protocol(args.request_timeout),
-            timeout_keep_alive=max(1, round(args.keep_alive)),
+            timeout_keep_alive=max(1, round(args.idle_timeout)),
         )
     finally:
         engine.close()

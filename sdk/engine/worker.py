@@ -29,7 +29,11 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from imagine_edge.models.base import LoadedModel, ModelCard
-from imagine_edge.runtime.memory import process_resident_bytes, release_free_memory
+from imagine_edge.runtime.memory import (
+    process_resident_bytes,
+    release_free_memory,
+    resident_set_bytes,
+)
 from imagine_edge.runtime.results import GenerationStats
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.errors import (
@@ -49,6 +53,8 @@ T = TypeVar("T")
 # not the arena its first run adds). Preparation (a child process) runs before, outside it.
 # Loaders never wait on another worker, so this cannot deadlock.
 _LOAD_LOCK = threading.Lock()
+# Growth of the resident set during one job past which its freed memory is given back at once.
+_RELEASE_AFTER_GROWTH = 16 * 2**20
 
 
 class Status(StrEnum):
@@ -307,6 +313,7 @@ class ModelWorker:
         queue_seconds = time.monotonic() - job.admitted
         load_seconds, result = 0.0, None
         error: ImagineException | None = None
+        resident_before = resident_set_bytes()
         if call.cancelled:
             error = ImagineException(f"request {call.id} was cancelled before it ran")
         else:
@@ -337,8 +344,11 @@ class ModelWorker:
         # What a large request freed goes back to the system before the caller hears of it, not
         # to the C heap's free lists (where it would still count as resident); a collection
         # first frees buffers only reference cycles still held (a generator's frame, a trace).
-        gc.collect()
-        release_free_memory()
+        # Only after a request that left the process larger: a collection costs milliseconds,
+        # which small requests (an embedding, a short chat) must not pay each time.
+        if resident_set_bytes() - resident_before > _RELEASE_AFTER_GROWTH:
+            gc.collect()
+            release_free_memory()
         # The slot frees before the caller hears of the result: a caller that sends its next
         # request at once (a queue of one) must find it free, not get a 429.
         with self._cond:

@@ -57,7 +57,7 @@ def test_lone_surrogate_in_a_tool_name(live):
 @pytest.mark.parametrize(
     ("field", "value", "expected"),
     [
-        ("top_k", 2**63, "top_k must be -1 (off) or in [1, 2147483647]"),
+        ("top_k", 2**63, "top_k must be an integer in [-1, 2147483647] (-1 or 0 = off)"),
         ("max_tokens", 2**64 + 1, "max_tokens must be in [1, 2147483647]"),
         ("repetition_penalty", 1e-300, "repetition_penalty must be in [0.001, 1000]"),
         ("temperature", float("nan"), "temperature must be a finite number"),

@@ -68,7 +68,7 @@ def test_keep_alive_defaults_never_in_process_minutes_on_the_server(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with Engine(_cards(), data_dir=tmp_path) as engine:
-        assert engine.keep_alive_of(MODEL) is None
+        assert engine.workers.keep_alive_of(MODEL) is None
     monkeypatch.delenv("IMAGINE_EDGE_KEEP_ALIVE", raising=False)
     assert keep_alive_option(None) == {"*": 300.0}
     monkeypatch.setenv("IMAGINE_EDGE_KEEP_ALIVE", "30s")

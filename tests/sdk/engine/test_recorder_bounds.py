@@ -11,19 +11,20 @@ from typing import Any
 
 import pytest
 
+from imagine_edge.runtime.results import GenerationStats
 from imagine_edge.sdk.engine.recorder import (
     DEFAULT_HISTORY_KEEP,
     HISTORY_KEEP_ENV,
     MAX_BODY_BYTES,
     MAX_LIST_ITEMS,
     MAX_STRING_CHARS,
-    Endpoint,
     Recorder,
     RequestRecord,
-    Status,
     excerpt,
 )
+from imagine_edge.sdk.engine.worker import Status
 from imagine_edge.sdk.errors import NoHistoryError
+from imagine_edge.sdk.paths import Endpoint
 from imagine_edge.sdk.types import ModelType
 
 T0 = dt.datetime(2024, 3, 4, 10, 0, tzinfo=dt.UTC).timestamp()
@@ -46,8 +47,7 @@ def _record(
             model_type=ModelType.LLM,
             status=status,
             created=T0 + i,
-            prompt_tokens=2,
-            completion_tokens=3,
+            stats=GenerationStats(prompt_tokens=2, completion_tokens=3),
             request=request,
             response={"answer": i},
             error=error,
