@@ -56,13 +56,26 @@ class TextGenerationLoop:
         self.decoder = decoder
         self.tokenizer = tokenizer
         self.eos_token_ids = tuple(int(t) for t in eos_token_ids)
+        # No token stands for more characters than its vocabulary string has (byte-level BPE
+        # writes one character per byte, SentencePiece one per character), so a text longer than
+        # the context times this cannot fit, and is refused before the tokenizer spends seconds
+        # on it (the tokenizer holds the interpreter's lock while it runs).
+        self._max_token_chars = max((len(t) for t in tokenizer.get_vocab()), default=1)
 
     @property
     def context_length(self) -> int:
         return self.decoder.spec.max_length
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``; special-token markup (``<|im_start|>``) becomes its id."""
+        """Token ids of ``text``; special-token markup (``<|im_start|>``) becomes its id.
+
+        ContextLengthError, without tokenizing, for a text too long to fit in the context."""
+        if len(text) > self.context_length * self._max_token_chars:
+            raise ContextLengthError(
+                f"the prompt has {len(text)} characters, more than the model's context of "
+                f"{self.context_length} tokens can hold (at most {self._max_token_chars} "
+                f"characters a token)"
+            )
         return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def budget(self, prompt_tokens: int, plan: GenerationPlan) -> int:

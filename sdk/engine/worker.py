@@ -170,7 +170,8 @@ class ModelWorker:
                 raise ModelUnavailableError(f"model {self.card.name!r} is shutting down")
             occupied = self._occupancy()
             if occupied >= self._max_queue:
-                wait = max(1.0, self._avg_seconds)
+                # Every admitted job runs before this one could: the queue's expected wait.
+                wait = max(1.0, self._avg_seconds * occupied)
                 raise ImagineAPITooManyRequestsException(
                     f"model {self.card.name!r} is busy: {occupied} requests are running or "
                     f"queued (limit {self._max_queue}); retry after {round(wait)} s",

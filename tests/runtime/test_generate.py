@@ -127,6 +127,21 @@ def test_context_overflow_is_a_clear_client_error(scripted, byte_tokenizer):
     assert last.stats.completion_tokens == 16 - len(PROMPT)
 
 
+def test_a_text_longer_than_the_context_can_hold_is_refused_before_tokenizing(
+    scripted, byte_tokenizer, monkeypatch
+):
+    loop = _loop(scripted, byte_tokenizer, "abc", PROMPT, max_length=16)
+    longest = max(len(t) for t in byte_tokenizer.get_vocab())
+    assert len(loop.encode("a" * (16 * longest))) > 0  # may still fit: tokenized
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("tokenized a text that cannot fit")
+
+    monkeypatch.setattr(loop, "tokenizer", type("T", (), {"encode": no_tokenizing})())
+    with pytest.raises(ContextLengthError, match="characters, more than the model's context of 16"):
+        loop.encode("a" * (16 * longest + 1))
+
+
 def test_empty_prompt_is_rejected(scripted, byte_tokenizer):
     loop = _loop(scripted, byte_tokenizer, "abc", PROMPT)
     with pytest.raises(InvalidRequestError, match="empty"):

@@ -163,6 +163,20 @@ def test_full_queue_raises_429_with_retry_after(tmp_path):
         running.cancel()
 
 
+def test_retry_after_is_the_queues_expected_wait(tmp_path):
+    with Engine(fake_cards(fake_models(delay=0.02)), data_dir=tmp_path, max_queue=3) as engine:
+        running = [engine.chat(chat("w " * 500, stream=True)) for _ in range(3)]
+        events = [r.events() for r in running]  # kept: dropping them would cancel the calls
+        next(events[0])
+        worker = engine.workers.worker(engine.index.lookup_strict("echo-llm"))
+        worker._avg_seconds = 2.0  # jobs of this model have taken 2 s each
+        with pytest.raises(ImagineAPITooManyRequestsException, match="retry after 6 s") as info:
+            engine.chat(chat("x"))
+        assert float(info.value.headers["Retry-After"]) >= 6  # three jobs of 2 s before it
+        for r in running:
+            r.cancel()
+
+
 def test_async_consumption_does_not_block_the_loop(tmp_path):
     async def run(engine: Engine) -> tuple[list[str], int]:
         ticks = 0
