@@ -41,18 +41,19 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "BLOCK", "encode_q4", "encode_q8", "encode_u8", "fuse_gate_up", "reencode_builder_graph",
+    "BLOCK", "BUILDER_LAYER_NODE", "FUSED_PROJECTIONS", "encode_q4", "encode_q8", "encode_u8",
+    "fuse_gate_up", "reencode_builder_graph", "save_rewritten_graph",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 BLOCK: Final = 32
-_LAYER = re.compile(
+BUILDER_LAYER_NODE = re.compile(
     r"^/model/layers\.(\d+)/(attn|mlp)/(qkv_proj|o_proj|gate_up_proj|gate_proj|up_proj|down_proj)/"
 )
 # Nodes that compute several projections of one input, with their weights stacked along N (so
 # blocks along K still line up): qkv as the builder exports it, gate/up as fuse_gate_up makes it.
-_FUSED: Final = {
+FUSED_PROJECTIONS: Final = {
     "qkv_proj": ("q_proj", "k_proj", "v_proj"),
     "gate_up_proj": ("gate_proj", "up_proj"),
 }
@@ -65,13 +66,13 @@ def _source_weight(node_name: str, weights: Mapping[str, _F32]) -> tuple[_F32, b
     if node_name.startswith("/lm_head/"):
         head = weights.get("lm_head.weight")
         return (weights["model.embed_tokens.weight"] if head is None else head), True
-    match = _LAYER.match(node_name)
+    match = BUILDER_LAYER_NODE.match(node_name)
     if match is None:
         raise ValueError(f"cannot map builder node {node_name!r} to a weight")
     layer, block, proj = match.groups()
     prefix = f"model.layers.{layer}.{'self_attn' if block == 'attn' else 'mlp'}"
-    if proj in _FUSED:
-        parts = [weights[f"{prefix}.{p}.weight"] for p in _FUSED[proj]]
+    if proj in FUSED_PROJECTIONS:
+        parts = [weights[f"{prefix}.{p}.weight"] for p in FUSED_PROJECTIONS[proj]]
         return np.concatenate(parts, axis=0), False
     return weights[f"{prefix}.{proj}.weight"], False
 
@@ -264,7 +265,7 @@ def fuse_gate_up(model: Any) -> int:
     replace: dict[str, list[Any]] = {}
     dropped: set[str] = set()
     for name, gate in by_name.items():
-        match = _LAYER.match(name)
+        match = BUILDER_LAYER_NODE.match(name)
         if match is None or match.group(3) != "gate_proj":
             continue
         up = by_name.get(name.replace("/gate_proj/", "/up_proj/"))
@@ -336,14 +337,7 @@ def reencode_builder_graph(model_path: Path, hf_dir: Path, layers: str) -> dict[
     stale = {"model.embed_tokens.weight"}
     for init in [i for i in model.graph.initializer if i.name in stale]:
         model.graph.initializer.remove(init)
-    del model.graph.value_info[:]  # shapes of rewritten tensors changed; ORT re-infers them
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
-    data = model_path.name + ".data"
-    (model_path.parent / data).unlink(missing_ok=True)
-    onnx.save(
-        model, str(model_path), save_as_external_data=True, location=data, size_threshold=1024
-    )
+    save_rewritten_graph(model, model_path)
     logger.info(
         "re-encoded %s (%s, %d gate/up pairs fused): max weight error %s",
         model_path, layers, fused, rw.errors,
@@ -357,3 +351,18 @@ def _set_attr(node: Any, name: str, value: int) -> None:
             a.i = value
             return
     raise ValueError(f"{node.name} has no attribute {name!r}")
+
+
+def save_rewritten_graph(model: Any, model_path: Path) -> None:
+    """Save a builder graph whose weight nodes were rewritten (MatMulNBits and friends) over
+    ``model_path``, its weights in ``<name>.data`` beside it."""
+    import onnx
+
+    del model.graph.value_info[:]  # shapes of rewritten tensors changed; ORT re-infers them
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    data = model_path.name + ".data"
+    (model_path.parent / data).unlink(missing_ok=True)
+    onnx.save(
+        model, str(model_path), save_as_external_data=True, location=data, size_threshold=1024
+    )

@@ -28,7 +28,12 @@ import numpy as np
 import numpy.typing as npt
 
 from imagine_edge.models.prepare.gguf_blocks import Grid
-from imagine_edge.models.prepare.gguf_exact import _FUSED, _LAYER, fuse_gate_up
+from imagine_edge.models.prepare.gguf_exact import (
+    BUILDER_LAYER_NODE,
+    FUSED_PROJECTIONS,
+    fuse_gate_up,
+    save_rewritten_graph,
+)
 from imagine_edge.models.prepare.gguf_tensors import load_grids
 
 __all__ = ["Encoded", "describe", "merge", "reencode_from_gguf"]
@@ -111,12 +116,12 @@ class _Rewriter:
         if node_name.startswith("/lm_head/"):
             head = "lm_head.weight" if "lm_head.weight" in self.grids else None
             return [head or "model.embed_tokens.weight"]
-        match = _LAYER.match(node_name)
+        match = BUILDER_LAYER_NODE.match(node_name)
         if match is None:
             raise ValueError(f"cannot map builder node {node_name!r} to a GGUF weight")
         layer, block, proj = match.groups()
         prefix = f"model.layers.{layer}.{'self_attn' if block == 'attn' else 'mlp'}"
-        parts = _FUSED.get(proj, (proj,))
+        parts = FUSED_PROJECTIONS.get(proj, (proj,))
         return [f"{prefix}.{p}.weight" for p in parts]
 
     def matmul(self, node: Any) -> None:
@@ -299,14 +304,7 @@ def reencode_from_gguf(model_path: Path, gguf_path: Path) -> dict[str, int]:
     model.graph.node.extend(nodes)
     for init in [i for i in model.graph.initializer if i.name not in used]:
         model.graph.initializer.remove(init)
-    del model.graph.value_info[:]  # shapes of rewritten tensors changed; ORT re-infers them
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
-    data = model_path.name + ".data"
-    (model_path.parent / data).unlink(missing_ok=True)
-    onnx.save(
-        model, str(model_path), save_as_external_data=True, location=data, size_threshold=1024
-    )
+    save_rewritten_graph(model, model_path)
     logger.info(
         "re-encoded %s from %s (%s, %d gate/up pairs fused): %s",
         model_path,
