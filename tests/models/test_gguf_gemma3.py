@@ -29,6 +29,8 @@ from imagine_edge.sdk.types import (
     FinishReason,
 )
 
+from .perplexity import float_logits, perplexity
+
 pytestmark = pytest.mark.model
 
 GEMMA = "gemma3-270m"
@@ -73,26 +75,6 @@ def _ids(manifest: Manifest) -> list[int]:
     return [bos, *tokenizer.encode(PROSE, add_special_tokens=False).ids]
 
 
-def _perplexity(logits: npt.NDArray[np.float32], ids: list[int]) -> float:
-    """exp of the mean next-token negative log-likelihood, in float64."""
-    x = logits[:-1].astype(np.float64)
-    top = x.max(axis=-1, keepdims=True)
-    log_z = np.log(np.exp(x - top).sum(axis=-1)) + top[:, 0]
-    target = np.asarray(ids[1:])
-    return float(np.exp(np.mean(log_z - x[np.arange(len(target)), target])))
-
-
-def _float_logits(manifest: Manifest, ids: list[int]) -> npt.NDArray[np.float32]:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    assert manifest.float_weights is not None
-    model = AutoModelForCausalLM.from_pretrained(str(manifest.float_weights), dtype=torch.float32)
-    with torch.inference_mode():
-        out = model.eval()(torch.tensor([ids])).logits[0].numpy()
-    return np.asarray(out, np.float32)
-
-
 def _graph_logits(manifest: Manifest, ids: list[int]) -> npt.NDArray[np.float32]:
     """Every position's logits, one token per call. The sliding-window layers need a KV buffer
     of at least their window (512), so the cache is one shared buffer of 1024 positions that
@@ -120,8 +102,8 @@ def _graph_logits(manifest: Manifest, ids: list[int]) -> npt.NDArray[np.float32]
 def test_cpu_graph_perplexity_is_within_3_percent_of_float(manifest: Manifest) -> None:
     ids = _ids(manifest)
     assert 250 <= len(ids) <= 400
-    reference = _perplexity(_float_logits(manifest, ids), ids)
-    graph = _perplexity(_graph_logits(manifest, ids), ids)
+    reference = perplexity(float_logits(manifest, ids), ids)
+    graph = perplexity(_graph_logits(manifest, ids), ids)
     # A real model on ordinary prose: far from uniform (262144) and from memorised (1).
     assert 5.0 < reference < 60.0
     assert abs(graph - reference) / reference <= 0.03, (graph, reference)

@@ -14,6 +14,8 @@ from tokenizers import Tokenizer
 
 from imagine_edge.models.store import Manifest
 
+from .perplexity import float_logits, perplexity
+
 pytestmark = pytest.mark.model
 
 PROSE = """\
@@ -42,26 +44,6 @@ said that it felt like watching an old friend who no longer needed his help.
 """
 
 
-def _perplexity(logits: npt.NDArray[np.float32], ids: list[int]) -> float:
-    """exp of the mean next-token negative log-likelihood, in float64."""
-    x = logits[:-1].astype(np.float64)
-    top = x.max(axis=-1, keepdims=True)
-    log_z = np.log(np.exp(x - top).sum(axis=-1)) + top[:, 0]
-    target = np.asarray(ids[1:])
-    return float(np.exp(np.mean(log_z - x[np.arange(len(target)), target])))
-
-
-def _float_logits(manifest: Manifest, ids: list[int]) -> npt.NDArray[np.float32]:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    assert manifest.float_weights is not None
-    model = AutoModelForCausalLM.from_pretrained(str(manifest.float_weights), dtype=torch.float32)
-    with torch.inference_mode():
-        out = model.eval()(torch.tensor([ids])).logits[0].numpy()
-    return np.asarray(out, np.float32)
-
-
 def _graph_logits(manifest: Manifest, ids: list[int]) -> npt.NDArray[np.float32]:
     """Every position's logits from the CPU graph, one token per call (its LM head computes the
     last position only), each call's present K/V fed back as the next call's past."""
@@ -87,8 +69,8 @@ def _graph_logits(manifest: Manifest, ids: list[int]) -> npt.NDArray[np.float32]
 def test_cpu_graph_perplexity_is_within_3_percent_of_float(smollm2_manifest: Manifest) -> None:
     ids = Tokenizer.from_file(str(smollm2_manifest.tokenizer)).encode(PROSE).ids
     assert 300 <= len(ids) <= 400
-    reference = _perplexity(_float_logits(smollm2_manifest, ids), ids)
-    graph = _perplexity(_graph_logits(smollm2_manifest, ids), ids)
+    reference = perplexity(float_logits(smollm2_manifest, ids), ids)
+    graph = perplexity(_graph_logits(smollm2_manifest, ids), ids)
     # A real model on ordinary prose: far from uniform (49152) and from memorised (1).
     assert 5.0 < reference < 60.0
     assert abs(graph - reference) / reference <= 0.03, (graph, reference)
