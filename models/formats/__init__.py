@@ -1,0 +1,1 @@
+"""Formats of user-supplied models (``imagine-edge models add``); see :mod:`.base`."""
