@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from imagine_edge.runtime.kv_cache import SlotUsage
 from imagine_edge.runtime.results import GenerationChunk, GenerationStats
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
@@ -38,6 +39,7 @@ __all__ = [
     "Embeddings",
     "GenerationChunk",
     "GenerationStats",
+    "HasKVSlots",
     "ImageGenerator",
     "LoadedModel",
     "ModelCard",
@@ -87,6 +89,13 @@ class LoadedModel(Protocol):
     def close(self) -> None:
         """Free the sessions and buffers."""
         ...
+
+
+@runtime_checkable
+class HasKVSlots(Protocol):
+    """A model that keeps sequences in KV-cache slots (the LLM): how many are in use."""
+
+    def kv_slots(self) -> SlotUsage: ...
 
 
 class TextGenerator(LoadedModel, Protocol):

@@ -28,6 +28,7 @@ from imagine_edge.models.chat_format import ChatMLFormat, ToolCallFilter
 from imagine_edge.models.chat_gemma import GemmaFormat
 from imagine_edge.models.store import Manifest
 from imagine_edge.runtime.generate import TextGenerationLoop
+from imagine_edge.runtime.kv_cache import SlotUsage
 from imagine_edge.runtime.llm_decoder import DecoderGraphs, OpenDecoder, ThreadMode, open_decoder
 from imagine_edge.runtime.sampling import GenerationPlan, SamplingDefaults
 from imagine_edge.runtime.targets import Target, target_from_env
@@ -109,6 +110,10 @@ class ChatModel:
         if self._opened is None:
             return 0
         return self._weights_bytes + self._opened.decoder.resident_bytes()
+
+    def kv_slots(self) -> SlotUsage:
+        """The KV slots: leased to running sequences, allocated, the limit (metrics, health)."""
+        return self.loop.decoder.pool.usage()
 
     def close(self) -> None:
         if self._opened is not None:

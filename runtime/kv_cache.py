@@ -59,6 +59,7 @@ __all__ = [
     "DecoderSpec",
     "KVCachePool",
     "KVSlot",
+    "SlotUsage",
     "reusable_prefix",
 ]
 
@@ -218,6 +219,16 @@ def reusable_prefix(cached: npt.NDArray[np.int64], prompt: npt.NDArray[np.int64]
     return int(differ[0]) if differ.size else n
 
 
+@dataclass(frozen=True, slots=True)
+class SlotUsage:
+    """A pool's slots at one instant: leased to a running sequence, allocated, the limit."""
+
+    leased: int
+    allocated: int
+    total: int
+    resident_bytes: int
+
+
 class KVCachePool:
     """A few KV slots of one model, leased to requests with prefix reuse and LRU eviction."""
 
@@ -282,6 +293,14 @@ class KVCachePool:
     def resident_bytes(self) -> int:
         """Memory the slots hold: the positions they ever filled (see KVSlot.touched_bytes)."""
         return sum(s.touched_bytes for s in self._slots)
+
+    def usage(self) -> SlotUsage:
+        """How many slots run a sequence now, how many exist and may exist, and their memory."""
+        with self._lock:
+            slots = list(self._slots)
+        leased = sum(1 for s in slots if s.leased)
+        memory = sum(s.touched_bytes for s in slots)
+        return SlotUsage(leased, len(slots), self.num_slots, memory)
 
     def forget(self) -> None:
         """Drop what the free slots hold (keeping their buffers): no prefix is reused after."""

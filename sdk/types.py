@@ -74,6 +74,7 @@ __all__ = [
     "UsageRecord",
     "UsageRecordAggregated",
     "UsageResponse",
+    "UsageTimings",
 ]
 
 
@@ -123,12 +124,31 @@ class FinishReason(str, Enum):  # noqa: UP042  str() is "FinishReason.x", as in 
 # --------------------------------------------------------------------------- common
 
 
+class UsageTimings(BaseModel):
+    """Where one request's time went (an imagine-edge extension of usage, docs/server.md).
+
+    Not in the official client's DTO, which ignores extra keys (docs/contract.md, DTO rules)."""
+
+    queue_ms: float = Field(description="Waiting in the model's queue, after admission.")
+    load_ms: float = Field(0.0, description="Loading the model for this request (0 if loaded).")
+    prefill_ms: float = Field(
+        description="Computing the prompt (LLM: prefill; embeddings and reranking: the run)."
+    )
+    decode_ms: float = Field(0.0, description="Generating the completion tokens.")
+    tokens_per_s: float | None = Field(
+        None, description="Completion tokens per second of decode (None without any)."
+    )
+
+
 class UsageInfo(BaseModel):
-    """Token counts of one request."""
+    """Token counts of one request, and where its time went."""
 
     prompt_tokens: int | None = Field(None, description="Tokens in the prompt.")
     total_tokens: int | None = Field(None, description="Prompt plus completion tokens.")
     completion_tokens: int | None = Field(None, description="Tokens generated.")
+    timings: UsageTimings | None = Field(
+        None, description="imagine-edge extension: queue, load, prefill and decode times."
+    )
 
 
 class DeltaMessage(BaseModel):

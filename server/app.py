@@ -26,11 +26,13 @@ from imagine_edge.sdk.engine import Engine
 from imagine_edge.sdk.errors import ModelNotFoundError
 from imagine_edge.sdk.paths import API_PREFIX
 from imagine_edge.server.errors import OPENAI_PREFIX, install_error_handlers
+from imagine_edge.server.metrics import CONTENT_TYPE, ServerMetrics
 from imagine_edge.server.middleware import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
     LoopbackGuardMiddleware,
 )
+from imagine_edge.server.request_log import RequestLogMiddleware
 from imagine_edge.server.routes_imagine import imagine_router
 from imagine_edge.server.routes_openai import openai_router
 
@@ -96,6 +98,15 @@ def create_app(
         app.add_api_route(
             folder + "/{file_name}", image_file, methods=["GET"], include_in_schema=False
         )
+    metrics = ServerMetrics(engine)
+    app.state.metrics = metrics
+
+    async def metrics_text() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    # Beside the API, not under its prefix: where Prometheus looks by default. Behind the same
+    # key and Host/Origin checks as every route (docs/server.md, Metrics).
+    app.add_api_route("/metrics", metrics_text, methods=["GET"], include_in_schema=False)
     public = re.compile("(?:" + "|".join(map(re.escape, folders)) + r")/[A-Za-z0-9_-]+\.png")
     # The last middleware added is the outermost: check the key before reading any body.
     app.add_middleware(BodyLimitMiddleware, max_bytes=engine.limits.max_body_bytes)
@@ -104,6 +115,8 @@ def create_app(
         app.add_middleware(
             LoopbackGuardMiddleware, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins
         )
+    # Outermost: refused requests (401, 403, 413) are counted and logged too.
+    app.add_middleware(RequestLogMiddleware, metrics=metrics)
     return app
 
 

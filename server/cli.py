@@ -133,7 +133,26 @@ def _parser() -> argparse.ArgumentParser:
         f"{SERVER_KEEP_ALIVE}",
     )
     parser.add_argument("--log-level", default="info", help="uvicorn log level (info)")
+    parser.add_argument(
+        "--no-request-log",
+        dest="request_log",
+        action="store_false",
+        help="do not write the one JSON line per request on stderr (docs/server.md)",
+    )
     return parser
+
+
+def _request_log(enabled: bool) -> None:
+    """The request log's lines on stderr, bare JSON (uvicorn configures only its own loggers)."""
+    from imagine_edge.server.request_log import REQUEST_LOGGER
+
+    log = logging.getLogger(REQUEST_LOGGER)
+    log.propagate = False
+    log.setLevel(logging.INFO if enabled else logging.CRITICAL + 1)
+    if enabled and not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
 
 
 def _banner(url: str, engine: Engine, states: Sequence[ModelState], key: bool) -> str:
@@ -202,6 +221,7 @@ def serve_command(argv: list[str]) -> int:
         url = f"http://{host}:{args.port}"
         sys.stdout.write(_banner(url, engine, engine.model_states(), api_key is not None))
         sys.stdout.flush()
+        _request_log(args.request_log)
         app = create_app(
             engine,
             api_key=api_key,

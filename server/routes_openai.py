@@ -202,15 +202,18 @@ def _completion_request(body: OpenAICompletionRequest) -> CompletionRequest:
     return build(CompletionRequest, prompt=prompts[0], **body.imagine_params())
 
 
-def _usage(usage: UsageInfo | None) -> dict[str, int] | None:
+def _usage(usage: UsageInfo | None) -> dict[str, Any] | None:
     if usage is None:
         return None
     prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
-    return {
+    out: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+    if usage.timings is not None:  # an extension the openai client keeps as an extra field
+        out["timings"] = usage.timings.model_dump(mode="json")
+    return out
 
 
 def _tool_calls(calls: list[ChatMessageToolCall] | None) -> list[dict[str, Any]]:
@@ -388,12 +391,10 @@ def openai_router(engine: Engine, *, heartbeat: float) -> APIRouter:
                 for d in r.data
             ]
             tokens = r.usage.prompt_tokens or 0
-            return {
-                "object": "list",
-                "data": data,
-                "model": r.model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
+            usage: dict[str, Any] = {"prompt_tokens": tokens, "total_tokens": tokens}
+            if r.usage.timings is not None:
+                usage["timings"] = r.usage.timings.model_dump(mode="json")
+            return {"object": "list", "data": data, "model": r.model, "usage": usage}
 
         return await _run(
             request,

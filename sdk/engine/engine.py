@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -48,13 +49,14 @@ from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.engine.image_files import find_image, keep_image
 from imagine_edge.sdk.engine.memory_report import memory_summary
 from imagine_edge.sdk.engine.names import ModelIndex
+from imagine_edge.sdk.engine.observe import RequestObserver, RequestReport, current_observer
 from imagine_edge.sdk.engine.recorder import (
     Recorder,
     RequestRecord,
     default_data_dir,
     history_keep_from_env,
 )
-from imagine_edge.sdk.engine.responses import Head, TextFold, new_id
+from imagine_edge.sdk.engine.responses import Head, TextFold, new_id, usage_timings
 from imagine_edge.sdk.engine.worker import Job, JobContext, ModelState, Outcome
 from imagine_edge.sdk.engine.workers import KeepAlive, WorkerRegistry
 from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
@@ -87,6 +89,8 @@ from imagine_edge.sdk.types import (
 )
 
 __all__ = ["Engine"]
+
+logger = logging.getLogger(__name__)
 
 
 class Engine:
@@ -197,12 +201,23 @@ class Engine:
             else dict(request)
         )
 
+        observer = current_observer.get()
+
         def on_done(job: Job, out: Outcome) -> None:
-            self.recorder.record(
-                RequestRecord.of(out, call.id, endpoint, card, created, request_json)
-            )
+            try:
+                self.recorder.record(
+                    RequestRecord.of(out, call.id, endpoint, card, created, request_json)
+                )
+            finally:
+                if observer is not None:
+                    _tell(observer, call.id, endpoint, card.name, out)
 
         self.workers.worker(card).submit(Job(call, body, on_done))
+        if observer is not None:
+            try:
+                observer.admitted(call.id, endpoint.value, card.name)
+            except Exception:
+                logger.exception("the observer of request %s failed", call.id)
         return call
 
     # ------------------------------------------------------------------ state and history
@@ -328,16 +343,21 @@ class Engine:
 
         def body(model: Embedder, call: Call[Any, Any], ctx: JobContext) -> Any:
             out = model.embed(texts)
+            ran = time.monotonic() - ctx.started
             if out.vectors.shape[0] != len(texts):
                 raise ModelRunError(
                     f"{card.name} returned {out.vectors.shape[0]} vectors for {len(texts)} texts"
                 )
-            ctx.stats = GenerationStats(prompt_tokens=out.prompt_tokens)
+            ctx.stats = GenerationStats(prompt_tokens=out.prompt_tokens, prefill_seconds=ran)
             data = [
                 EmbeddingObject(object="embedding", embedding=vector.tolist(), index=i)
                 for i, vector in enumerate(out.vectors)
             ]
-            usage = UsageInfo(prompt_tokens=out.prompt_tokens, total_tokens=out.prompt_tokens)
+            usage = UsageInfo(
+                prompt_tokens=out.prompt_tokens,
+                total_tokens=out.prompt_tokens,
+                timings=usage_timings(ctx, ran),
+            )
             return EmbeddingResponse(
                 id=call_id, object="list", data=data, model=card.name, usage=usage
             )
@@ -355,12 +375,13 @@ class Engine:
 
         def body(model: Reranker, call: Call[Any, Any], ctx: JobContext) -> Any:
             out = model.rank(request.query, docs)
+            ran = time.monotonic() - ctx.started
             scores = np.asarray(out.scores, dtype=np.float64)
             if scores.shape != (len(docs),):
                 raise ModelRunError(
                     f"{card.name} returned scores of shape {scores.shape} for {len(docs)} documents"
                 )
-            ctx.stats = GenerationStats(prompt_tokens=out.prompt_tokens)
+            ctx.stats = GenerationStats(prompt_tokens=out.prompt_tokens, prefill_seconds=ran)
             # Stable sort on the negated scores: ties keep the documents' input order.
             order = np.argsort(-scores, kind="stable")[: request.top_n or len(docs)]
             data = [
@@ -371,7 +392,11 @@ class Engine:
                 )
                 for i in order
             ]
-            usage = UsageInfo(prompt_tokens=out.prompt_tokens, total_tokens=out.prompt_tokens)
+            usage = UsageInfo(
+                prompt_tokens=out.prompt_tokens,
+                total_tokens=out.prompt_tokens,
+                timings=usage_timings(ctx, ran),
+            )
             return ReRankerResponse(
                 id=call_id, data=data, model=card.name, object="list", usage=usage
             )
@@ -446,3 +471,31 @@ class Engine:
 
         request = {"model": model, "file_bytes": len(audio)}
         return self._submit(card, Endpoint.TRANSCRIBE, request, Call(call_id, None), body)
+
+
+def _tell(
+    observer: RequestObserver, call_id: str, endpoint: Endpoint, model: str, out: Outcome
+) -> None:
+    """Hand ``observer`` the report of a finished job; its failure never reaches the request."""
+    stats = out.context.stats
+    decode = stats.decode_seconds
+    if not decode and stats.completion_tokens:  # ended inside the decode loop: as usage does
+        decode = max(0.0, out.generation_seconds - stats.prefill_seconds)
+    report = RequestReport(
+        id=call_id,
+        endpoint=endpoint.value,
+        model=model,
+        status=out.status.value,
+        prompt_tokens=stats.prompt_tokens,
+        completion_tokens=stats.completion_tokens,
+        queue_seconds=out.queue_seconds,
+        load_seconds=out.load_seconds,
+        prefill_seconds=stats.prefill_seconds,
+        decode_seconds=decode,
+        generation_seconds=out.generation_seconds,
+        error=None if out.error is None else type(out.error).__name__,
+    )
+    try:
+        observer.finished(report)
+    except Exception:
+        logger.exception("the observer of request %s failed", call_id)

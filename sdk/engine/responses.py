@@ -37,9 +37,10 @@ from imagine_edge.sdk.types import (
     FinishReason,
     Function,
     UsageInfo,
+    UsageTimings,
 )
 
-__all__ = ["Head", "TextEvent", "TextFold", "new_id"]
+__all__ = ["Head", "TextEvent", "TextFold", "new_id", "usage_timings"]
 
 TextEvent = Callable[[str, bool, bool], Any]  # (text, first, final) -> stream event
 
@@ -78,6 +79,8 @@ class TextFold:
     finish_reason: FinishReason | None = None
     tool_calls: list[ChatMessageToolCall] = field(default_factory=list)
     stats: GenerationStats = field(default_factory=GenerationStats)
+    context: JobContext | None = None  # the running job's, for the timings in usage
+    _timings: UsageTimings | None = None  # fixed once the run has finished
 
     def add(self, chunk: GenerationChunk) -> None:
         """Take one chunk into account."""
@@ -97,6 +100,7 @@ class TextFold:
         event: TextEvent | None,
     ) -> None:
         """Run a generation into this fold, emitting stream events when ``event`` is given."""
+        self.context = ctx
         first = True
         try:
             for chunk in chunks:
@@ -128,10 +132,24 @@ class TextFold:
         return self.finish_reason or FinishReason.stop
 
     def usage(self) -> UsageInfo:
-        """Token counts of the generation."""
+        """Token counts of the generation, and its timings once it has run."""
         prompt, completion = self.stats.prompt_tokens, self.stats.completion_tokens
+        timings = self._timings
+        if timings is None and self.context is not None and self.context.started:
+            decode = self.stats.decode_seconds
+            if not decode and completion:
+                # A run that ended inside its decode loop (a stop string) sets decode_seconds
+                # after its last chunk: the time since prefill is the decode so far.
+                run = time.monotonic() - self.context.started
+                decode = max(0.0, run - self.stats.prefill_seconds)
+            timings = usage_timings(self.context, self.stats.prefill_seconds, decode, completion)
+            if self.finish_reason is not None:  # the last event and the response agree
+                self._timings = timings
         return UsageInfo(
-            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            timings=timings,
         )
 
     # ---------------------------------------------------------------- stream events
@@ -224,6 +242,19 @@ class TextFold:
             usage=self.usage(),
             generation_time=generation_time,
         )
+
+
+def usage_timings(
+    ctx: JobContext, prefill_seconds: float, decode_seconds: float = 0.0, tokens: int = 0
+) -> UsageTimings:
+    """The timings in a response's usage (docs/server.md, Timings), in milliseconds."""
+    return UsageTimings(
+        queue_ms=round(ctx.queue_seconds * 1e3, 3),
+        load_ms=round(ctx.load_seconds * 1e3, 3),
+        prefill_ms=round(prefill_seconds * 1e3, 3),
+        decode_ms=round(decode_seconds * 1e3, 3),
+        tokens_per_s=round(tokens / decode_seconds, 3) if tokens and decode_seconds > 0 else None,
+    )
 
 
 def _complete_tool_call(call: ChatMessageToolCall) -> ChatMessageToolCall:

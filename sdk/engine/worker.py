@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from imagine_edge.models.base import LoadedModel, ModelCard
+from imagine_edge.models.base import HasKVSlots, LoadedModel, ModelCard
+from imagine_edge.runtime.kv_cache import SlotUsage
 from imagine_edge.runtime.memory import (
     process_resident_bytes,
     release_free_memory,
@@ -72,6 +73,9 @@ class JobContext:
     cancel: threading.Event
     started: float = 0.0  # time.monotonic() when the body started (after loading)
     stats: GenerationStats = field(default_factory=GenerationStats)
+    # Set before the body runs, so that a response's usage can report them (docs/server.md).
+    queue_seconds: float = 0.0
+    load_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,9 @@ class ModelState:
     load_rss_bytes: int | None = None
     # Seconds idle after which the model unloads (None: never).
     keep_alive: float | None = None
+    # Requests running now (the rest of ``queued`` waits), and the model's KV slots.
+    running: int = 0
+    kv_slots: SlotUsage | None = None
 
 
 class _Control:
@@ -209,6 +216,7 @@ class ModelWorker:
         with self._cond:
             model, state, queued = self._model, self._state, self._occupancy()
             load_rss = self._load_rss
+            running = int(self._running is not None and not self._running.call.cancelled)
         return ModelState(
             name=self.card.name,
             state=state,
@@ -217,6 +225,8 @@ class ModelWorker:
             queued=queued,
             load_rss_bytes=None if model is None else load_rss,
             keep_alive=self._keep_alive,
+            running=running,
+            kv_slots=model.kv_slots() if isinstance(model, HasKVSlots) else None,
         )
 
     def close(self) -> None:
@@ -323,6 +333,7 @@ class ModelWorker:
                 model = self._ensure_loaded()
                 ctx.started = time.monotonic()
                 load_seconds = ctx.started - start
+                ctx.queue_seconds, ctx.load_seconds = queue_seconds, load_seconds
                 result = job.body(model, call, ctx)
             except ImagineException as e:
                 error = e

@@ -27,7 +27,14 @@ _SAMPLING = {
     "top_p": 0.9,
     "stream_options": {"include_usage": True},
 }
-_USAGE = t.UsageInfo(prompt_tokens=12, completion_tokens=3, total_tokens=15)
+_USAGE = t.UsageInfo(
+    prompt_tokens=12,
+    completion_tokens=3,
+    total_tokens=15,
+    timings=t.UsageTimings(
+        queue_ms=1.5, load_ms=0.0, prefill_ms=20.25, decode_ms=30.0, tokens_per_s=100.0
+    ),
+)
 _TOOL_CALL = t.ChatMessageToolCall(
     id="call_1",
     type="function",
@@ -71,6 +78,7 @@ _AGGREGATED = {
 
 EXAMPLES: dict[str, BaseModel] = {
     "UsageInfo": _USAGE,
+    "UsageTimings": _USAGE.timings,  # type: ignore[dict-item]
     "DeltaMessage": t.DeltaMessage(role="assistant", content="Hel"),
     "LLMSamplingParams": t.LLMSamplingParams(**_SAMPLING),
     "FunctionTool": _TOOL.function,
