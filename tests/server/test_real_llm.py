@@ -72,3 +72,32 @@ def test_the_real_model_knows_the_capital_of_france(real):
     client = imagine.ImagineClient(endpoint=real + "/api/v2", api_key="k")
     question = [{"role": "system", "content": "You are a helpful assistant."}, *QUESTION]
     assert "Paris" in client.chat(question, max_tokens=24, temperature=0.0).first_content
+
+
+def test_metrics_and_timings_after_real_requests(real):
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = {"model": "", "messages": QUESTION, "stream": False, "max_tokens": 16}
+    body["model"] = httpx.get(real + "/v1/models").json()["data"][0]["id"]
+    usage = httpx.post(real + "/api/v2/chat/completions", json=body).json()["usage"]
+    timings = usage["timings"]
+    assert timings["prefill_ms"] > 0
+    assert timings["decode_ms"] > 0
+    assert timings["tokens_per_s"] > 0
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(httpx.get(real + "/metrics").text)
+        for s in family.samples
+    }
+    model = body["model"]
+
+    def kv(state):
+        return samples[("imagine_edge_kv_slots", (("model", model), ("state", state)))]
+
+    assert kv("limit") >= 1
+    assert kv("allocated") >= 1  # the request leased one, and it stays for prefix reuse
+    assert kv("leased") == 0  # nothing runs now
+    assert samples[("imagine_edge_generated_tokens_total", (("model", model),))] >= 1
+    assert samples[("imagine_edge_model_resident_bytes", (("model", model),))] > 0
+    assert samples[("imagine_edge_kv_resident_bytes", (("model", model),))] > 0
