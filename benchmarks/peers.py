@@ -25,6 +25,7 @@ below 1 for latencies and the real-time factor.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import itertools
@@ -34,7 +35,7 @@ import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Final, TypeVar
 
 from imagine_edge.benchmarks import _peer_engines
 from imagine_edge.benchmarks._peer_engines import (
@@ -57,7 +58,7 @@ from imagine_edge.benchmarks.scenarios import (
 from imagine_edge.extras import extra_of
 from imagine_edge.sdk.types import ModelType
 
-__all__ = ["compare"]
+__all__ = ["compare", "compare_multi_client"]
 
 T = TypeVar("T")
 PeerPoints = list[dict[str, Any]]
@@ -329,8 +330,10 @@ _RATIOS: dict[str, tuple[_Ratio, ...]] = {
 }
 
 
-def _ratios(scenario: dict[str, Any]) -> dict[str, float]:
+def _ratios(scenario: dict[str, Any], measures: Sequence[_Ratio] | None = None) -> dict[str, float]:
     """Ours / the peer's for each measure of the type, at each point both measured (by label)."""
+    if measures is None:
+        measures = _RATIOS.get(scenario["model_type"], ())
     ours = {p["label"]: p for p in scenario["points"]}
     ratios: dict[str, float] = {}
     for peer in scenario["peers"]:
@@ -338,7 +341,7 @@ def _ratios(scenario: dict[str, Any]) -> dict[str, float]:
             mine = ours.get(theirs["label"])
             if mine is None:
                 continue
-            for measure in _RATIOS.get(scenario["model_type"], ()):
+            for measure in measures:
                 a, b = measure.of(mine), measure.of(theirs)
                 if a and b:
                     ratios[measure.key(peer["name"], theirs["label"])] = a / b
@@ -351,6 +354,53 @@ _PEERS: dict[str, Callable[[dict[str, Any], BenchConfig, Progress], PeerPoints]]
     ModelType.TRANSCRIBE.value: _transcribe_peers,
     ModelType.TRANSLATE.value: _translate_peers,
 }
+
+
+# The multi-client scenario's measures (benchmarks/multi_client.py).
+_MULTI_CLIENT_RATIOS: Final = (
+    _Ratio("aggregate tokens/s", "aggregate_tokens_per_s", higher_is_better=True, throughput=True),
+    _Ratio("TTFT", "ttft_s", higher_is_better=False),
+    _Ratio("TPOT", "tpot_s", higher_is_better=False),
+)
+
+
+def compare_multi_client(
+    scenario: dict[str, Any],
+    config: BenchConfig,
+    progress: Progress,
+    llama_server_option: str | None = None,
+) -> None:
+    """llama-server with ``-np N`` for each client count N, on the GGUF our model comes from;
+    adds its points and the ratios to ``scenario`` (in place)."""
+    from imagine_edge.benchmarks.llama_server import NOT_FOUND, find_llama_server, llama_server
+    from imagine_edge.benchmarks.multi_client import LLAMA_SERVER, multi_client_points
+    from imagine_edge.models.store import lookup
+
+    binary = find_llama_server(llama_server_option)
+    threads = _threads()
+    entry: dict[str, Any] = {"name": "llama-server", "points": []}
+    if binary is None:
+        entry["error"] = f"not installed: {NOT_FOUND}"
+        scenario["peers"] = [entry]
+        return
+    gguf = lookup(scenario["model"]).weights_file()
+    entry["note"] = f"{binary.name} -np N (one slot per client), {gguf.name}, {threads} threads"
+    slot_tokens = config.llm_multi_prompt_tokens + config.llm_max_tokens
+    with contextlib.ExitStack() as servers:
+
+        def start(clients: int) -> str:
+            servers.close()  # the previous N's server
+            return servers.enter_context(llama_server(binary, gguf, clients, slot_tokens, threads))
+
+        try:
+            points = multi_client_points(
+                "", LLAMA_SERVER, scenario["model"], config, progress, config.point_seconds, start
+            )
+            entry["points"] = [p.to_json() for p in points]
+        except Exception as exc:
+            entry["error"] = f"failed: {type(exc).__name__}: {exc}"
+    scenario["peers"] = [entry]
+    scenario["ratios"] = _ratios(scenario, _MULTI_CLIENT_RATIOS)
 
 
 def compare(scenario: dict[str, Any], config: BenchConfig, progress: Progress) -> None:

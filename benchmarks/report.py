@@ -33,6 +33,11 @@ def render_table(report: Mapping[str, Any]) -> str:
         f"{machine['cpu_model']} ({machine['cores']} cores), {machine['system']}, "
         f"kernels {machine['kernels_backend']}, QNN {machine['qnn']}"
     )
+    load = machine.get("load_average")
+    if load:
+        end = report.get("load_average_end") or ["?"]
+        end_1 = f"{end[0]:.2f}" if isinstance(end[0], float) else end[0]
+        lines.append(f"load average (1 min) {load[0]:.2f} at start, {end_1} at the end")
     for scenario in report["scenarios"]:
         lines.append("")
         lines.append(
@@ -67,10 +72,10 @@ def _point_row(point: Mapping[str, Any]) -> str:
     for name in _HEADLINE:
         m = metrics.get(name)
         if m and m.get("n"):
-            cells.append(
-                f"{name} p50 {_fmt(m['p50'])} p95 {_fmt(m['p95'])} p99 {_fmt(m['p99'])} "
-                f"min {_fmt(m['min'])} max {_fmt(m['max'])}"
-            )
+            tail = "".join(f" {q} {_fmt(m[q])}" for q in ("p95", "p99") if q in m)
+            few = f" (n={m['n']}: too few for p95/p99)" if "p95" not in m else ""
+            extremes = f" min {_fmt(m['min'])} max {_fmt(m['max'])}"
+            cells.append(f"{name} p50 {_fmt(m['p50'])}{tail}{extremes}{few}")
             break
     for name in ("tpot_s", "rtf"):
         m = metrics.get(name)
@@ -88,58 +93,7 @@ def write_json(report: Mapping[str, Any], path: Path) -> None:
 
 
 def write_chart(report: Mapping[str, Any], path: Path) -> None:
-    """Latency percentiles per point, and throughput against concurrency where measured."""
-    import matplotlib
+    """One row per scenario, ours and the --compare peers side by side (chart.py)."""
+    from imagine_edge.benchmarks.chart import draw
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scenarios = [s for s in report["scenarios"] if s["points"]]
-    rows = max(1, len(scenarios))
-    fig, axes = plt.subplots(rows, 2, figsize=(13, 3.6 * rows), squeeze=False)
-    for (left, right), scenario in zip(axes, scenarios, strict=False):
-        points = scenario["points"]
-        name = next((n for n in _HEADLINE if any(n in p["metrics"] for p in points)), None)
-        labels = [p["label"] for p in points]
-        if name is not None:
-            xs = range(len(points))
-            for offset, pct in zip((-0.25, 0.0, 0.25), ("p50", "p95", "p99"), strict=True):
-                values = [p["metrics"].get(name, {}).get(pct, 0.0) * 1e3 for p in points]
-                left.bar([x + offset for x in xs], values, width=0.25, label=pct)
-            left.set_xticks(list(xs), labels, rotation=30, ha="right", fontsize=7)
-            left.set_ylabel(f"{name.removesuffix('_s')} (ms)")
-            left.legend(fontsize=7)
-        left.set_title(
-            f"{scenario['model_type']}: {scenario['model']} [{scenario['transport']}]", fontsize=9
-        )
-        concurrency = [p for p in points if "concurrency" in p["params"]]
-        if concurrency:
-            by_prompt: dict[Any, list[Mapping[str, Any]]] = {}
-            for p in concurrency:
-                by_prompt.setdefault(p["params"].get("prompt_tokens"), []).append(p)
-            for prompt, group in sorted(by_prompt.items()):
-                right.plot(
-                    [p["params"]["concurrency"] for p in group],
-                    [p["throughput"].get("output_tokens_per_s", 0.0) for p in group],
-                    marker="o",
-                    label=f"prompt {prompt}",
-                )
-            right.set_xlabel("concurrency")
-            right.set_ylabel("output tokens/s")
-            right.legend(fontsize=7)
-            right.set_title("throughput against concurrency", fontsize=9)
-        else:
-            key = next(iter(points[0]["throughput"]), None)
-            if key:
-                right.bar(labels, [p["throughput"].get(key, 0.0) for p in points])
-                right.set_ylabel(key)
-                right.tick_params(axis="x", labelrotation=30, labelsize=7)
-            right.set_title("throughput", fontsize=9)
-    fig.suptitle(
-        f"imagine-edge bench, {report['created']} on {report['machine']['cpu_model']}",
-        fontsize=10,
-    )
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / rows))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    draw(report, path)

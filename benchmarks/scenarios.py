@@ -65,12 +65,15 @@ class Progress(Protocol):
 class BenchConfig:
     """What to measure and for how long; ``smoke`` shrinks everything to seconds."""
 
-    duration: float = 10.0  # measured seconds per point (after warm-up)
-    warmup: int = 2  # calls per point excluded from the samples
-    min_samples: int = 3
+    # Measured seconds of the whole run, shared by every point of every scenario and peer
+    # (``--duration``); the CLI hands each scenario ``point_seconds``, its point's share.
+    duration: float = 120.0
+    point_seconds: float = 10.0
+    warmup: int = 2  # calls excluded from the samples, before a scenario's first point
     llm_prompt_lengths: tuple[int, ...] = (32, 128, 512)
     llm_max_tokens: int = 128
     llm_concurrency: tuple[int, ...] = (1, 2, 4, 8)
+    llm_multi_prompt_tokens: int = 128  # the multi-client scenario's prompt (over HTTP)
     embedding_batch_sizes: tuple[int, ...] = (1, 8, 32)
     reranker_documents: tuple[int, ...] = (10, 50, 100)
     image_size: str = "64x64"
@@ -80,9 +83,9 @@ class BenchConfig:
     @classmethod
     def smoke(cls) -> BenchConfig:
         return cls(
-            duration=0.2,
+            duration=4.0,
+            point_seconds=0.2,
             warmup=1,
-            min_samples=1,
             llm_prompt_lengths=(32,),
             llm_max_tokens=8,
             llm_concurrency=(1, 2),
@@ -117,7 +120,7 @@ def _timed_calls(
     config: BenchConfig,
     progress: Progress,
 ) -> tuple[list[dict[str, float]], float]:
-    """Warm up, then call until ``duration`` passed and ``min_samples`` were taken.
+    """Warm up, then call until the point's seconds have passed (at least once).
 
     ``call`` returns its own latency or a dict of measurements; returns the samples and the
     measured wall time.
@@ -126,7 +129,7 @@ def _timed_calls(
         call()
     samples: list[dict[str, float]] = []
     start = time.perf_counter()
-    while len(samples) < config.min_samples or time.perf_counter() - start < config.duration:
+    while not samples or time.perf_counter() - start < config.point_seconds:
         result = call()
         samples.append(result if isinstance(result, dict) else {"latency_s": result})
         progress.update()
@@ -156,19 +159,35 @@ class Scenario(Protocol):
     ) -> list[Point]: ...
 
 
-def _stream_sample(chunks: Iterator[Any], start: float) -> dict[str, float]:
-    """TTFT, inter-token latency, end-to-end latency and decode rate of one streamed answer."""
+def _stream_sample(
+    chunks: Iterator[Any], start: float, deadline: float = float("inf")
+) -> dict[str, float]:
+    """TTFT, inter-token latency, end-to-end latency and decode rate of one streamed answer.
+
+    A stream still running at ``deadline`` is closed (the engine cancels it): its tokens and
+    TTFT count, its end-to-end time and decode rate do not.
+    """
     arrivals: list[float] = []
     completion_tokens = None
-    for chunk in chunks:
-        now = time.perf_counter()
-        if chunk.choices and chunk.choices[0].delta.content:
-            arrivals.append(now)
-        if chunk.usage is not None and chunk.usage.completion_tokens is not None:
-            completion_tokens = chunk.usage.completion_tokens
+    try:
+        for chunk in chunks:
+            now = time.perf_counter()
+            if chunk.choices and chunk.choices[0].delta.content:
+                arrivals.append(now)
+            if chunk.usage is not None and chunk.usage.completion_tokens is not None:
+                completion_tokens = chunk.usage.completion_tokens
+            if now >= deadline:
+                break
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
     end = time.perf_counter()
     tokens = completion_tokens if completion_tokens is not None else len(arrivals)
-    sample = {"e2e_s": end - start, "completion_tokens": float(tokens)}
+    sample = {"completion_tokens": float(tokens)}
+    if completion_tokens is None:
+        return sample | ({"ttft_s": arrivals[0] - start} if arrivals else {})
+    sample["e2e_s"] = end - start
     if arrivals:
         sample["ttft_s"] = arrivals[0] - start
         if tokens > 1 and end > arrivals[0]:
@@ -186,10 +205,11 @@ class LLMScenario:
     model_type: ModelType = ModelType.LLM
 
     def run(self, client: Any, model: str, config: BenchConfig, progress: Progress) -> list[Point]:
+        pairs = [(n, c) for n in config.llm_prompt_lengths for c in config.llm_concurrency]
+        # Warm-up before the first point only: the model stays loaded and warm after it.
         return [
-            self._point(client, model, length, concurrency, config, progress)
-            for length in config.llm_prompt_lengths
-            for concurrency in config.llm_concurrency
+            self._point(client, model, length, concurrency, config, progress, warmup=i == 0)
+            for i, (length, concurrency) in enumerate(pairs)
         ]
 
     def _point(
@@ -200,8 +220,10 @@ class LLMScenario:
         concurrency: int,
         config: BenchConfig,
         progress: Progress,
+        warmup: bool = True,
     ) -> Point:
         requests = itertools.count()
+        deadline = float("inf")
 
         def one() -> dict[str, float]:
             prompt = prompt_of(length, next(requests))
@@ -216,9 +238,12 @@ class LLMScenario:
                 top_p=0.9,
                 repetition_penalty=1.1,
             )
-            return _stream_sample(stream, start)
+            return _stream_sample(stream, start, deadline)
 
-        samples, errors, wall = _closed_loop(one, concurrency, config, progress)
+        for _ in range(config.warmup if warmup else 0):
+            one()
+        deadline = time.perf_counter() + config.point_seconds
+        samples, errors, wall = _closed_loop(one, concurrency, deadline, progress)
         point = Point(
             label=f"prompt {length} / concurrency {concurrency}",
             params={
@@ -240,34 +265,25 @@ class LLMScenario:
 def _closed_loop(
     call: Callable[[], dict[str, float]],
     concurrency: int,
-    config: BenchConfig,
+    deadline: float,
     progress: Progress,
 ) -> tuple[list[dict[str, float]], int, float]:
-    """``concurrency`` clients each calling back to back for ``duration`` after warm-up."""
-    for _ in range(config.warmup):
-        call()
+    """``concurrency`` clients each calling back to back until ``deadline`` (``call`` closes
+    a stream still running then)."""
     samples: list[dict[str, float]] = []
     errors = 0
     lock = threading.Lock()
     start = time.perf_counter()
-    deadline = start + config.duration
-
-    def more() -> bool:
-        # Until the deadline, and until min_samples were taken across all clients.
-        with lock:
-            return len(samples) < config.min_samples or time.perf_counter() < deadline
 
     def worker() -> None:
         nonlocal errors
-        while more():
+        while time.perf_counter() < deadline:
             try:
                 sample = call()
             except Exception:  # a rejected (429) or failed request counts, it does not stop us
                 with lock:
                     errors += 1
                 time.sleep(0.05)
-                if time.perf_counter() > deadline + config.duration:
-                    return
                 continue
             with lock:
                 samples.append(sample)

@@ -26,7 +26,20 @@ def test_summary_percentiles() -> None:
     assert (s["n"], s["min"], s["max"]) == (100, 1.0, 100.0)
     assert s["p50"] == pytest.approx(50.5)
     assert s["p99"] == pytest.approx(99.01)
+    assert "few_samples" not in s
     assert summarize([]) == {"n": 0}
+
+
+def test_percentiles_only_from_enough_samples() -> None:
+    few = summarize([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert few["few_samples"] is True
+    assert "p95" not in few
+    assert "p99" not in few
+    assert (few["p50"], few["max"]) == (3.0, 100.0)
+    twenty = summarize([float(x) for x in range(20)])
+    assert "p95" in twenty
+    assert "p99" not in twenty
+    assert twenty["few_samples"] is True
 
 
 @pytest.fixture
@@ -63,6 +76,10 @@ def test_smoke_run_of_every_scenario_validates_against_the_schema(fake_client, t
     llm = next(s for s in report["scenarios"] if s["model_type"] == "llm")
     assert {p["params"]["concurrency"] for p in llm["points"]} == {1, 2}
     assert "ttft_s" in llm["points"][0]["metrics"]
+    # --duration is the whole run's: every point gets an equal share of it.
+    points = sum(len(s["points"]) for s in report["scenarios"])
+    assert report["config"]["point_seconds"] == pytest.approx(report["config"]["duration"] / points)
+    assert len(report["machine"]["load_average"]) == len(report["load_average_end"]) == 3
 
     write_json(report, tmp_path / "bench.json")
     write_chart(report, tmp_path / "bench.png")

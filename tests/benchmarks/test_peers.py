@@ -50,6 +50,8 @@ def _report(scenario: dict[str, Any]) -> dict[str, Any]:
         "machine": machine_info(),
         "config": {},
         "scenarios": [scenario],
+        "load_average_end": [0.0, 0.0, 0.0],
+        "wall_seconds": 1.0,
     }
     jsonschema.validate(report, SCHEMA)
     return report
