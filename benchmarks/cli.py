@@ -25,7 +25,7 @@ from typing import Any
 
 from imagine_edge.benchmarks.machine import machine_info
 from imagine_edge.benchmarks.report import render_table, write_chart, write_json
-from imagine_edge.benchmarks.scenarios import SCENARIOS, BenchConfig
+from imagine_edge.benchmarks.scenarios import SCENARIOS, BenchConfig, Point
 from imagine_edge.extras import require
 from imagine_edge.sdk.paths import API_PREFIX
 from imagine_edge.sdk.types import ModelType
@@ -219,6 +219,8 @@ def _run_scenario(
     config: BenchConfig,
     bar: _Bar,
     url: str | None = None,
+    compare: bool = False,
+    llama_server: str | None = None,
 ) -> dict[str, Any]:
     name = model or client.get_available_models_by_type(model_type)[model_type][0]
     bar.describe(f"{model_type.value} {transport}")
@@ -233,15 +235,26 @@ def _run_scenario(
     try:
         if model_type == ModelType.LLM and url is not None:
             # Over HTTP the LLM scenario is the multi-client one (benchmarks/multi_client.py).
-            from imagine_edge.benchmarks.multi_client import IMAGINE, multi_client_points, warm_up
+            from imagine_edge.benchmarks.multi_client import IMAGINE, client_point, warm_up
 
             root = url.removesuffix(API_PREFIX)
             warm_up(root, IMAGINE, name, config)
             scenario["scenario"] = "multi-client"
-            points = multi_client_points(root, IMAGINE, name, config, bar, config.point_seconds)
+
+            def ours(n: int) -> Point:
+                return client_point(root, IMAGINE, name, n, config.point_seconds, config, bar)
+
+            if compare:  # measured beside llama-server, point by point
+                from imagine_edge.benchmarks.peers import compare_multi_client
+
+                compare_multi_client(scenario, config, bar, llama_server, ours)
+                points = []
+            else:
+                points = [ours(n) for n in config.llm_concurrency]
         else:
             points = SCENARIOS[model_type].run(client, name, config, bar)
-        scenario["points"] = [p.to_json() for p in points]
+        if points or not scenario["points"]:
+            scenario["points"] = [p.to_json() for p in points]
     except Exception as exc:  # one failing scenario is reported, the others still run
         scenario["error"] = f"{type(exc).__name__}: {exc}"
     scenario["execution_provider"] = _placement(client, name)
@@ -295,12 +308,16 @@ def run_bench(args: argparse.Namespace, local: Any | None = None) -> dict[str, A
                 remote = ImagineEdge(base_url=url, api_key=os.environ.get("IMAGINE_EDGE_API_KEY"))
                 for model_type in types:
                     scenario = _run_scenario(
-                        remote, "http", model_type, args.model, config, bar, url=url
+                        remote,
+                        "http",
+                        model_type,
+                        args.model,
+                        config,
+                        bar,
+                        url=url,
+                        compare=args.compare,
+                        llama_server=args.llama_server,
                     )
-                    if args.compare and model_type == ModelType.LLM and not scenario.get("error"):
-                        from imagine_edge.benchmarks.peers import compare_multi_client
-
-                        compare_multi_client(scenario, config, bar, args.llama_server)
                     report["scenarios"].append(scenario)
                 remote.close()
     finally:

@@ -1,7 +1,7 @@
 """llama.cpp's llama-server as the multi-client scenario's peer: found, started, stopped.
 
 Found as ``--llama-server PATH``, else ``$IMAGINE_EDGE_LLAMA_SERVER``, else ``llama-server`` on
-PATH; absent, the peer is reported with how to build it (docs: benchmarks/README.md). It runs
+PATH; absent, the peer is reported with how to build it (docs/bench.md). It runs
 the GGUF file our catalog converts the model from (the weights package's own file), with
 ``-np N`` slots for N clients, each slot a context of ``prompt + max_tokens`` and some margin,
 as many threads as our sessions use, on a free loopback port.
@@ -24,7 +24,7 @@ __all__ = ["LLAMA_SERVER_ENV", "NOT_FOUND", "find_llama_server", "llama_server"]
 LLAMA_SERVER_ENV: Final = "IMAGINE_EDGE_LLAMA_SERVER"
 NOT_FOUND: Final = (
     "llama-server not found: pass --llama-server PATH, set IMAGINE_EDGE_LLAMA_SERVER, or put it "
-    "on PATH (building it: benchmarks/README.md, 'The llama-server peer')"
+    "on PATH (building it: docs/bench.md, 'The llama-server peer')"
 )
 _SLOT_MARGIN: Final = 256  # tokens of a slot's context beyond prompt + output (template, BOS)
 

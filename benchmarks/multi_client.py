@@ -32,7 +32,14 @@ from typing import Any
 from imagine_edge.benchmarks._peer_engines import LLM_SAMPLING
 from imagine_edge.benchmarks.scenarios import BenchConfig, Point, Progress, _metrics, prompt_of
 
-__all__ = ["IMAGINE", "LLAMA_SERVER", "Dialect", "multi_client_points"]
+__all__ = [
+    "IMAGINE",
+    "LLAMA_SERVER",
+    "Dialect",
+    "client_point",
+    "multi_client_points",
+    "warm_up",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +131,7 @@ def _one(
     return sample
 
 
-def _point(
+def client_point(
     root: str,
     dialect: Dialect,
     model: str,
@@ -207,5 +214,5 @@ def multi_client_points(
         if before_point is not None:
             root = before_point(clients)
             warm_up(root, dialect, model, config)
-        points.append(_point(root, dialect, model, clients, point_seconds, config, progress))
+        points.append(client_point(root, dialect, model, clients, point_seconds, config, progress))
     return points

@@ -25,7 +25,6 @@ below 1 for latencies and the real-time factor.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import itertools
@@ -369,11 +368,17 @@ def compare_multi_client(
     config: BenchConfig,
     progress: Progress,
     llama_server_option: str | None = None,
+    ours: Callable[[int], Point] | None = None,
 ) -> None:
     """llama-server with ``-np N`` for each client count N, on the GGUF our model comes from;
-    adds its points and the ratios to ``scenario`` (in place)."""
+    adds its points and the ratios to ``scenario`` (in place).
+
+    With ``ours`` (N -> our point at N), ours is measured beside it, point by point, the order
+    alternating (ours first at the first N, llama-server first at the next, ...), so background
+    load falls on both alike; ``scenario["points"]`` are then those points.
+    """
     from imagine_edge.benchmarks.llama_server import NOT_FOUND, find_llama_server, llama_server
-    from imagine_edge.benchmarks.multi_client import LLAMA_SERVER, multi_client_points
+    from imagine_edge.benchmarks.multi_client import LLAMA_SERVER, client_point, warm_up
     from imagine_edge.models.store import lookup
 
     binary = find_llama_server(llama_server_option)
@@ -382,23 +387,32 @@ def compare_multi_client(
     if binary is None:
         entry["error"] = f"not installed: {NOT_FOUND}"
         scenario["peers"] = [entry]
+        if ours is not None:
+            scenario["points"] = [ours(n).to_json() for n in config.llm_concurrency]
         return
     gguf = lookup(scenario["model"]).weights_file()
     entry["note"] = f"{binary.name} -np N (one slot per client), {gguf.name}, {threads} threads"
     slot_tokens = config.llm_multi_prompt_tokens + config.llm_max_tokens
-    with contextlib.ExitStack() as servers:
+    mine: list[dict[str, Any]] = []
+    model = scenario["model"]
+    try:
+        for i, clients in enumerate(config.llm_concurrency):
+            with llama_server(binary, gguf, clients, slot_tokens, threads) as root:
+                warm_up(root, LLAMA_SERVER, model, config)
 
-        def start(clients: int) -> str:
-            servers.close()  # the previous N's server
-            return servers.enter_context(llama_server(binary, gguf, clients, slot_tokens, threads))
+                def theirs(n: int, root: str = root) -> Point:
+                    return client_point(
+                        root, LLAMA_SERVER, model, n, config.point_seconds, config, progress
+                    )
 
-        try:
-            points = multi_client_points(
-                "", LLAMA_SERVER, scenario["model"], config, progress, config.point_seconds, start
-            )
-            entry["points"] = [p.to_json() for p in points]
-        except Exception as exc:
-            entry["error"] = f"failed: {type(exc).__name__}: {exc}"
+                order = [(mine, ours), (entry["points"], theirs)]
+                for into, measure in order if i % 2 == 0 else order[::-1]:
+                    if measure is not None:
+                        into.append(measure(clients).to_json())
+    except Exception as exc:
+        entry["error"] = f"failed: {type(exc).__name__}: {exc}"
+    if ours is not None:
+        scenario["points"] = mine
     scenario["peers"] = [entry]
     scenario["ratios"] = _ratios(scenario, _MULTI_CLIENT_RATIOS)
 

@@ -20,7 +20,7 @@ from imagine_edge.benchmarks.cli import _Bar
 from imagine_edge.benchmarks.multi_client import IMAGINE, LLAMA_SERVER, multi_client_points
 from imagine_edge.benchmarks.peers import compare_multi_client
 from imagine_edge.benchmarks.report import SCHEMA_PATH, write_chart
-from imagine_edge.benchmarks.scenarios import BenchConfig
+from imagine_edge.benchmarks.scenarios import BenchConfig, Point
 from imagine_edge.sdk.engine import Engine
 from imagine_edge.sdk.testing import fake_cards, fake_models
 from imagine_edge.sdk.types import ModelType
@@ -113,7 +113,7 @@ def test_a_missing_llama_server_is_reported_with_how_to_get_it(tmp_path, monkeyp
     (peer,) = scenario["peers"]
     assert peer["points"] == []
     assert peer["error"].startswith("not installed: llama-server not found")
-    assert "benchmarks/README.md" in peer["error"]
+    assert "docs/bench.md" in peer["error"]
 
 
 def test_progress_off_a_terminal_is_one_line_per_scenario():
@@ -174,9 +174,18 @@ def test_llama_server_peer_on_the_real_gguf(tmp_path):
     config = BenchConfig(llm_concurrency=(1, 2), llm_max_tokens=8, point_seconds=1.0)
     scenario = {"model_type": "llm", "model": card.name, "transport": "http", "points": [],
                 "peers": [], "execution_provider": "-"}  # fmt: skip
-    compare_multi_client(scenario, config, _Count())
+    measured = []
+
+    def ours(n):  # stands for our server's point at n clients
+        measured.append(n)
+        return Point(f"{n} clients", {"concurrency": n}, {}, {"aggregate_tokens_per_s": 1.0})
+
+    compare_multi_client(scenario, config, _Count(), ours=ours)
     (peer,) = scenario["peers"]
     assert "error" not in peer, peer
+    assert measured == [1, 2]
+    assert [p["label"] for p in scenario["points"]] == ["1 clients", "2 clients"]
+    assert "aggregate tokens/s vs llama-server (2 clients), higher is better" in scenario["ratios"]
     assert [p["params"]["concurrency"] for p in peer["points"]] == [1, 2]
     assert all(p["throughput"]["aggregate_tokens_per_s"] > 0 for p in peer["points"])
     point_schema = {"$defs": SCHEMA["$defs"], "$ref": "#/$defs/point"}
