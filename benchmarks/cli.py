@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import os
 import socket
 import subprocess
@@ -335,6 +336,9 @@ def bench_command(argv: list[str]) -> int:
     """Run ``imagine-edge bench ARGV``; returns the exit code."""
     args = parse_args(argv)
     require("bench", "imagine-edge bench (its PNG chart)")  # before minutes of measuring
+    # A line per HTTP call (httpx logs each at INFO) is what the progress lines replace.
+    for noisy in ("httpx", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     report = run_bench(args)
     sys.stdout.write(render_table(report) + "\n")
     write_json(report, args.out / "bench.json")
