@@ -238,6 +238,11 @@ class Engine:
                     detail += f" (+{s.load_rss_bytes / 2**20:.1f} MiB resident at load)"
                 if s.keep_alive is not None:
                     detail += f", unloads after {s.keep_alive:g} s idle"
+                if s.kv_slots is not None:  # as llama-server's /slots: what runs now
+                    kv = s.kv_slots
+                    detail += f", KV slots {kv.leased} of {kv.total} running a sequence"
+            if s.queued:
+                detail += f", {s.running} running, {s.queued - s.running} waiting"
             parts.append(f"{s.name} ({card.model_type.value}): {detail}")
         parts.append(memory_summary(states, self.memory_at_start))
         return HealthResponse(postgres="not used", redis="not used", models="; ".join(parts))

@@ -146,3 +146,19 @@ def test_openai_usage_carries_timings(make_live, stream):
     assert timings["queue_ms"] >= 0
     assert timings["decode_ms"] > 0
     assert timings["tokens_per_s"] == pytest.approx(4 / (timings["decode_ms"] / 1e3), rel=0.01)
+
+
+def test_health_shows_what_runs_and_waits(make_live, wait):
+    with make_live(delay=0.05) as live:
+        request = ChatCompletionRequest(
+            model="echo-llm", stream=False, messages=[{"role": "user", "content": "w " * 200}]
+        )
+        calls = [live.engine.chat(request) for _ in range(2)]
+        try:
+            wait(
+                lambda: "1 running, 1 waiting" in httpx.get(live.endpoint + "/health").text,
+                "health to show one running request and one waiting",
+            )
+        finally:
+            for call in calls:
+                call.cancel()

@@ -101,3 +101,5 @@ def test_metrics_and_timings_after_real_requests(real):
     assert samples[("imagine_edge_generated_tokens_total", (("model", model),))] >= 1
     assert samples[("imagine_edge_model_resident_bytes", (("model", model),))] > 0
     assert samples[("imagine_edge_kv_resident_bytes", (("model", model),))] > 0
+    health = httpx.get(real + "/api/v2/health").json()["models"]
+    assert f"KV slots 0 of {int(kv('limit'))} running a sequence" in health
