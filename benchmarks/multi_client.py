@@ -21,13 +21,17 @@ llama-server (its ``/completion``, started with ``-np N``: N slots, one per clie
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import httpx
 
 from imagine_edge.benchmarks._peer_engines import LLM_SAMPLING
 from imagine_edge.benchmarks.scenarios import BenchConfig, Point, Progress, _metrics, prompt_of
@@ -100,6 +104,14 @@ def _events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
             yield json.loads(line[6:])
 
 
+def _hang_up(response: Any) -> None:
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 def _one(
     http: Any, root: str, dialect: Dialect, model: str, prompt: str, config: BenchConfig, end: float
 ) -> dict[str, float]:
@@ -108,18 +120,32 @@ def _one(
     arrivals: list[float] = []
     reported: int | None = None
     body = dialect.body(model, prompt, config.llm_max_tokens)
-    with http.stream("POST", root + dialect.path, json=body) as response:
-        if response.status_code != 200:
-            raise RuntimeError(f"{dialect.name} answered {response.status_code}")
-        for event in _events(response.iter_lines()):
-            text, count = dialect.read(event)
-            now = time.perf_counter()
-            if text:
-                arrivals.append(now)
-            if count is not None:
-                reported = count
-            if now >= end:
-                break
+    # Waiting for the headers is bounded by the point's end too (a queued request's headers
+    # may come late).
+    timeout = httpx.Timeout(60.0, connect=5.0, read=max(0.05, end - start))
+    try:
+        with http.stream("POST", root + dialect.path, json=body, timeout=timeout) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"{dialect.name} answered {response.status_code}")
+            # A server that sends nothing (a long prefill, a stall) must not hold the point
+            # past its end: at ``end`` the socket is shut down, which wakes the blocked read.
+            timer = threading.Timer(max(0.0, end - time.perf_counter()), _hang_up, (response,))
+            timer.start()
+            try:
+                for event in _events(response.iter_lines()):
+                    text, count = dialect.read(event)
+                    now = time.perf_counter()
+                    if text:
+                        arrivals.append(now)
+                    if count is not None:
+                        reported = count
+                    if now >= end:
+                        break
+            finally:
+                timer.cancel()
+    except httpx.HTTPError:
+        if time.perf_counter() < end:
+            raise  # a real failure, not the point's end
     finished = reported is not None
     tokens = reported if finished and reported else len(arrivals)
     sample = {"tokens": float(tokens), "finished": float(finished)}
@@ -140,8 +166,6 @@ def client_point(
     config: BenchConfig,
     progress: Progress,
 ) -> Point:
-    import httpx
-
     prompts = itertools.count(1000 * clients)  # fresh prompts: no prefix for a cache to reuse
     samples: list[dict[str, float]] = []
     errors = 0
@@ -191,8 +215,6 @@ def client_point(
 
 def warm_up(root: str, dialect: Dialect, model: str, config: BenchConfig) -> None:
     """One short request (loads the model): outside every point's window."""
-    import httpx
-
     with httpx.Client(timeout=120.0) as http:
         short = BenchConfig(llm_max_tokens=4)
         _one(http, root, dialect, model, prompt_of(16), short, time.perf_counter() + 120.0)

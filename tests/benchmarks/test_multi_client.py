@@ -190,3 +190,14 @@ def test_llama_server_peer_on_the_real_gguf(tmp_path):
     assert all(p["throughput"]["aggregate_tokens_per_s"] > 0 for p in peer["points"])
     point_schema = {"$defs": SCHEMA["$defs"], "$ref": "#/$defs/point"}
     jsonschema.validate(peer["points"][0], point_schema)
+
+
+def test_a_server_that_sends_nothing_does_not_hold_the_point(tmp_path):
+    # The fake's first word comes after 3 s; the point ends after 0.3 s: the request is hung up
+    # on, without a first token, instead of waiting for it.
+    config = BenchConfig(llm_concurrency=(1,), llm_max_tokens=4, llm_multi_prompt_tokens=8)
+    with _our_server(tmp_path, 3.0) as root:
+        (point,) = multi_client_points(root, IMAGINE, "echo-llm", config, _Count(), 0.3)
+    assert point.errors == 0
+    assert point.metrics.get("ttft_s", {"n": 0})["n"] == 0
+    assert point.throughput["finished_requests"] == 0
