@@ -4,7 +4,8 @@ Found as ``--llama-server PATH``, else ``$IMAGINE_EDGE_LLAMA_SERVER``, else ``ll
 PATH; absent, the peer is reported with how to build it (docs/bench.md). It runs
 the GGUF file our catalog converts the model from (the weights package's own file), with
 ``-np N`` slots for N clients, each slot a context of ``prompt + max_tokens`` and some margin,
-as many threads as our sessions use, on a free loopback port.
+as many threads as our sessions use, on a free loopback port, its OpenMP threads waiting
+passively (:func:`server_environment`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-__all__ = ["LLAMA_SERVER_ENV", "NOT_FOUND", "find_llama_server", "llama_server"]
+__all__ = [
+    "LLAMA_SERVER_ENV",
+    "NOT_FOUND",
+    "find_llama_server",
+    "llama_server",
+    "server_environment",
+]
 
 LLAMA_SERVER_ENV: Final = "IMAGINE_EDGE_LLAMA_SERVER"
 NOT_FOUND: Final = (
@@ -37,6 +44,17 @@ def find_llama_server(option: str | None = None) -> Path | None:
             return path if path.is_file() and os.access(path, os.X_OK) else None
     found = shutil.which("llama-server")
     return Path(found) if found else None
+
+
+def server_environment() -> dict[str, str]:
+    """Ours, with OpenMP's threads waiting passively unless ``OMP_WAIT_POLICY`` says otherwise.
+
+    llama.cpp's CPU backend syncs its threads through OpenMP, which spins by default: on cores
+    other work shares, one client's decode fell from 19 to 0.6 tokens/s (load average 6.5 on
+    2 cores, side by side). Ours chooses spin or sleep per step (runtime/thread_policy.py); the
+    peer gets the setting that holds up on a shared machine.
+    """
+    return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 
 def _free_port() -> int:
@@ -59,7 +77,9 @@ def llama_server(
         *("-m", str(gguf), "-np", str(slots), "-c", str(context), "-t", str(threads)),
         *("--host", "127.0.0.1", "--port", str(port), "--no-webui"),
     ]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server_environment()
+    )
     root = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

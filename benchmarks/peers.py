@@ -377,7 +377,12 @@ def compare_multi_client(
     alternating (ours first at the first N, llama-server first at the next, ...), so background
     load falls on both alike; ``scenario["points"]`` are then those points.
     """
-    from imagine_edge.benchmarks.llama_server import NOT_FOUND, find_llama_server, llama_server
+    from imagine_edge.benchmarks.llama_server import (
+        NOT_FOUND,
+        find_llama_server,
+        llama_server,
+        server_environment,
+    )
     from imagine_edge.benchmarks.multi_client import LLAMA_SERVER, client_point, warm_up
     from imagine_edge.models.store import lookup
 
@@ -391,7 +396,11 @@ def compare_multi_client(
             scenario["points"] = [ours(n).to_json() for n in config.llm_concurrency]
         return
     gguf = lookup(scenario["model"]).weights_file()
-    entry["note"] = f"{binary.name} -np N (one slot per client), {gguf.name}, {threads} threads"
+    wait = server_environment()["OMP_WAIT_POLICY"]
+    entry["note"] = (
+        f"{binary.name} -np N (one slot per client), {gguf.name}, {threads} threads, "
+        f"OMP_WAIT_POLICY {wait}"
+    )
     slot_tokens = config.llm_multi_prompt_tokens + config.llm_max_tokens
     mine: list[dict[str, Any]] = []
     model = scenario["model"]
