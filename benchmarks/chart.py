@@ -88,15 +88,17 @@ def _by_clients(fig: Any, grid: Any, row: int, scenario: Mapping[str, Any]) -> N
             thr.plot(xs, ys, marker="o", color=color, label=label)
             if i == 0:
                 ours_thr = dict(zip(xs, ys, strict=True))
-            else:  # the ratio ours / this peer at each client count
+            else:  # the ratio ours / this peer at each client count, in a band at the top
+                band = 0.97 - 0.06 * (i - 1)
                 for x, y in zip(xs, ys, strict=True):
                     if y and ours_thr.get(x):
-                        thr.annotate(
+                        thr.text(
+                            x,
+                            band,
                             f"ours x{ours_thr[x] / y:.2f}",
-                            (x, y),
-                            textcoords="offset points",
-                            xytext=(0, -12),
+                            transform=thr.get_xaxis_transform(),
                             ha="center",
+                            va="top",
                             fontsize=7,
                             color=color,
                         )
@@ -106,12 +108,15 @@ def _by_clients(fig: Any, grid: Any, row: int, scenario: Mapping[str, Any]) -> N
     tpot.set_ylabel("time per output token (ms)")
     tpot.set_ylim(bottom=0)
     thr.set_ylabel((key or "throughput").replace("_", " "))
-    thr.set_ylim(bottom=0)
+    top = max((max(ln.get_ydata(), default=0.0) for ln in thr.get_lines()), default=0.0)
+    if top > 0:  # the ratio band above the highest line
+        thr.set_ylim(0, top * (1.12 + 0.08 * max(0, len(lines) - 1)))
     for ax in axes:
         clients = sorted({p["params"]["concurrency"] for _, g in lines for p in g})
         ax.set_xscale("log", base=2)
         ax.set_xticks(clients, [str(c) for c in clients])
         ax.set_xlabel("concurrent clients")
+        ax.margins(x=0.1)  # room for the ratio labels at the first and last count
         _legend(ax, len(lines))
     title = _title(scenario)
     ttft.set_title(f"{title}: TTFT (p50, bar to p95)", fontsize=9)
