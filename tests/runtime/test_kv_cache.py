@@ -94,3 +94,13 @@ def test_a_slot_costs_memory_only_for_the_positions_it_fills():
     grown = _resident() - before
     assert sum(k.nbytes + v.nbytes for k, v in zip(slot.keys, slot.values, strict=True)) > 3e8
     assert grown < 16 * 2**20, grown / 2**20
+
+
+def test_usage_counts_leased_and_allocated_slots():
+    pool = KVCachePool(_spec(), num_slots=2)
+    assert (pool.usage().leased, pool.usage().allocated, pool.usage().total) == (0, 0, 2)
+    with pool.lease(np.array([1, 2, 3], dtype=np.int64)):
+        during = pool.usage()
+    after = pool.usage()
+    assert (during.leased, during.allocated) == (1, 1)
+    assert (after.leased, after.allocated, after.total) == (0, 1, 2)
