@@ -45,7 +45,7 @@ def test_registered_model_is_read_back_from_the_file(data_dir: Path) -> None:
 
 def test_a_name_taken_by_another_source_is_refused() -> None:
     register(_model("mine", "/a.gguf"))
-    with pytest.raises(InvalidRequestError, match="already taken.*/a.gguf"):
+    with pytest.raises(InvalidRequestError, match=r"already taken.*/a.gguf"):
         register(_model("mine", "/b.gguf"))
     register(_model("mine", "/a.gguf"))  # the same source again is an update
     assert [m.source for m in list_models()] == ["/a.gguf"]
