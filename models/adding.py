@@ -218,6 +218,6 @@ def prepare_user_model(
 
 
 def remove_model(name: str) -> UserModel:
-    """Unregister ``name``; its prepared folder stays in the store (``models prune`` or a
-    later add of the same content reuses it)."""
+    """Unregister ``name``; its prepared folder stays in the store (a later add of the same
+    content reuses it; ``models prune`` does not judge added models' folders)."""
     return unregister(name)

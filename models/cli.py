@@ -88,7 +88,7 @@ def _remove(name: str) -> int:
     _emit(f"removed {model.name} from the registry")
     _emit(
         f"  its prepared graphs stay in the store ({model.store}): adding the same files again "
-        "reuses them; `imagine-edge models prune` deletes folders no model uses"
+        "reuses them; delete that folder to free the space (`models prune` leaves it alone)"
     )
     return 0
 
