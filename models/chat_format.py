@@ -31,6 +31,7 @@ __all__ = [
     "ChatMLFormat",
     "ParsedOutput",
     "ToolCallFilter",
+    "message_text",
     "parse_tool_calls",
 ]
 
@@ -50,7 +51,7 @@ _TOOLS_INSTRUCTION: Final = (
 )
 
 
-def _text(message: ChatMessage) -> str:
+def message_text(message: ChatMessage) -> str:
     """A message's content as text: a string, or the text parts of an OpenAI-style list."""
     content = message.content
     if content is None:
@@ -107,7 +108,7 @@ class ChatMLFormat:
         rest = list(messages)
         system: str | None = self.default_system
         if rest[0].role == "system":
-            system = _text(rest.pop(0))
+            system = message_text(rest.pop(0))
         if tools:
             system = (system or "") + self._tools_block(tools)
         if system is not None:
@@ -117,12 +118,12 @@ class ChatMLFormat:
                 first = i == 0 or rest[i - 1].role != "tool"
                 last = i == len(rest) - 1 or rest[i + 1].role != "tool"
                 parts.append("<|im_start|>user" if first else "")
-                parts.append(f"\n<tool_response>\n{_text(message)}\n</tool_response>")
+                parts.append(f"\n<tool_response>\n{message_text(message)}\n</tool_response>")
                 parts.append("<|im_end|>\n" if last else "")
             elif message.role == "assistant" and message.tool_calls:
                 parts.append(self._assistant_calls(message))
             else:
-                parts.append(f"<|im_start|>{message.role}\n{_text(message)}<|im_end|>\n")
+                parts.append(f"<|im_start|>{message.role}\n{message_text(message)}<|im_end|>\n")
         if add_generation_prompt:
             parts.append("<|im_start|>assistant\n")
         return "".join(parts)
@@ -134,7 +135,7 @@ class ChatMLFormat:
 
     @staticmethod
     def _assistant_calls(message: ChatMessage) -> str:
-        text = _text(message)
+        text = message_text(message)
         out = ["<|im_start|>assistant", f"\n{text}" if text else ""]
         for call in message.tool_calls or ():
             fn = call.function or Function()

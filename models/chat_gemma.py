@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from imagine_edge.models.chat_format import _text
+from imagine_edge.models.chat_format import message_text
 from imagine_edge.sdk.errors import InvalidRequestError
 from imagine_edge.sdk.types import ChatMessage, Tools
 
@@ -52,7 +52,7 @@ class GemmaFormat:
         rest = list(messages)
         prefix = ""
         if rest[0].role == "system":
-            prefix = _text(rest.pop(0)) + "\n\n"
+            prefix = message_text(rest.pop(0)) + "\n\n"
         parts = [BOS]
         for i, message in enumerate(rest):
             role = _ROLES.get(message.role)
@@ -61,7 +61,7 @@ class GemmaFormat:
                     f"messages[{i}]: role {message.role!r} is not supported by Gemma's format "
                     "(system first, then user and assistant)"
                 )
-            text = (prefix if i == 0 else "") + _text(message)
+            text = (prefix if i == 0 else "") + message_text(message)
             parts.append(f"<start_of_turn>{role}\n{text}<end_of_turn>\n")
         if add_generation_prompt:
             parts.append("<start_of_turn>model\n")

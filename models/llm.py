@@ -26,6 +26,7 @@ from tokenizers import Tokenizer
 from imagine_edge.models.base import GenerationChunk
 from imagine_edge.models.chat_format import ChatMLFormat, ToolCallFilter
 from imagine_edge.models.chat_gemma import GemmaFormat
+from imagine_edge.models.chat_jinja import JinjaFormat
 from imagine_edge.models.store import Manifest
 from imagine_edge.runtime.generate import TextGenerationLoop
 from imagine_edge.runtime.kv_cache import SlotUsage
@@ -41,7 +42,14 @@ from imagine_edge.sdk.types import (
     ModelType,
 )
 
-__all__ = ["SMOLLM2", "SMOLLM2_DEFAULTS", "ChatModel", "load_chat_model"]
+__all__ = [
+    "SMOLLM2",
+    "SMOLLM2_DEFAULTS",
+    "ChatModel",
+    "chat_format_of",
+    "load_chat_model",
+    "model_defaults",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +81,7 @@ class ChatModel:
         self.manifest = manifest
         self.defaults = defaults
         self.seed = seed
-        template = manifest.chat_template
-        self.format: ChatMLFormat | GemmaFormat = (
-            GemmaFormat() if GemmaFormat.matches(template) else ChatMLFormat.from_template(template)
-        )
+        self.format = chat_format_of(manifest)
         self._opened: OpenDecoder | None = open_decoder(
             decoder_graphs(manifest),
             target,
@@ -165,6 +170,39 @@ class ChatModel:
             raise ModelUnavailableError(f"{self.manifest.name} is closed")
 
 
+def chat_format_of(manifest: Manifest) -> ChatMLFormat | GemmaFormat | JinjaFormat:
+    """The manifest's chat format: Gemma's turns, ChatML (with our tool-call format), or, for
+    any other template a user's model brings, the template itself rendered in a sandbox."""
+    template = manifest.chat_template
+    if GemmaFormat.matches(template):
+        return GemmaFormat()
+    if template is None or "<|im_start|>" in template:
+        return ChatMLFormat.from_template(template)
+    special = manifest.special_tokens
+    text = {i: t for t, i in special.ids.items()}
+    eos = special.eos_token_ids[0] if special.eos_token_ids else None
+    return JinjaFormat(
+        template,
+        bos_token=text.get(special.bos_token_id, "") if special.bos_token_id is not None else "",
+        eos_token=text.get(eos, "") if eos is not None else "",
+    )
+
+
+def model_defaults(manifest: Manifest) -> SamplingDefaults:
+    """The model's sampling defaults: those its CPU variant records (an onnxruntime-genai
+    folder's ``search`` section), else SmolLM2's recommended ones."""
+    variant = manifest.variants.get("cpu")
+    options = {} if variant is None else variant.options
+    if "default_temperature" not in options:
+        return SMOLLM2_DEFAULTS
+    return SamplingDefaults(
+        temperature=float(options["default_temperature"]),
+        top_k=int(options.get("default_top_k", -1)),
+        top_p=float(options.get("default_top_p", 1.0)),
+        max_tokens=SMOLLM2_DEFAULTS.max_tokens,
+    )
+
+
 def decoder_graphs(manifest: Manifest) -> DecoderGraphs:
     """The runtime's description of ``manifest``'s decoder graphs (the CPU graph, and the QNN
     pair when that variant is prepared)."""
@@ -198,6 +236,7 @@ def load_chat_model(manifest: Manifest) -> ChatModel:
     return ChatModel(
         manifest,
         max_length=int(raw) if raw else None,
+        defaults=model_defaults(manifest),
         target=target,
         threads=_thread_mode(os.environ.get("IMAGINE_EDGE_LLM_SPIN", "auto")),
     )

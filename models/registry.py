@@ -24,9 +24,19 @@ from typing import Final
 from imagine_edge.models.base import LoadedModel, ModelCard
 from imagine_edge.models.catalog import CATALOG, CatalogEntry
 from imagine_edge.models.store import Manifest, lookup, prepared
-from imagine_edge.sdk.errors import ModelRunError
+from imagine_edge.models.user_models import UserModel, list_models
+from imagine_edge.sdk.errors import ImagineException, ModelRunError
 
-__all__ = ["LOADERS", "ensure_prepared", "load_entry", "model_cards"]
+__all__ = [
+    "LOADERS",
+    "catalog_cards",
+    "ensure_prepared",
+    "ensure_user_prepared",
+    "load_entry",
+    "load_user_model",
+    "model_cards",
+    "user_cards",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +61,16 @@ def _loader(name: str) -> Callable[[Manifest], LoadedModel]:
     return loader
 
 
-def _prepare_in_child(entry: CatalogEntry) -> None:
-    log.info("%s is not prepared yet: preparing it now (once)", entry.name)
+def _prepare_in_child(name: str) -> None:
+    log.info("%s is not prepared yet: preparing it now (once)", name)
     done = subprocess.run(
-        [sys.executable, "-m", "imagine_edge", "models", "prepare", entry.name],
+        [sys.executable, "-m", "imagine_edge", "models", "prepare", name],
         capture_output=True,
         text=True,
         check=False,
     )
     if done.returncode != 0:
-        raise ModelRunError(
-            f"preparing {entry.name} failed: {done.stderr.strip()[-2000:]}", phase="load"
-        )
+        raise ModelRunError(f"preparing {name} failed: {done.stderr.strip()[-2000:]}", phase="load")
 
 
 def ensure_prepared(entry: CatalogEntry) -> None:
@@ -72,7 +80,7 @@ def ensure_prepared(entry: CatalogEntry) -> None:
         v not in found.manifest.variants for v in entry.default_variants
     )
     if missing:
-        _prepare_in_child(entry)
+        _prepare_in_child(entry.name)
 
 
 def load_entry(entry: CatalogEntry) -> LoadedModel:
@@ -81,8 +89,66 @@ def load_entry(entry: CatalogEntry) -> LoadedModel:
     return _loader(entry.name)(prepared(entry.name))
 
 
+def _user_manifest(model: UserModel) -> Manifest:
+    """An added model's manifest; prepared again (in a child process) if the store lost it."""
+    from imagine_edge.models.adding import prepare_user_model, prepared_manifest
+
+    manifest = prepared_manifest(model)
+    if manifest is None:
+        _prepare_in_child(model.name)
+        manifest = prepare_user_model(model)  # now a cache hit
+    return manifest
+
+
+def ensure_user_prepared(model: UserModel) -> None:
+    """Prepare an added model unless the store still has it."""
+    _user_manifest(model)
+
+
+def load_user_model(model: UserModel) -> LoadedModel:
+    """Load an added model with its format's loader (the model type's usual one)."""
+    from imagine_edge.models.formats import get_format
+
+    manifest = _user_manifest(model)
+    module, _, function = get_format(model.format).loader.partition(":")
+    loader: Callable[[Manifest], LoadedModel] = getattr(importlib.import_module(module), function)
+    return loader(manifest)
+
+
+def user_cards() -> list[ModelCard]:
+    """One card per model in the user registry (``imagine-edge models add``)."""
+    return [
+        ModelCard(
+            name=model.name,
+            model_type=model.model_type,
+            description=f"{model.description} (added from {model.source})",
+            licence="as given by the model's source",
+            load=functools.partial(load_user_model, model),
+            prepare=functools.partial(ensure_user_prepared, model),
+            aliases=(),
+            trained=True,
+            default=False,
+        )
+        for model in _registered()
+    ]
+
+
+def _registered() -> list[UserModel]:
+    try:
+        return list_models()
+    except ImagineException as e:  # a damaged registry must not stop the catalog's models
+        log.warning("ignoring the added models: %s", e)
+        return []
+
+
 def model_cards() -> list[ModelCard]:
-    """One card per catalog entry that has a loader; loading happens on first use."""
+    """One card per catalog entry that has a loader, then one per added model (their names
+    never clash: ``models add`` refuses catalog names); loading happens on first use."""
+    return catalog_cards() + user_cards()
+
+
+def catalog_cards() -> list[ModelCard]:
+    """One card per catalog entry that has a loader."""
     return [
         ModelCard(
             name=entry.name,

@@ -8,8 +8,18 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
-__all__ = ["abandoned", "orphaned", "user_cache", "write_source_record"]
+__all__ = [
+    "DATA_DIR_ENV",
+    "abandoned",
+    "orphaned",
+    "user_cache",
+    "user_data",
+    "write_source_record",
+]
+
+DATA_DIR_ENV: Final = "IMAGINE_EDGE_DATA_DIR"
 
 # A temporary folder untouched this long belongs to no save or compile still running.
 _ABANDONED_AFTER_S = 3600.0
@@ -26,6 +36,18 @@ def user_cache(kind: str) -> Path:
     import platformdirs  # only needed when no override is given
 
     return Path(platformdirs.user_cache_dir("imagine-edge")) / kind
+
+
+def user_data() -> Path:
+    """``$IMAGINE_EDGE_DATA_DIR``, else the user's data directory: what the user made and keeps
+    (usage records, generated files, the registry of added models), unlike the rebuildable cache.
+    """
+    override = os.environ.get(DATA_DIR_ENV)
+    if override:
+        return Path(override)
+    import platformdirs  # only needed when no override is given
+
+    return Path(platformdirs.user_data_dir("imagine-edge"))
 
 
 def write_source_record(record: Path, source: Path) -> None:

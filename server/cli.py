@@ -1,4 +1,8 @@
-"""``imagine-edge serve``: run the API server on the catalog's models.
+"""``imagine-edge serve``: run the API server on the catalog's models and the added ones.
+
+``--model`` takes a model's name, or the path of a model file or folder: a path is added first
+(``imagine-edge models add PATH``, in a child process, so preparation's torch stays out of the
+server) and then served under its registered name.
 
 Binds 127.0.0.1 by default. Any other interface needs an API key, which is then required as a
 Bearer token and never printed or logged. Give it in the environment (IMAGINE_EDGE_API_KEY) or
@@ -18,11 +22,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from imagine_edge.models.registry import model_cards
+from imagine_edge.models.user_models import list_models
 from imagine_edge.sdk.client import API_KEY_ENV
 from imagine_edge.sdk.engine import Engine, ModelState, client_alias
 from imagine_edge.sdk.engine.workers import KEEP_ALIVE_ENV, SERVER_KEEP_ALIVE, parse_keep_alive
@@ -66,8 +73,9 @@ def _parser() -> argparse.ArgumentParser:
         "--model",
         action="append",
         dest="models",
-        metavar="NAME",
-        help="serve this catalog model (repeatable); default: every catalog model",
+        metavar="NAME_OR_PATH",
+        help="serve this model (repeatable): a catalog or added model's name, or a model file or "
+        "folder to add first; default: every catalog and added model",
     )
     parser.add_argument(
         "--api-key",
@@ -184,6 +192,36 @@ def _api_key(args: argparse.Namespace) -> str | None:
     return args.api_key or os.environ.get(API_KEY_ENV) or None
 
 
+class _AddFailed(Exception):
+    """``models add`` of a --model path failed (its own message is already on stderr)."""
+
+
+def _model_names(values: Sequence[str] | None) -> list[str] | None:
+    """Each --model as a model name: known names as they are, paths added (and named) first."""
+    if not values:
+        return None
+    known = {c.name.lower() for c in model_cards()} | {
+        a.lower() for c in model_cards() for a in c.aliases
+    }
+    names: list[str] = []
+    for value in values:
+        path = Path(value).expanduser()
+        if value.lower() in known or not path.exists():
+            names.append(value)  # a name; an unknown one is refused with the known names
+            continue
+        # The child's progress bar and errors go straight to our stderr.
+        done = subprocess.run(
+            [sys.executable, "-m", "imagine_edge", "models", "add", str(path)],
+            stdout=subprocess.DEVNULL,
+            check=False,
+        )
+        added = next((m for m in list_models() if m.source == str(path.resolve())), None)
+        if done.returncode != 0 or added is None:
+            raise _AddFailed(value)
+        names.append(added.name)
+    return names
+
+
 def serve_command(argv: list[str]) -> int:
     """Parse ``argv``, load the models, print the banner and serve until interrupted."""
     args = _parser().parse_args(argv)
@@ -199,14 +237,19 @@ def serve_command(argv: list[str]) -> int:
         )
         return 2
     try:
+        models = _model_names(args.models)
+    except _AddFailed as e:
+        sys.stderr.write(f"cannot serve: adding {e} failed (see above)\n")
+        return 1
+    try:
         engine = Engine.from_catalog(
-            args.models,
+            models,
             max_queue=args.max_queue,
             history_keep=args.history_keep,
             keep_alive=keep_alive_option(args.keep_alive),
         )
         if args.preload:
-            engine.load(args.models)
+            engine.load(models)
     except (ImagineException, ValueError) as e:
         sys.stderr.write(f"cannot serve: {e}\n")
         return 1

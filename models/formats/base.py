@@ -48,3 +48,7 @@ class SourceFormat:
     default_variants: tuple[str, ...]
     loader: str
     recipe_version: int = 1
+    # What the format looks for, for the error that lists every format when none claims a path
+    # (e.g. "a .gguf file"); empty: the format's name is said instead.
+    expects: str = ""
+    licence: str = "as given by the model's source"

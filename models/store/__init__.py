@@ -23,8 +23,11 @@ from imagine_edge.models.store.lookup import (
     entry_key,
     lock_file,
     lookup,
+    prepare_found,
     prepared,
     source_of,
+    user_lookup,
+    user_source,
 )
 
 __all__ = [
@@ -43,6 +46,9 @@ __all__ = [
     "entry_key",
     "lock_file",
     "lookup",
+    "prepare_found",
     "prepared",
     "source_of",
+    "user_lookup",
+    "user_source",
 ]

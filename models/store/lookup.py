@@ -92,8 +92,11 @@ __all__ = [
     "entry_key",
     "lock_file",
     "lookup",
+    "prepare_found",
     "prepared",
     "source_of",
+    "user_lookup",
+    "user_source",
 ]
 
 logger = logging.getLogger(__name__)
@@ -230,6 +233,30 @@ def entry_key(entry: CatalogEntry, source: Source) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def user_source(path: Path, files: Sequence[Path], format_name: str) -> Source:
+    """The source of a user-added model: its path, its format, one sha256 over ``files`` (the
+    file itself, or a folder's files by relative name)."""
+    digest = _files_sha256(path, sorted(files)) if path.is_dir() else _file_sha256(path)
+    return Source(package=f"user:{format_name}", version="", file=str(path), sha256=digest)
+
+
+def user_lookup(entry: CatalogEntry, source: Source, weights: Path) -> Lookup:
+    """Where a user-added model's preparation lives: keyed by content, format, recipe and
+    options only, so the same files added again (under any name or path) are a cache hit."""
+    payload = {
+        "format": source.package,
+        "sha256": source.sha256,
+        "recipe": entry.recipe_version,
+        "options": dict(sorted(entry.options.items())),
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    key = hashlib.sha256(blob).hexdigest()[:16]
+    stem = source.package.replace(":", "-")
+    folder = cache_root() / f"{stem}-{key}"
+    manifest = Manifest.load(folder) if (folder / MANIFEST).is_file() else None
+    return Lookup(entry, source, weights, folder, manifest)
+
+
 # --------------------------------------------------------------------------- lookup and preparation
 
 
@@ -311,7 +338,16 @@ def prepared(
     of each step that is not a cache hit. Raises ModelNotFoundError for an unknown name or
     variant, ModelRunError(phase="load") when preparation fails.
     """
-    found = lookup(name)
+    return prepare_found(lookup(name), variants, on_prepare=on_prepare)
+
+
+def prepare_found(
+    found: Lookup,
+    variants: Sequence[str] | None = None,
+    *,
+    on_prepare: Callable[[str], None] | None = None,
+) -> Manifest:
+    """Like :func:`prepared`, for a model already located (a catalog or a user-added one)."""
     wanted = tuple(found.entry.default_variants if variants is None else variants)
     if found.manifest is not None and all(v in found.manifest.variants for v in wanted):
         return found.manifest

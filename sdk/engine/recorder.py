@@ -36,6 +36,7 @@ from typing import Any, Final, Self, cast
 from pydantic import BaseModel
 
 from imagine_edge.models.base import ModelCard
+from imagine_edge.runtime.cache_dir import DATA_DIR_ENV, user_data
 from imagine_edge.runtime.results import GenerationStats
 from imagine_edge.sdk.engine.worker import Outcome, Status
 from imagine_edge.sdk.errors import InvalidRequestError, NoHistoryError
@@ -67,7 +68,6 @@ __all__ = [
     "stored_response",
 ]
 
-DATA_DIR_ENV: Final = "IMAGINE_EDGE_DATA_DIR"
 HISTORY_KEEP_ENV: Final = "IMAGINE_EDGE_HISTORY_KEEP"
 # The history GET returns at most 100 items (sdk/limits.py), so more bodies would never be read.
 DEFAULT_HISTORY_KEEP: Final = 100
@@ -154,12 +154,7 @@ def stored_response(result: Any) -> dict[str, Any] | None:
 
 def default_data_dir() -> Path:
     """Where imagine-edge keeps its database and generated files."""
-    override = os.environ.get(DATA_DIR_ENV)
-    if override:
-        return Path(override)
-    import platformdirs  # deferred: only needed when no directory is given
-
-    return Path(platformdirs.user_data_dir("imagine-edge"))
+    return user_data()
 
 
 def history_keep_from_env() -> int:
