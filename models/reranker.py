@@ -53,6 +53,7 @@ __all__ = [
     "CrossEncoderReranker",
     "load_bi_encoder_reranker",
     "load_cross_encoder",
+    "load_cross_encoder_reranker",
     "load_minilm_bi_encoder_reranker",
 ]
 
@@ -196,6 +197,26 @@ def load_cross_encoder(
         activation=activation,
         max_batch=max_batch,
     )
+
+
+def load_cross_encoder_reranker(manifest: Manifest) -> CrossEncoderReranker:
+    """The loader of prepared cross-encoders (a user's folder, ``models/formats/
+    cross_encoder.py``): the ``cpu`` variant's graph on the CPU EP (no QNN variant exists)."""
+    variant = manifest.variant("cpu")
+    activation = variant.options.get("activation", "sigmoid")
+    if activation not in ("sigmoid", "identity"):
+        raise ModelRunError(f"{manifest.name}: unknown activation {activation!r}", "load")
+    loaded = shared_factory().create(variant.graphs["cross_encoder"].path, target="cpu")
+    try:
+        return CrossEncoderReranker(
+            loaded,
+            Tokenizer.from_file(str(manifest.tokenizer)),
+            max_tokens=int(variant.options.get("max_tokens", manifest.context_length)),
+            activation="sigmoid" if activation == "sigmoid" else "identity",
+        )
+    except BaseException:
+        loaded.close()
+        raise
 
 
 def load_bi_encoder_reranker(manifest: Manifest) -> BiEncoderReranker:

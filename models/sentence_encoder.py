@@ -31,6 +31,7 @@ __all__ = [
     "CPU_SESSION_CONFIG",
     "DEFAULT_MAX_BATCH",
     "DEFAULT_MAX_BATCH_TOKENS",
+    "POOLINGS",
     "QNN_OPTIONS",
     "Batch",
     "CpuEncoder",
@@ -46,6 +47,8 @@ QNN_OPTIONS: Final = QnnOptions(extra=(("offload_graph_io_quantization", "0"),))
 DEFAULT_MAX_BATCH: Final = 16
 MIN_BATCH: Final = 4
 DEFAULT_MAX_BATCH_TOKENS: Final = 8192
+# How token vectors become one vector, for graphs that return token vectors (see CpuEncoder).
+POOLINGS: Final = ("mean", "cls")
 # onnxruntime's CPU SkipLayerNormalization (its fusion of Add + LayerNormalization) took 347 us
 # where the two ops take 53 us ([4, 45, 384], onnxruntime 1.32): without the fusion a batch of
 # the int8 graph runs ~10% faster.
@@ -122,7 +125,14 @@ class TextEncoder(Protocol):
 
 
 class CpuEncoder:
-    """The dynamic-shape CPU graph: length-bucketed batches padded to their longest text."""
+    """The dynamic-shape CPU graph: length-bucketed batches padded to their longest text.
+
+    The recipe's graphs pool inside (``[b, dim]`` out). A graph used as exported (an ONNX
+    export of a BERT-style encoder) may return the token vectors ``[b, length, dim]`` instead:
+    they are pooled here by ``pooling`` ("mean" over the mask, or "cls", the first token); its
+    ``token_type_ids`` input, if any, is fed zeros (one segment); ``output`` names the graph
+    output that is used (default: the first).
+    """
 
     mask_dtype: type[np.generic] = np.int64
 
@@ -134,7 +144,14 @@ class CpuEncoder:
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         bucketing: bool = True,
         workers: int = 1,
+        pooling: str = "mean",
+        output: str | None = None,
     ) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
+        self.output = [output] if output else None
+        self.token_types = "token_type_ids" in lease.loaded.input_names
         if max_batch < 1 or max_batch_tokens < 1 or workers < 1:
             raise ValueError(
                 "max_batch, max_batch_tokens and workers must be >= 1, got "
@@ -163,8 +180,17 @@ class CpuEncoder:
         lease = self.lease
         if lease is None:
             raise ModelRunError("the embedding model is closed")
-        out = lease.loaded.run({"input_ids": ids, "attention_mask": mask})[0]
-        return np.asarray(out, dtype=np.float32)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if self.token_types:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        out = np.asarray(lease.loaded.run(feeds, self.output)[0], dtype=np.float32)
+        if out.ndim == 2:
+            return out
+        if self.pooling == "cls":
+            return np.ascontiguousarray(out[:, 0])
+        weights = np.asarray(mask, np.float32)[..., None]
+        pooled: F32 = (out * weights).sum(1) / np.maximum(weights.sum(1), 1.0)
+        return pooled
 
     def leases(self) -> list[SessionLease]:
         return [] if self.lease is None else [self.lease]
@@ -279,4 +305,12 @@ def open_encoder(
     lease = pool.open(
         holder, factory, variant.graphs["encoder"].path, "cpu", session_config=CPU_SESSION_CONFIG
     )
-    return CpuEncoder(lease, max_batch=max_batch, bucketing=bucketing, workers=workers)
+    output = variant.options.get("output")
+    return CpuEncoder(
+        lease,
+        max_batch=max_batch,
+        bucketing=bucketing,
+        workers=workers,
+        pooling=str(variant.options.get("pooling", "mean")),
+        output=output if isinstance(output, str) else None,
+    )

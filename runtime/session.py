@@ -34,11 +34,13 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 import onnxruntime as ort
 
@@ -64,6 +66,7 @@ __all__ = [
     "LoadedSession",
     "SessionFactory",
     "Target",
+    "brief_reason",
     "epcontext_dir",
     "file_digest",
     "orphaned_compilations",
@@ -205,8 +208,9 @@ class SessionFactory:
             except ModelRunError as exc:
                 if target == "qnn":
                     raise
-                reason = exc.message or "QNN failed"
-                log.warning("%s: falling back to the CPU EP: %s", path.name, reason)
+                reason = brief_reason(exc.message or "QNN failed")
+                label = f"{path.parent.name}/{path.name}"  # "unet/model.onnx", not "model.onnx"
+                log.warning("%s: on the CPU EP, not QNN: %s", label, reason)
                 loaded = self._create_cpu(
                     path, session_config, free_dimensions, prepacked, cpu_arena
                 )
@@ -265,6 +269,10 @@ class SessionFactory:
                 **(session_config or {}),
             }
         )
+        # Fatal only: QNN's capability check logs every node it cannot take as an error (134 KB
+        # for a float UNet); whether the graph fits is the outcome, raised as ModelRunError and
+        # logged once, briefly, by ``create`` (or the caller, for target "qnn").
+        so.log_severity_level = 4
         so.add_provider_for_devices(devices, options.provider_options())
         return so
 
@@ -332,6 +340,18 @@ class SessionFactory:
             node_assignment=assignment,
             from_epcontext_cache=from_cache,
         )
+
+
+_ORT_PREFIX: Final = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : ")
+_NOT_ALL_ON_QNN: Final = "assigned to the default CPU EP, but fallback to CPU EP has been"
+
+
+def brief_reason(message: str, limit: int = 200) -> str:
+    """One short line of why QNN did not take a graph, for logs and health."""
+    if _NOT_ALL_ON_QNN in message:
+        return "the QNN EP does not support every node of the graph"
+    text = " ".join(_ORT_PREFIX.sub("", message).split())
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
 _shared: SessionFactory | None = None

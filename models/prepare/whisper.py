@@ -54,6 +54,7 @@ __all__ = [
     "prepare_qnn",
     "read_ct2",
     "whisper_state_dict",
+    "write_float_base",
 ]
 
 logger = logging.getLogger(__name__)
@@ -281,9 +282,13 @@ def hf_whisper(model_dir: Path, weights: Path) -> Any:
     return model
 
 
-def _whisper_facts(model_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
-    tokens = _Tokens.read(model_dir / TOKENIZER)
-    ct2_config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+def _whisper_facts(
+    tokenizer_json: Path,
+    config: dict[str, Any],
+    suppress_ids: list[int],
+    suppress_ids_begin: list[int],
+) -> dict[str, Any]:
+    tokens = _Tokens.read(tokenizer_json)
     notimestamps = tokens["<|notimestamps|>"]
     langs = tokens.languages
     # OpenAI's rule: the English-only vocabularies are one token shorter (51,864) although their
@@ -305,8 +310,8 @@ def _whisper_facts(model_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
         "multilingual": multilingual,
         "languages": langs if multilingual else {},
         "tokens": specials,
-        "suppress_ids": [int(i) for i in ct2_config.get("suppress_ids", [])],
-        "suppress_ids_begin": [int(i) for i in ct2_config.get("suppress_ids_begin", [])],
+        "suppress_ids": [int(i) for i in suppress_ids],
+        "suppress_ids_begin": [int(i) for i in suppress_ids_begin],
         "n_mels": config["num_mel_bins"],
         "n_audio_ctx": config["max_source_positions"],
         "n_text_ctx": config["max_target_positions"],
@@ -317,13 +322,33 @@ def _whisper_facts(model_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
 def prepare_base(weights: Path, out: Path) -> BaseInfo:
     """Convert the CTranslate2 ``model.bin`` into ``out/hf`` (float32) plus tokenizer and facts."""
     model_dir = weights.parent
-    model = hf_whisper(model_dir, weights)
+    ct2_config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    return write_float_base(
+        hf_whisper(model_dir, weights),
+        model_dir / TOKENIZER,
+        out,
+        suppress_ids=ct2_config.get("suppress_ids", []),
+        suppress_ids_begin=ct2_config.get("suppress_ids_begin", []),
+    )
+
+
+def write_float_base(
+    model: Any,
+    tokenizer_json: Path,
+    out: Path,
+    *,
+    suppress_ids: list[int],
+    suppress_ids_begin: list[int],
+) -> BaseInfo:
+    """The base of every Whisper source: a float32 ``WhisperForConditionalGeneration`` saved
+    into ``out/hf``, the tokenizer, and the decoding facts (``whisper.json``), with the token
+    ids suppressed at every step and at the first one."""
     model.save_pretrained(str(out / HF_DIR))
-    shutil.copyfile(model_dir / TOKENIZER, out / TOKENIZER)
+    shutil.copyfile(tokenizer_json, out / TOKENIZER)
     cfg = model.config
-    facts = _whisper_facts(model_dir, cfg.to_dict())
+    facts = _whisper_facts(tokenizer_json, cfg.to_dict(), suppress_ids, suppress_ids_begin)
     (out / WHISPER_JSON).write_text(json.dumps(facts, indent=2), encoding="utf-8")
-    tokens = _Tokens.read(model_dir / TOKENIZER)
+    tokens = _Tokens.read(tokenizer_json)
     return BaseInfo(
         tokenizer=Path(TOKENIZER),
         chat_template=None,

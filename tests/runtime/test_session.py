@@ -16,7 +16,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
 from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
 from imagine_edge.runtime.providers import CPU_EP, QNN_EP, qnn_unavailable_reason
-from imagine_edge.runtime.session import SessionFactory, orphaned_compilations
+from imagine_edge.runtime.session import SessionFactory, brief_reason, orphaned_compilations
 from imagine_edge.sdk.errors import ModelRunError
 
 needs_qnn = pytest.mark.skipif(
@@ -148,7 +148,7 @@ def test_strict_qnn_refuses_a_graph_it_cannot_place(
 _AUDIO_AFTER_QNN = """
 import io, sys
 import numpy as np
-from imagine_edge.runtime.session import SessionFactory, orphaned_compilations
+from imagine_edge.runtime.session import SessionFactory, brief_reason, orphaned_compilations
 from imagine_edge.sdk.errors import ModelRunError
 try:
     SessionFactory(1, shared_pool=False).create(sys.argv[1], target="qnn")
@@ -183,16 +183,48 @@ def test_auto_falls_back_to_cpu_as_a_reported_decision(
     assert loaded.provider == CPU_EP
     assert loaded.fallback_reason
     assert "fallback" in loaded.describe()
-    assert any("falling back to the CPU EP" in r.message for r in caplog.records)
+    decisions = [r.message for r in caplog.records if "on the CPU EP, not QNN" in r.message]
+    assert decisions == [
+        f"{tmp_path.name}/r.onnx: on the CPU EP, not QNN: {loaded.fallback_reason}"
+    ]
     (out,) = loaded.session.run(None, {"start": np.array(0.0, np.float32)})
     np.testing.assert_array_equal(out, [0.0, 1.0, 2.0, 3.0])
+
+
+@needs_qnn
+def test_a_graph_qnn_cannot_take_prints_no_node_list(
+    factory: SessionFactory, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # QNN's capability check logged every unsupported node as an onnxruntime error (134 KB of
+    # stderr for a float UNet); the decision is the one log line above, the reason one line.
+    loaded = factory.create(_unsupported_model(tmp_path / "r.onnx"), target="auto")
+    err = capfd.readouterr().err
+    assert "Unsupported nodes" not in err
+    assert "[E:onnxruntime" not in err
+    assert loaded.fallback_reason is not None
+    assert len(loaded.fallback_reason) <= 200
+    assert "\n" not in loaded.fallback_reason
+
+
+def test_brief_reason_is_one_short_line() -> None:
+    long = "load: QNN could not compile m.onnx: [ONNXRuntimeError] : 11 : EP_FAIL : " + "x " * 300
+    reason = brief_reason(long)
+    assert reason.startswith("load: QNN could not compile m.onnx: x x")
+    assert len(reason) <= 200
+    assert reason.endswith("...")
+    refused = (
+        "QNN could not compile unet.onnx: [ONNXRuntimeError] : 1 : FAIL : This session contains "
+        "graph nodes that are assigned to the default CPU EP, but fallback to CPU EP has been "
+        "explicitly disabled by the user."
+    )
+    assert brief_reason(refused) == "the QNN EP does not support every node of the graph"
 
 
 def test_shared_pool_serves_several_sessions(tmp_path: Path) -> None:
     # A fresh process, as in the server: every session comes from the factory and shares one pool.
     script = f"""
 import numpy as np
-from imagine_edge.runtime.session import SessionFactory, orphaned_compilations
+from imagine_edge.runtime.session import SessionFactory, brief_reason, orphaned_compilations
 f = SessionFactory(intra_op_threads=2, shared_pool=True)
 a = f.create({str(_float_model(tmp_path / "a.onnx"))!r}, target="cpu")
 b = f.create({str(_float_model(tmp_path / "b.onnx"))!r}, target="cpu")
