@@ -209,7 +209,11 @@ class TextGenerationLoop:
                         return FinishReason.stop
                 else:
                     yield GenerationChunk(piece, None, stats)
-            if stop_ids and ends_with_stop_sequence(generated):
+            if (
+                stop_ids
+                and len(generated) >= sampling.min_tokens
+                and ends_with_stop_sequence(generated)
+            ):
                 reason = FinishReason.stop
                 break
             if constraint is not None and constraint.done:

@@ -8,8 +8,9 @@ path: no pydantic in the token loop.
 
 Rules stated here once: a parameter left unset (None) takes the model's default, else the
 kernels' neutral value (penalties off); ``top_k`` -1 or 0 is off (the DTO accepts the same
-values with the same message); ``stop`` drops empty strings; ``min_tokens`` is 0, because the
-contract has no such field (the kernels' stop-id mask exists for callers of the kernels).
+values with the same message); ``stop`` drops empty strings; ``min_tokens`` (an extension of
+the contract, vLLM's) unset is 0, and may not exceed the request's max_tokens nor, when that is
+unset, the model's default max_tokens (the DTO checks the first, this module the second).
 """
 
 from __future__ import annotations
@@ -78,10 +79,15 @@ class GenerationPlan:
                 repetition_penalty=pick(params.repetition_penalty, 1.0),
                 presence_penalty=pick(params.presence_penalty, 0.0),
                 frequency_penalty=pick(params.frequency_penalty, 0.0),
-                min_tokens=0,
+                min_tokens=params.min_tokens or 0,
             )
         except ValueError as exc:
             raise InvalidRequestError(str(exc)) from exc
+        if params.max_tokens is None and sampling.min_tokens > d.max_tokens:
+            raise InvalidRequestError(
+                f"min_tokens ({sampling.min_tokens}) must not exceed max_tokens, which is unset: "
+                f"the model's default is {d.max_tokens}"
+            )
         return cls(
             sampling=sampling,
             max_tokens=params.max_tokens,

@@ -231,6 +231,14 @@ class LLMSamplingParams(_Request):
         description="Maximum number of tokens to generate, >= 1.",
         json_schema_extra=schema_range(1, INT32_MAX),
     )
+    min_tokens: int | None = Field(
+        None,
+        description="An extension (vLLM's min_tokens; the official client does not send it): "
+        "generate at least this many tokens before the end-of-sequence token or a stop_token_ids "
+        "sequence may end the reply, in [0, max_tokens]. Stop strings and max_seconds still end "
+        "it.",
+        json_schema_extra=schema_range(0, INT32_MAX),
+    )
     temperature: float | None = Field(
         None,
         description="Sampling temperature in [0, 2]; 0 (or <= 1e-5) is greedy.",
@@ -293,6 +301,20 @@ class LLMSamplingParams(_Request):
     def _positive(cls, v: int | None, info: Any) -> int | None:
         _check_int(info.field_name, v, 1)
         return v
+
+    @field_validator("min_tokens")
+    @classmethod
+    def _min_tokens(cls, v: int | None) -> int | None:
+        _check_int("min_tokens", v, 0)
+        return v
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> LLMSamplingParams:
+        # Against the model's default max_tokens too, where the plan is built (runtime/sampling).
+        low, high = self.min_tokens, self.max_tokens
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_tokens ({low}) must not exceed max_tokens ({high})")
+        return self
 
     @field_validator("stop")
     @classmethod

@@ -86,6 +86,7 @@ class _Sampling(BaseModel):
     repetition_penalty: float | None = Field(
         None, json_schema_extra=schema_range(*REPETITION_PENALTY_RANGE)
     )
+    min_tokens: int | None = Field(None, json_schema_extra=schema_range(0, INT32_MAX))
 
     @model_validator(mode="before")
     @classmethod
@@ -117,6 +118,7 @@ class _Sampling(BaseModel):
                 "presence_penalty",
                 "top_k",
                 "repetition_penalty",
+                "min_tokens",
                 "model",
                 "stream",
             }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imagine_edge.runtime.sampling import DEFAULT_MAX_TOKENS, GenerationPlan, SamplingDefaults
+from imagine_edge.sdk.errors import InvalidRequestError
 from imagine_edge.sdk.types import CompletionRequest
 
 GREEDY = SamplingDefaults(temperature=0.0)
@@ -72,5 +73,25 @@ def test_top_k_minus_one_and_zero_both_turn_top_k_off(off):
     )
 
 
-def test_min_tokens_is_zero_the_contract_has_no_such_field():
+def test_min_tokens_unset_is_zero_and_set_reaches_the_kernels_config():
     assert _plan(max_tokens=5).sampling.min_tokens == 0
+    assert _plan(max_tokens=5, min_tokens=5).sampling.min_tokens == 5
+    assert _plan(min_tokens=DEFAULT_MAX_TOKENS).sampling.min_tokens == DEFAULT_MAX_TOKENS
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"min_tokens": -1}, "min_tokens must be in"),
+        ({"min_tokens": 6, "max_tokens": 5}, r"min_tokens \(6\) must not exceed max_tokens \(5\)"),
+    ],
+)
+def test_min_tokens_out_of_range_is_refused_by_the_dto(params, message):
+    with pytest.raises(ValueError, match=message):
+        CompletionRequest(prompt="", model="t", stream=False, **params)
+
+
+def test_min_tokens_beyond_the_models_default_max_tokens_is_refused():
+    with pytest.raises(InvalidRequestError, match="the model's default is 64"):
+        _plan(SamplingDefaults(max_tokens=64), min_tokens=65)
+    assert _plan(SamplingDefaults(max_tokens=64), min_tokens=64).sampling.min_tokens == 64
