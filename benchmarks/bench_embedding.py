@@ -207,8 +207,8 @@ def _padding(texts: Sequence[str], model: Any) -> dict[str, float]:
 
 def run(n: int, repeats: int, threads: int) -> dict[str, Any]:
     """Measure every configuration; returns the JSON-ready report."""
+    from imagine_edge.models.catalog import prepared
     from imagine_edge.models.embedding import EMBEDDING_MODEL
-    from imagine_edge.models.store import prepared
 
     manifest = prepared(EMBEDDING_MODEL, ["cpu", "cpu-fp32"])
     assert manifest.float_weights is not None

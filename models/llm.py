@@ -1,10 +1,10 @@
 """ModelType.LLM: a prepared decoder graph served as a ``TextGenerator`` (models/base.py).
 
 Owns the request -> prompt -> chunks path of chat and completion requests: the chat format of the
-model's manifest (``models/chat_format.py``), tools and tool calls, the model's sampling defaults,
-and the mapping of the runtime's generation loop (``runtime/generate.py``) onto
-:class:`GenerationChunk`. The runtime opens the decoder on its target (``runtime/llm_decoder.py``);
-the KV cache and the decode loop are the runtime's too.
+model's manifest (``models/chat_format.py``), tools and tool calls, the model's sampling defaults
+(its manifest's ``sampling_defaults``), and the mapping of the runtime's generation loop
+(``runtime/generate.py``) onto :class:`GenerationChunk`. The runtime opens the decoder on its
+target (``runtime/llm_decoder.py``); the KV cache and the decode loop are the runtime's too.
 
 Tool calls: with ``tools`` in a chat request, text is streamed up to a ``<tool_call>`` tag and
 the rest is held; at the end, parsed calls go on the final chunk with finish_reason
@@ -54,7 +54,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SMOLLM2: Final = "smollm2-135m-instruct"
-# The model card's recommended sampling (temperature 0.2, top_p 0.9).
+# SmolLM2's model card's recommended sampling (temperature 0.2, top_p 0.9): the defaults of a
+# manifest prepared before manifests carried ``sampling_defaults`` (every LLM then had these).
 SMOLLM2_DEFAULTS: Final = SamplingDefaults(temperature=0.2, top_k=-1, top_p=0.9, max_tokens=256)
 
 
@@ -73,13 +74,13 @@ class ChatModel:
         *,
         max_length: int | None = None,
         num_slots: int = 2,
-        defaults: SamplingDefaults = SMOLLM2_DEFAULTS,
+        defaults: SamplingDefaults | None = None,
         seed: int | None = None,
         target: Target = "cpu",
         threads: ThreadMode = "auto",
     ) -> None:
         self.manifest = manifest
-        self.defaults = defaults
+        self.defaults = model_defaults(manifest) if defaults is None else defaults
         self.seed = seed
         self.format = chat_format_of(manifest)
         self._opened: OpenDecoder | None = open_decoder(
@@ -189,8 +190,12 @@ def chat_format_of(manifest: Manifest) -> ChatMLFormat | GemmaFormat | JinjaForm
 
 
 def model_defaults(manifest: Manifest) -> SamplingDefaults:
-    """The model's sampling defaults: those its CPU variant records (an onnxruntime-genai
-    folder's ``search`` section), else SmolLM2's recommended ones."""
+    """The model's sampling defaults: its manifest's ``sampling_defaults``. A manifest written
+    before that field existed keeps the older rule, so it need not be prepared again: the
+    defaults its CPU variant's options record (an onnxruntime-genai folder's ``search``
+    section), else SmolLM2's recommended ones."""
+    if manifest.sampling_defaults is not None:
+        return manifest.sampling_defaults
     variant = manifest.variants.get("cpu")
     options = {} if variant is None else variant.options
     if "default_temperature" not in options:
@@ -236,7 +241,6 @@ def load_chat_model(manifest: Manifest) -> ChatModel:
     return ChatModel(
         manifest,
         max_length=int(raw) if raw else None,
-        defaults=model_defaults(manifest),
         target=target,
         threads=_thread_mode(os.environ.get("IMAGINE_EDGE_LLM_SPIN", "auto")),
     )

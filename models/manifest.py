@@ -16,6 +16,9 @@ Schema (``schema_version`` 1)::
     architecture         {num_layers, hidden_size, num_attention_heads, num_kv_heads, head_dim,
                           vocab_size}
     float_weights        "hf" (a transformers folder, float32) or null
+    sampling_defaults    {temperature, top_k, top_p, max_tokens}: what a request leaves unset
+                         takes (LLMs; absent or null in manifests written before it existed:
+                         the loader then keeps its older rule, see models/llm.py)
     variants             {variant name: {ep, dir, quantization, options, notes,
                           graphs {role: {path, inputs [..], outputs [..]}}}}
 
@@ -35,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from imagine_edge.runtime.sampling import SamplingDefaults
+
 __all__ = [
     "MANIFEST",
     "SCHEMA_VERSION",
@@ -44,6 +49,7 @@ __all__ = [
     "GraphFile",
     "Manifest",
     "OptionValue",
+    "SamplingDefaults",
     "Source",
     "SpecialTokens",
     "Variant",
@@ -134,6 +140,7 @@ class Manifest:
     variants: Mapping[str, Variant]
     created: str = ""
     schema_version: int = SCHEMA_VERSION
+    sampling_defaults: SamplingDefaults | None = None
 
     def variant(self, name: str) -> Variant:
         """The variant called ``name``; KeyError names the prepared ones."""
@@ -184,6 +191,7 @@ class Manifest:
                 "vocab_size": self.architecture.vocab_size,
             },
             "float_weights": None if self.float_weights is None else rel(self.float_weights),
+            "sampling_defaults": _sampling_json(self.sampling_defaults),
             "variants": {n: self._variant_json(v) for n, v in sorted(self.variants.items())},
         }
 
@@ -240,6 +248,7 @@ class Manifest:
             architecture=None if arch is None else Architecture(**arch),
             float_weights=None if fw is None else root / fw,
             variants={n: _variant_from_json(v, root) for n, v in data["variants"].items()},
+            sampling_defaults=_sampling_from_json(data.get("sampling_defaults")),
         )
 
     @classmethod
@@ -263,6 +272,9 @@ class BaseInfo:
     context_length: int
     architecture: Architecture | None
     float_weights: Path | None
+    # Read from the source's own metadata where it has any (a GGUF's general.sampling.*, a
+    # genai_config's search section); the catalog entry's own values take precedence.
+    sampling_defaults: SamplingDefaults | None = None
 
 
 # Builds one variant from a prepared base into an empty folder; returns it with absolute paths.
@@ -280,6 +292,28 @@ def _variant_from_json(v: Mapping[str, Any], root: Path) -> Variant:
             role: GraphFile(root / g["path"], tuple(g["inputs"]), tuple(g["outputs"]))
             for role, g in v["graphs"].items()
         },
+    )
+
+
+def _sampling_json(d: SamplingDefaults | None) -> dict[str, Any] | None:
+    if d is None:
+        return None
+    return {
+        "temperature": d.temperature,
+        "top_k": d.top_k,
+        "top_p": d.top_p,
+        "max_tokens": d.max_tokens,
+    }
+
+
+def _sampling_from_json(data: Mapping[str, Any] | None) -> SamplingDefaults | None:
+    if data is None:
+        return None
+    return SamplingDefaults(
+        temperature=float(data["temperature"]),
+        top_k=int(data["top_k"]),
+        top_p=float(data["top_p"]),
+        max_tokens=int(data["max_tokens"]),
     )
 
 

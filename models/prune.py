@@ -3,7 +3,8 @@
 Every cache is content-addressed, so a new model version (another package version, recipe or
 option) is prepared into a new folder and the old one is never read again, nor the pre-packed
 and compiled graphs derived from it. They are only removed on request, never while preparing:
-another process may still be serving the old version.
+another process may still be serving the old version. Imported on use (``models prune``), since
+it reaches into the runtime's caches.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagine_edge.models import catalog
 from imagine_edge.models.manifest import TMP_PREFIX
-from imagine_edge.models.store.lookup import cache_root, lock_file, lookup
+from imagine_edge.models.store import cache_root, lock_file
 from imagine_edge.runtime.cache_dir import abandoned
 from imagine_edge.runtime.prepacked import orphaned_copies
 from imagine_edge.runtime.session import orphaned_compilations
@@ -39,15 +41,13 @@ def _size(path: Path) -> int:
 
 
 def _stale_store_folders() -> list[tuple[Path, str]]:
-    from imagine_edge.models.catalog import CATALOG  # the catalog imports the store
-
     root = cache_root()
     if not root.is_dir():
         return []
     current: dict[str, str | None] = {}
-    for entry in CATALOG:
+    for entry in catalog.CATALOG:  # read when called: tests swap the catalog
         try:
-            found = lookup(entry.name)
+            found = catalog.lookup(entry.name)
         except ImagineException:  # its package is not installed: its folders cannot be judged
             found = None
         # Found from a recorded key (no package): which version is current cannot be judged.

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Final
 
 from imagine_edge.models.base import LoadedModel, ModelCard
-from imagine_edge.models.catalog import CATALOG, CatalogEntry
-from imagine_edge.models.store import Manifest, lookup, prepared
+from imagine_edge.models.catalog import CATALOG, CatalogEntry, lookup, prepared
+from imagine_edge.models.store import Manifest
 from imagine_edge.models.user_models import UserModel, list_models
 from imagine_edge.sdk.errors import ImagineException, ModelRunError
 

@@ -33,6 +33,7 @@ import numpy.typing as npt
 from tokenizers import Tokenizer
 
 from imagine_edge.models.base import Rankings
+from imagine_edge.models.catalog import prepared
 from imagine_edge.models.embedding import (
     SentenceEmbedder,
     open_embedder,
@@ -40,7 +41,7 @@ from imagine_edge.models.embedding import (
     precision_variant,
 )
 from imagine_edge.models.sentence_encoder import DEFAULT_MAX_BATCH_TOKENS, plan_batches
-from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.store import Manifest
 from imagine_edge.runtime.graph_session import LoadedSession
 from imagine_edge.runtime.session import shared_factory
 from imagine_edge.runtime.targets import Target, target_from_env

@@ -29,7 +29,8 @@ import numpy.typing as npt
 from tokenizers import Tokenizer
 
 from imagine_edge.models.audio import HOP_LENGTH, SAMPLE_RATE, load_audio, log_mel
-from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.catalog import prepared
+from imagine_edge.models.store import Manifest
 from imagine_edge.runtime.graph_session import LoadedSession
 from imagine_edge.runtime.session import shared_factory
 from imagine_edge.runtime.targets import Target, place, target_from_env

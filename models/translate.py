@@ -39,8 +39,9 @@ import numpy.typing as npt
 from tokenizers import Tokenizer
 
 from imagine_edge.models.base import GenerationChunk, GenerationStats
+from imagine_edge.models.catalog import prepared
 from imagine_edge.models.prepare.bergamot import QNN_MASK, QNN_SOURCE_LENGTH
-from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.store import Manifest
 from imagine_edge.runtime.graph_session import LoadedSession
 from imagine_edge.runtime.session import shared_factory
 from imagine_edge.runtime.targets import place, target_from_env

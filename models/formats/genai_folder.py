@@ -5,8 +5,9 @@ exports) write: ``genai_config.json``, one decoder graph with GroupQueryAttentio
 KV inputs/outputs (``past_key_values.%d.key`` ...), its external weights, ``tokenizer.json``, and
 ``tokenizer_config.json`` whose ``chat_template`` (or a ``chat_template.jinja`` file) is the
 model's chat template. Nothing is converted: the base copies the tokenizer and reads the shapes,
-special tokens and context from genai_config; ``cpu`` hard-links the graph and its weights (a
-copy across filesystems) and keeps the ``search`` section's sampling as the model's defaults.
+special tokens, context and the ``search`` section's sampling (the manifest's
+``sampling_defaults``) from genai_config; ``cpu`` hard-links the graph and its weights (a copy
+across filesystems).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from imagine_edge.models.store import (
     SpecialTokens,
     Variant,
 )
+from imagine_edge.runtime.sampling import DEFAULT_MAX_TOKENS, SamplingDefaults
 from imagine_edge.sdk.errors import InvalidRequestError
 from imagine_edge.sdk.types import ModelType
 
-__all__ = ["FORMAT", "sampling_options"]
+__all__ = ["FORMAT", "sampling_defaults"]
 
 CONFIG: Final = "genai_config.json"
 TOKENIZER: Final = "tokenizer.json"
@@ -165,6 +167,7 @@ def prepare_base(folder: Path, out: Path) -> BaseInfo:
             vocab_size=int(model["vocab_size"]),
         ),
         float_weights=None,
+        sampling_defaults=sampling_defaults(dict(config.get("search", {}))),
     )
 
 
@@ -175,19 +178,21 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def sampling_options(search: dict[str, Any]) -> dict[str, float | int]:
-    """genai_config's ``search`` section as the model's sampling defaults (variant options):
-    ``do_sample`` false is greedy (temperature 0)."""
+def sampling_defaults(search: dict[str, Any]) -> SamplingDefaults:
+    """genai_config's ``search`` section as the model's sampling defaults: ``do_sample`` false
+    is greedy (temperature 0); its ``max_length`` is the whole context, not a reply's length, so
+    max_tokens stays the runtime's default."""
     greedy = not bool(search.get("do_sample", False))
-    return {
-        "default_temperature": 0.0 if greedy else float(search.get("temperature", 1.0)),
-        "default_top_k": int(search.get("top_k", 0)) or -1,
-        "default_top_p": float(search.get("top_p", 1.0)),
-    }
+    return SamplingDefaults(
+        temperature=0.0 if greedy else float(search.get("temperature", 1.0)),
+        top_k=int(search.get("top_k", 0)) or -1,
+        top_p=float(search.get("top_p", 1.0)),
+        max_tokens=DEFAULT_MAX_TOKENS,
+    )
 
 
 def prepare_cpu(manifest: Manifest, out: Path) -> Variant:
-    """The folder's own graph and weights, linked; its search section as sampling defaults."""
+    """The folder's own graph and weights, linked."""
     source = manifest.root / "source"
     config = _config(source)
     for f in _files(source):
@@ -208,7 +213,6 @@ def prepare_cpu(manifest: Manifest, out: Path) -> Variant:
                 outputs=tuple(o.name for o in proto.graph.output),
             )
         },
-        options=sampling_options(dict(config.get("search", {}))),
         notes="An onnxruntime-genai model folder run as it is on our decoder and KV cache.",
     )
 

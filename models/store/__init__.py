@@ -1,8 +1,9 @@
 """The content-addressed store of prepared models.
 
-Modules: ``lookup`` (where a model is, its content key, and preparing it on a miss), ``writer``
-(the per-model lock and the folders built aside then renamed in) and ``prune`` (what
-``imagine-edge models prune`` removes; imported on use, since it reaches into runtime caches).
+Modules: ``lookup`` (where an entry is, its content key, and preparing it on a miss) and
+``writer`` (the per-model lock and the folders built aside then renamed in). A catalog model by
+name is ``models/catalog.py``'s ``lookup`` and ``prepared``; what ``imagine-edge models prune``
+removes is ``models/prune.py``.
 The public names of ``lookup`` (with the manifest types it re-exports) are re-exported here,
 where recipes and loaders import them from.
 """
@@ -21,10 +22,9 @@ from imagine_edge.models.store.lookup import (
     VariantPreparer,
     cache_root,
     entry_key,
+    locate,
     lock_file,
-    lookup,
     prepare_found,
-    prepared,
     source_of,
     user_lookup,
     user_source,
@@ -44,10 +44,9 @@ __all__ = [
     "VariantPreparer",
     "cache_root",
     "entry_key",
+    "locate",
     "lock_file",
-    "lookup",
     "prepare_found",
-    "prepared",
     "source_of",
     "user_lookup",
     "user_source",

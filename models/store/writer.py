@@ -4,7 +4,7 @@ Every step of a preparation writes into a temporary ``.tmp-*`` folder inside the
 it into place when complete, so a reader sees a complete folder or none; an interrupted
 preparation leaves only a ``.tmp-*`` folder, which the next one deletes. A base is a new model
 folder (with its manifest); a variant is a new subfolder, then the manifest is replaced
-atomically to list it. The caller (:func:`imagine_edge.models.store.prepared`) holds the lock.
+atomically to list it. The caller (:func:`imagine_edge.models.store.prepare_found`) holds the lock.
 """
 
 from __future__ import annotations
@@ -18,13 +18,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from imagine_edge.models.entry import CatalogEntry
 from imagine_edge.models.manifest import TMP_PREFIX, Manifest, Source
 from imagine_edge.sdk.errors import ModelNotFoundError
-
-if TYPE_CHECKING:
-    from imagine_edge.models.catalog import CatalogEntry
 
 __all__ = ["add_variant", "clean_stale_tmp", "locked", "write_base"]
 
@@ -86,6 +83,7 @@ def write_base(entry: CatalogEntry, source: Source, weights: Path, final: Path) 
             architecture=base.architecture,
             float_weights=None if base.float_weights is None else tmp / base.float_weights,
             variants={},
+            sampling_defaults=entry.sampling_defaults or base.sampling_defaults,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         manifest.save()

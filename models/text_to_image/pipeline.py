@@ -38,7 +38,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.catalog import prepared
+from imagine_edge.models.store import Manifest
 from imagine_edge.models.text_to_image.graph import PipelineGraph
 from imagine_edge.models.text_to_image.layout import GRAPHS, check_layout, read_json
 from imagine_edge.models.text_to_image.png import encode_png

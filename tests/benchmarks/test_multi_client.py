@@ -165,8 +165,8 @@ def test_chart_draws_peers_beside_ours(tmp_path):
 def test_llama_server_peer_on_the_real_gguf(tmp_path):
     if ls.find_llama_server() is None:
         pytest.skip(ls.NOT_FOUND)
+    from imagine_edge.models.catalog import lookup
     from imagine_edge.models.registry import model_cards
-    from imagine_edge.models.store import lookup
 
     card = next(c for c in model_cards() if c.model_type == ModelType.LLM)
     if lookup(card.name).manifest is None:

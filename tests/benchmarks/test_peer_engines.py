@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from imagine_edge.benchmarks._peer_engines import ct2_whisper_folder
-from imagine_edge.models.store import lookup
+from imagine_edge.models.catalog import lookup
 
 
 @pytest.mark.model

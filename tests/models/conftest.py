@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.catalog import prepared
+from imagine_edge.models.store import Manifest
 
 SMOLLM2 = "smollm2-135m-instruct"
 

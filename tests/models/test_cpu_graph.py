@@ -10,7 +10,8 @@ import onnxruntime as ort
 import pytest
 from tokenizers import Tokenizer
 
-from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.catalog import prepared
+from imagine_edge.models.store import Manifest
 
 pytestmark = pytest.mark.model
 

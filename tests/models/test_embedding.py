@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from imagine_edge.models.catalog import prepared
 from imagine_edge.models.embedding import (
     EMBEDDING_MODEL,
     SentenceEmbedder,
@@ -16,7 +17,7 @@ from imagine_edge.models.embedding import (
 )
 from imagine_edge.models.prepare.minilm import MAX_TOKENS, VALIDATION_TEXTS
 from imagine_edge.models.sentence_encoder import plan_batches
-from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.store import Manifest
 from imagine_edge.sdk.errors import InvalidRequestError
 
 pytestmark = pytest.mark.model

@@ -16,10 +16,10 @@ import onnxruntime as ort
 import pytest
 from tokenizers import Tokenizer
 
-from imagine_edge.models.catalog import get_entry
+from imagine_edge.models.catalog import get_entry, prepared
 from imagine_edge.models.chat_gemma import GemmaFormat
 from imagine_edge.models.llm import ChatModel
-from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.store import Manifest
 from imagine_edge.runtime.generate import GenerationPlan
 from imagine_edge.sdk.errors import InvalidRequestError
 from imagine_edge.sdk.types import (

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from imagine_edge.models.base import GenerationChunk
+from imagine_edge.models.catalog import prepared
 from imagine_edge.models.chat_format import ChatMLFormat, ToolCallFilter, parse_tool_calls
 from imagine_edge.models.llm import SMOLLM2, ChatModel, load_chat_model
-from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.store import Manifest
 from imagine_edge.runtime.generate import TextGenerationLoop
 from imagine_edge.runtime.kv_cache import DecoderSpec, KVCachePool, KVSlot
 from imagine_edge.runtime.sampling import GenerationPlan

@@ -12,11 +12,12 @@ import sys
 import numpy as np
 import pytest
 
+from imagine_edge.models.catalog import prepared
 from imagine_edge.models.embedding import EMBEDDING_MODEL, SentenceEmbedder, open_embedder
 from imagine_edge.models.prepare.minilm import QNN_BUCKETS
 from imagine_edge.models.reranker import load_minilm_bi_encoder_reranker
 from imagine_edge.models.sentence_encoder import QNN_OPTIONS
-from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.store import Manifest
 from imagine_edge.runtime.providers import QNN_EP, qnn_unavailable_reason
 from imagine_edge.runtime.session import shared_factory
 

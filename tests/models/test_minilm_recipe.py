@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imagine_edge.models.catalog import prepared
 from imagine_edge.models.embedding import EMBEDDING_MODEL
 from imagine_edge.models.prepare.minilm_graph import encoder_class, export, load_bert
 from imagine_edge.models.prepare.minilm_int8 import (
@@ -17,7 +18,6 @@ from imagine_edge.models.prepare.minilm_int8 import (
     smoothing_scales,
 )
 from imagine_edge.models.prepare.minilm_texts import CALIBRATION_TEXTS
-from imagine_edge.models.store import prepared
 
 
 @pytest.mark.model

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagine_edge.models.catalog import get_entry
+from imagine_edge.models.catalog import get_entry, prepared
 from imagine_edge.models.embedding import EMBEDDING_MODEL, load_all_minilm_l6_v2, open_embedder
 from imagine_edge.models.reranker import (
     BI_ENCODER_RERANKER,
@@ -19,7 +19,6 @@ from imagine_edge.models.reranker import (
     load_cross_encoder,
     load_minilm_bi_encoder_reranker,
 )
-from imagine_edge.models.store import prepared
 from imagine_edge.runtime.session_pool import SessionPool
 from imagine_edge.sdk.errors import InvalidRequestError
 

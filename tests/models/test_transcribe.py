@@ -20,8 +20,8 @@ import soundfile as sf
 
 from imagine_edge.benchmarks.bench_transcribe import wer
 from imagine_edge.models.audio import load_audio
+from imagine_edge.models.catalog import prepared
 from imagine_edge.models.prepare.whisper import read_ct2, whisper_state_dict
-from imagine_edge.models.store import prepared
 from imagine_edge.models.transcribe import (
     WHISPER_TINY_EN,
     WhisperTranscriber,

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from imagine_edge import ImagineEdge
-from imagine_edge.models.store import prepared
+from imagine_edge.models.catalog import prepared
 
 pytestmark = pytest.mark.model
 

@@ -14,8 +14,9 @@ import pytest
 from tokenizers import Tokenizer
 
 from imagine_edge import kernels
+from imagine_edge.models.catalog import prepared
 from imagine_edge.models.llm import SMOLLM2, ChatModel
-from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.store import Manifest
 from imagine_edge.runtime.constraint import (
     Constraint,
     ConstraintCompiler,

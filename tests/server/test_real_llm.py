@@ -17,8 +17,8 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def _llm_card_or_skip():
+    from imagine_edge.models.catalog import lookup
     from imagine_edge.models.registry import LOADERS, model_cards
-    from imagine_edge.models.store import lookup
 
     card = next((c for c in model_cards() if c.model_type == ModelType.LLM), None)
     if card is None:

@@ -25,12 +25,12 @@ from imagine_edge.models.adding import add_model
 from imagine_edge.models.chat_format import ChatMLFormat
 from imagine_edge.models.chat_jinja import JinjaFormat
 from imagine_edge.models.formats import detect
-from imagine_edge.models.formats.genai_folder import FORMAT, sampling_options
+from imagine_edge.models.formats.genai_folder import FORMAT, sampling_defaults
 from imagine_edge.models.llm import ChatModel
 from imagine_edge.models.registry import load_user_model
 from imagine_edge.models.store import Manifest
 from imagine_edge.runtime.cache_dir import user_cache
-from imagine_edge.runtime.sampling import GenerationPlan
+from imagine_edge.runtime.sampling import DEFAULT_MAX_TOKENS, GenerationPlan, SamplingDefaults
 from imagine_edge.sdk.errors import InvalidRequestError
 from imagine_edge.sdk.types import ChatCompletionRequest, ChatMessage
 
@@ -149,9 +149,23 @@ def test_the_sandbox_refuses_a_template_reaching_python_internals() -> None:
 
 
 def test_search_section_to_sampling_defaults() -> None:
-    sampled = sampling_options({"do_sample": True, "temperature": 0.6, "top_k": 0, "top_p": 0.9})
-    assert sampled == {"default_temperature": 0.6, "default_top_k": -1, "default_top_p": 0.9}
-    assert sampling_options({})["default_temperature"] == 0.0
+    sampled = sampling_defaults({"do_sample": True, "temperature": 0.6, "top_k": 0, "top_p": 0.9})
+    assert sampled == SamplingDefaults(
+        temperature=0.6, top_k=-1, top_p=0.9, max_tokens=DEFAULT_MAX_TOKENS
+    )
+    assert sampling_defaults({}).temperature == 0.0
+
+
+def test_the_base_records_the_search_section_as_the_manifests_defaults(
+    genai_folder: Path, tmp_path: Path
+) -> None:
+    config = json.loads((genai_folder / "genai_config.json").read_text(encoding="utf-8"))
+    out = tmp_path / "base"
+    out.mkdir()
+    base = FORMAT.prepare_base(genai_folder, out)
+    assert base.sampling_defaults == sampling_defaults(config["search"])
+    assert base.sampling_defaults is not None
+    assert base.sampling_defaults.temperature == 0.0
 
 
 def _copy(genai_folder: Path, to: Path, skip: str = "") -> Path:

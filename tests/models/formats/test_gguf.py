@@ -9,14 +9,20 @@ import numpy as np
 import pytest
 
 from imagine_edge.models.formats import FORMATS, detect
-from imagine_edge.models.formats.gguf import FORMAT
+from imagine_edge.models.formats.gguf import FORMAT, sampling_defaults
+from imagine_edge.runtime.sampling import SamplingDefaults
 from imagine_edge.sdk.errors import InvalidRequestError
 from imagine_edge.sdk.types import ModelType
 
 
-def _write(path: Path, arch: str, name: str = "tiny") -> Path:
+def _write(path: Path, arch: str, name: str = "tiny", **sampling: float) -> Path:
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(name)
+    for key, value in sampling.items():  # general.sampling.<key>, as llama.cpp writes them
+        if isinstance(value, int):
+            writer.add_int32(f"general.sampling.{key}", value)
+        else:
+            writer.add_float32(f"general.sampling.{key}", value)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     writer.add_array("tokenizer.ggml.tokens", ["a", "b", "c"])
     writer.add_tensor("token_embd.weight", np.arange(4 * 32, dtype=np.float32).reshape(4, 32))
@@ -83,3 +89,18 @@ def test_a_file_no_format_reads_lists_what_each_expects(tmp_path: Path) -> None:
 def test_a_missing_path_is_named(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequestError, match="no such file or folder"):
         detect(tmp_path / "absent.gguf")
+
+
+def test_the_files_sampling_keys_are_the_models_defaults(tmp_path: Path) -> None:
+    path = _write(tmp_path / "m.gguf", "llama", temp=0.5, top_k=40, top_p=0.75)
+    assert sampling_defaults(path) == SamplingDefaults(temperature=0.5, top_k=40, top_p=0.75)
+
+
+def test_missing_sampling_keys_take_the_neutral_defaults(tmp_path: Path) -> None:
+    found = sampling_defaults(_write(tmp_path / "m.gguf", "llama", temp=0.25))
+    assert found == SamplingDefaults(temperature=0.25)
+    assert sampling_defaults(_write(tmp_path / "n.gguf", "llama", top_k=0)) == SamplingDefaults()
+
+
+def test_a_file_without_sampling_keys_leaves_the_loaders_fallback(tmp_path: Path) -> None:
+    assert sampling_defaults(_write(tmp_path / "m.gguf", "llama")) is None

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imagine_edge.models.catalog import prepared
 from imagine_edge.models.formats.onnx_stable_diffusion import FORMAT
 from imagine_edge.models.prepare.tiny_sd import NAME
-from imagine_edge.models.store import prepared
 from imagine_edge.models.text_to_image import StableDiffusionOnnx, load_image_generator
 from imagine_edge.runtime.providers import qnn_unavailable_reason
 from imagine_edge.sdk.errors import InvalidRequestError

@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from imagine_edge.models import catalog, store
-from imagine_edge.models.catalog import CatalogEntry, get_entry
+from imagine_edge.models.catalog import CatalogEntry, get_entry, lookup, prepared
 from imagine_edge.models.cli import models_command
 from imagine_edge.models.prepare._common import graph_file
 from imagine_edge.models.store import (
@@ -27,8 +27,6 @@ from imagine_edge.models.store import (
     Source,
     SpecialTokens,
     Variant,
-    lookup,
-    prepared,
 )
 from imagine_edge.sdk.errors import ModelNotFoundError, ModelRunError
 from imagine_edge.sdk.types import ModelType

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from imagine_edge.models.catalog import lookup
 from imagine_edge.models.cli import models_command
-from imagine_edge.models.store import cache_root, lookup
-from imagine_edge.models.store.prune import stale_files
+from imagine_edge.models.prune import stale_files
+from imagine_edge.models.store import cache_root
 from imagine_edge.runtime.prepacked import prepacked_dir
 from imagine_edge.runtime.session import epcontext_dir
 

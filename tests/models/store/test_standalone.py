@@ -16,18 +16,10 @@ import pytest
 
 from imagine_edge import extras
 from imagine_edge.models import catalog, store
-from imagine_edge.models.catalog import CatalogEntry, get_entry
+from imagine_edge.models.catalog import CatalogEntry, get_entry, lookup, prepared
 from imagine_edge.models.cli import models_command
-from imagine_edge.models.store import (
-    Architecture,
-    BaseInfo,
-    Manifest,
-    SpecialTokens,
-    Variant,
-    lookup,
-    prepared,
-)
-from imagine_edge.models.store.prune import stale_files
+from imagine_edge.models.prune import stale_files
+from imagine_edge.models.store import Architecture, BaseInfo, Manifest, SpecialTokens, Variant
 from imagine_edge.sdk.errors import ModelRunError
 from imagine_edge.sdk.types import ModelType
 

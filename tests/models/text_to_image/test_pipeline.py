@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from imagine_edge.models.catalog import get_entry
+from imagine_edge.models.catalog import get_entry, prepared
 from imagine_edge.models.prepare.tiny_sd import NAME, QNN_SIZE
-from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.store import Manifest
 from imagine_edge.models.text_to_image.pipeline import (
     StableDiffusionOnnx,
     encode_png,

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imagine_edge.models.catalog import prepared
 from imagine_edge.models.prepare.tiny_sd import NAME
-from imagine_edge.models.store import Manifest, prepared
+from imagine_edge.models.store import Manifest
 from imagine_edge.models.text_to_image.tokenizer import ClipTokenizer
 
 PROMPT = "a red square"
