@@ -34,7 +34,13 @@ from typing import Any
 import httpx
 
 from imagine_edge.benchmarks._peer_engines import LLM_SAMPLING
-from imagine_edge.benchmarks.scenarios import BenchConfig, Point, Progress, _metrics, prompt_of
+from imagine_edge.benchmarks.scenario_base import (
+    BenchConfig,
+    Point,
+    Progress,
+    prompt_of,
+    sample_metrics,
+)
 
 __all__ = [
     "IMAGINE",
@@ -202,7 +208,7 @@ def client_point(
             "prompt_tokens": config.llm_multi_prompt_tokens,
             "max_tokens": config.llm_max_tokens,
         },
-        metrics=_metrics([{k: v for k, v in s.items() if k.endswith("_s")} for s in samples]),
+        metrics=sample_metrics([{k: v for k, v in s.items() if k.endswith("_s")} for s in samples]),
         errors=errors,
     )
     tokens = sum(s["tokens"] for s in samples)

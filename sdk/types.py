@@ -1,20 +1,23 @@
 """The Imagine SDK data-transfer objects: the one API contract imagine-edge serves.
 
-This module owns the wire shapes of every request and response (docs/contract.md, DTO rules),
-shared by the
-in-process API and the HTTP server. Class names, field names, types and defaults follow the
+This module owns the wire shapes of every request and response (docs/contract.md, DTO rules), shared
+by the in-process API and the HTTP server. Class names, field names, types and defaults follow the
 official ``python-imagine-sdk`` 0.5.0 client so that its JSON validates here and ours there
 (``tests/sdk`` cross-checks both directions). Where we are stricter, it is on purpose and only on
-requests: sampling ranges are validated so a bad value fails with a message naming the value and
-the valid range, instead of reaching the sampler, and the ranges are stated in the JSON schema.
-Every request's texts are checked before a tokenizer sees them (valid Unicode, at most
-``MAX_REQUEST_CHARS`` characters in all) and its numbers must be finite (``sdk/_validation.py``).
+requests: sampling ranges are validated so a bad value fails with a message naming the value and the
+valid range, instead of reaching the sampler, and the ranges are stated in the JSON schema. Every
+request's texts are checked before a tokenizer sees them (valid Unicode, at most
+``MAX_REQUEST_CHARS`` characters in all) and its numbers must be finite (``sdk/validation.py``).
 
 Invariants:
 - Responses never carry integer ids: ``id``, ``model`` and ``object`` are strings (§5).
 - ``finish_reason`` is one of :class:`FinishReason` and present on every choice (nullable).
-- Only pydantic, the standard library and ``sdk/_validation.py`` are imported here (no runtime,
+- Only pydantic, the standard library and ``sdk/validation.py`` are imported here (no runtime,
   no onnxruntime).
+
+It stays one module (~770 lines, over the project's ~400) on purpose: it is the contract, read as
+one document beside docs/contract.md, and its DTOs share one set of building blocks (sampling
+params, messages, usage, the enums and range checks) that pydantic resolves in one namespace.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ import jsonschema
 import pytest
 
 from imagine_edge.benchmarks.machine import machine_info
-from imagine_edge.benchmarks.peers import _llama_cpp_stream, _peer, _ratios, compare
+from imagine_edge.benchmarks.peers import _llama_cpp_stream, _peer, compare
+from imagine_edge.benchmarks.ratios import ratios
 from imagine_edge.benchmarks.report import SCHEMA_PATH, render_table
 from imagine_edge.benchmarks.scenarios import BenchConfig, Point
 from imagine_edge.benchmarks.stats import summarize
@@ -126,7 +127,7 @@ def test_ratios_are_ours_over_the_peers_at_the_same_point(model_type: str) -> No
         {"name": "peer", "points": theirs},
         {"name": "absent", "points": [], "error": "not installed: No module named 'absent'"},
     ]
-    scenario["ratios"] = _ratios(scenario)
+    scenario["ratios"] = ratios(scenario)
     assert scenario["ratios"] == pytest.approx(expected)
     table = render_table(_report(scenario))
     assert "ratios, ours / the peer's" in table
@@ -140,8 +141,8 @@ def test_no_ratio_where_a_point_or_a_value_is_missing() -> None:
         {"name": "peer", "points": [_point("batch 1", sentences_per_s=10.0)]},
         {"name": "other", "points": [_point("batch 32", sentences_per_s=10.0)]},
     ]
-    assert _ratios(scenario) == {}
-    assert _ratios(_scenario("reranker", "m", [_point("10 documents")])) == {}
+    assert ratios(scenario) == {}
+    assert ratios(_scenario("reranker", "m", [_point("10 documents")])) == {}
 
 
 # ----------------------------------------------------------------------------- peers

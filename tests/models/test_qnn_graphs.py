@@ -70,18 +70,18 @@ def test_exporter_forward_equals_transformers(smollm2_manifest: Manifest) -> Non
     import torch
     from transformers import AutoModelForCausalLM
 
-    from imagine_edge.models.prepare.llm_qnn import _llama_module, _run_torch
+    from imagine_edge.models.prepare.llm_qnn_graph import llama_module, run_torch
 
     assert smollm2_manifest.float_weights is not None
     hf = AutoModelForCausalLM.from_pretrained(str(smollm2_manifest.float_weights)).eval()
     spec = QnnGraphSpec(30, 3, 64, 49152, context_length=64, prefill_length=16)
-    module = _llama_module(hf, spec)
+    module = llama_module(hf, spec)
     tok = Tokenizer.from_file(str(smollm2_manifest.tokenizer))
     ids = tok.encode("The old lighthouse stood at the end of a narrow spit of land, where").ids
     cache, rows = HostCache(spec), []
     for start in range(0, len(ids), 16):  # two chunks: the second one reads the cache
         chunk = ids[start : start + 16]
-        out = _run_torch(module, cache.feed(chunk, 16, pad_id=2), spec)
+        out = run_torch(module, cache.feed(chunk, 16, pad_id=2), spec)
         cache.commit(out, len(chunk))
         rows.append(out[0][0, : len(chunk)])
     with torch.inference_mode():

@@ -25,12 +25,11 @@ from imagine_edge.models.prepare.whisper import read_ct2, whisper_state_dict
 from imagine_edge.models.transcribe import (
     WHISPER_TINY_EN,
     WhisperTranscriber,
-    _Specials,
-    apply_timestamp_rules,
     load_transcriber,
     load_whisper_base,
     load_whisper_tiny_en,
 )
+from imagine_edge.models.whisper_rules import WhisperSpecials, apply_timestamp_rules
 from imagine_edge.runtime.session import shared_factory
 
 BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
@@ -69,7 +68,7 @@ def tiny_en() -> Iterator[WhisperTranscriber]:
 
 # ---------------------------------------------------------------- decoding rules (no model)
 
-SPECIALS = _Specials(
+SPECIALS = WhisperSpecials(
     {
         "tokens": {
             "endoftext": 10,

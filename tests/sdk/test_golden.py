@@ -30,7 +30,19 @@ ENUMS = ["ModelType", "FinishReason"]
 # completion).
 CLIENT_SHAPE = {"TranslateRequest": "CompletionRequest"}
 # Documented extension fields (docs/server.md, Timings): ours only, ignored by the client's DTOs.
-EXTENSIONS = {"UsageInfo": {"timings"}}
+EXTENSIONS = {
+    "UsageInfo": {"timings"},
+    # vLLM's min_tokens on every request with sampling params (docs/sampling.md).
+    **{
+        name: {"min_tokens"}
+        for name in (
+            "LLMSamplingParams",
+            "ChatCompletionRequest",
+            "CompletionRequest",
+            "TranslateRequest",
+        )
+    },
+}
 # Ours only, with no client counterpart: the extension fields' own DTOs.
 OURS_ONLY = {"UsageTimings"}
 

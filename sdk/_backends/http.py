@@ -1,209 +1,35 @@
-"""What the clients run on: the in-process engine or a server over HTTP, sync and async.
-
-The four backends offer the same operations with the same DTOs and exceptions, so
-``ImagineEdge`` and ``AsyncImagineEdge`` hold no transport logic. Over HTTP an error body's
-``error`` field names the imagine-edge exception class, which is raised again here: a
-``ModelNotFoundError`` in process is a ``ModelNotFoundError`` through a server too.
+"""The HTTP backends: a server of the contract through httpx, sync and async. An error body's
+``error`` field names the imagine-edge exception class, which is raised again here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import json
-import os
 import posixpath
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, BinaryIO, Final
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel
 
-from imagine_edge.models.base import ModelCard
 from imagine_edge.sdk import errors
-from imagine_edge.sdk.engine import CLIENT_DEFAULT_NAMES, Engine
-from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.paths import API_PREFIX, Endpoint
 from imagine_edge.sdk.types import (
-    ChatCompletionResponse,
-    ChatCompletionStreamResponse,
-    CompletionResponse,
-    CompletionStreamResponse,
-    EmbeddingResponse,
     HealthResponse,
     ImageResponse,
     ModelType,
     PingResponse,
-    ReRankerResponse,
     TranscribeResponse,
-    TranslateResponse,
     UsageResponse,
 )
 
-__all__ = [
-    "API_KEY_ENV",
-    "AsyncHttpBackend",
-    "AsyncLocalBackend",
-    "ClientBase",
-    "HttpBackend",
-    "LocalBackend",
-    "audio_of",
-    "engine_factory",
-]
+__all__ = ["AsyncHttpBackend", "HttpBackend", "api_root"]
 
 
-@dataclass(frozen=True, slots=True)
-class _Op:
-    submit: Callable[[Engine, Any], Call[Any, Any]]
-    response: type[BaseModel]
-    event: type[BaseModel] | None = None
-
-
-_OPS: Final[Mapping[Endpoint, _Op]] = {
-    Endpoint.CHAT: _Op(Engine.chat, ChatCompletionResponse, ChatCompletionStreamResponse),
-    Endpoint.COMPLETIONS: _Op(Engine.completion, CompletionResponse, CompletionStreamResponse),
-    Endpoint.TRANSLATE: _Op(Engine.translate, TranslateResponse),
-    Endpoint.EMBEDDINGS: _Op(Engine.embeddings, EmbeddingResponse),
-    Endpoint.RERANKER: _Op(Engine.rerank, ReRankerResponse),
-    Endpoint.IMAGES: _Op(Engine.images, ImageResponse, ImageResponse),
-}
-
-
-# ---------------------------------------------------------------------------------- shared
-
-API_KEY_ENV: Final = "IMAGINE_EDGE_API_KEY"
-
-
-def audio_of(input_file: str | BinaryIO) -> tuple[bytes, str]:
-    if isinstance(input_file, str):
-        with open(input_file, "rb") as f:
-            return f.read(), os.path.basename(input_file)
-    name = getattr(input_file, "name", None)
-    return input_file.read(), os.path.basename(name) if isinstance(name, str) else "upload"
-
-
-class ClientBase:
-    """What both clients share: the official default model names."""
-
-    @property
-    def default_model_llm(self) -> str:
-        return CLIENT_DEFAULT_NAMES[ModelType.LLM]
-
-    @property
-    def default_model_embedding(self) -> str:
-        return CLIENT_DEFAULT_NAMES[ModelType.EMBEDDING]
-
-    @property
-    def default_model_reranker(self) -> str:
-        return CLIENT_DEFAULT_NAMES[ModelType.RERANKER]
-
-    @property
-    def default_model_tti(self) -> str:
-        return CLIENT_DEFAULT_NAMES[ModelType.TEXT_TO_IMAGE]
-
-    @property
-    def default_model_transcribe(self) -> str:
-        return CLIENT_DEFAULT_NAMES[ModelType.TRANSCRIBE]
-
-    @property
-    def default_model_translate(self) -> str:
-        return CLIENT_DEFAULT_NAMES[ModelType.TRANSLATE]
-
-
-def engine_factory(models: Sequence[ModelCard] | None, engine: Engine | None) -> tuple[Any, bool]:
-    if engine is not None:
-        return (lambda: engine), False
-    if models is not None:
-        cards = list(models)
-        return (lambda: Engine(cards)), True
-    return Engine.from_catalog, True
-
-
-# ---------------------------------------------------------------------------------- in process
-
-
-class LocalBackend:
-    """Runs requests on an in-process engine, created on first use."""
-
-    def __init__(self, make_engine: Callable[[], Engine], owned: bool) -> None:
-        self._make_engine, self._owned = make_engine, owned
-        self._engine: Engine | None = None
-
-    @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = self._make_engine()
-        return self._engine
-
-    def run(self, endpoint: Endpoint, request: BaseModel) -> Any:
-        return _OPS[endpoint].submit(self.engine, request).result()
-
-    def stream(self, endpoint: Endpoint, request: BaseModel) -> Iterator[Any]:
-        yield from _OPS[endpoint].submit(self.engine, request).events()
-
-    def transcribe(self, audio: bytes, filename: str, model: str) -> TranscribeResponse:
-        return self.engine.transcribe(audio, model).result()
-
-    def ping(self) -> PingResponse:
-        return self.engine.ping()
-
-    def health(self) -> HealthResponse:
-        return self.engine.health()
-
-    def models(self, model_type: ModelType | None) -> dict[ModelType, list[str]]:
-        return self.engine.index.models(model_type)
-
-    def usage(self, *args: Any) -> UsageResponse:
-        return self.engine.usage(*args)
-
-    def history(self, endpoint: Endpoint, max_items: int) -> list[list[Any]]:
-        return self.engine.history(endpoint, max_items)
-
-    def close(self) -> None:
-        if self._engine is not None and self._owned:
-            self._engine.close()
-        self._engine = None
-
-
-class AsyncLocalBackend:
-    """The in-process engine, awaited: inference on the workers, store reads in threads."""
-
-    def __init__(self, make_engine: Callable[[], Engine], owned: bool) -> None:
-        self._local = LocalBackend(make_engine, owned)
-
-    async def run(self, endpoint: Endpoint, request: BaseModel) -> Any:
-        return await _OPS[endpoint].submit(self._local.engine, request).aresult()
-
-    async def stream(self, endpoint: Endpoint, request: BaseModel) -> AsyncIterator[Any]:
-        async for event in _OPS[endpoint].submit(self._local.engine, request).aevents():
-            yield event
-
-    async def transcribe(self, audio: bytes, filename: str, model: str) -> TranscribeResponse:
-        return await self._local.engine.transcribe(audio, model).aresult()
-
-    async def ping(self) -> PingResponse:
-        return self._local.ping()
-
-    async def health(self) -> HealthResponse:
-        return await asyncio.to_thread(self._local.health)
-
-    async def models(self, model_type: ModelType | None) -> dict[ModelType, list[str]]:
-        return self._local.models(model_type)
-
-    async def usage(self, *args: Any) -> UsageResponse:
-        return await asyncio.to_thread(self._local.usage, *args)
-
-    async def history(self, endpoint: Endpoint, max_items: int) -> list[list[Any]]:
-        return await asyncio.to_thread(self._local.history, endpoint, max_items)
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self._local.close)
-
-
-# ---------------------------------------------------------------------------------- over HTTP
+from imagine_edge.sdk._backends.shared import OPS, Op
 
 
 def api_root(base_url: str) -> str:
@@ -253,7 +79,7 @@ def _error(
     return errors.ImagineAPIException(message, status, headers)
 
 
-def _event(op: _Op, line: str) -> BaseModel | None:
+def _event(op: Op, line: str) -> BaseModel | None:
     if not line.startswith("data: ") or line[6:].strip() == "[DONE]":
         return None  # comments (keep-alives), blank lines, the end marker
     payload = json.loads(line[6:])
@@ -316,11 +142,11 @@ class HttpBackend:
         with _transport_errors():
             response = self._client.post(self._url(endpoint.value), json=body)
         _raise_for(response)
-        return _image_urls(self.root, _OPS[endpoint].response.model_validate(response.json()))
+        return _image_urls(self.root, OPS[endpoint].response.model_validate(response.json()))
 
     def stream(self, endpoint: Endpoint, request: BaseModel) -> Iterator[Any]:
         body = request.model_dump(mode="json", exclude_none=True)
-        op = _OPS[endpoint]
+        op = OPS[endpoint]
         with (
             _transport_errors(),
             self._client.stream("POST", self._url(endpoint.value), json=body) as response,
@@ -380,11 +206,11 @@ class AsyncHttpBackend:
     async def run(self, endpoint: Endpoint, request: BaseModel) -> Any:
         body = request.model_dump(mode="json", exclude_none=True)
         response = await self._send("POST", endpoint.value, json=body)
-        return _image_urls(self.root, _OPS[endpoint].response.model_validate(response.json()))
+        return _image_urls(self.root, OPS[endpoint].response.model_validate(response.json()))
 
     async def stream(self, endpoint: Endpoint, request: BaseModel) -> AsyncIterator[Any]:
         body = request.model_dump(mode="json", exclude_none=True)
-        op = _OPS[endpoint]
+        op = OPS[endpoint]
         with _transport_errors():
             async with self._client.stream("POST", self._url(endpoint.value), json=body) as r:
                 if not r.is_success:
