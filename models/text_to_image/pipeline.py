@@ -20,6 +20,8 @@ Invariants and policies:
 - Sizes: both sides a multiple of ``vae_scale * 2**(UNet down blocks - 1)`` (64 for SD 1.5: the
   exported UNet cannot pad odd latents) and at most ``max_side``; a static-shape graph (QNN)
   accepts its one size. Anything else is an InvalidRequestError naming the valid values.
+- Working memory: an image whose estimated working memory (``memory.py``: attention grows with
+  the square of the pixel count) exceeds the budget is an InvalidRequestError naming both.
 - The text encoder runs on the CPU EP; the UNet and VAE decoder on ``target``.
 - ``cache_interval`` (DeepCache-style UNet feature reuse) is accepted and ignored: exported
   UNets do not expose their intermediate features.
@@ -42,6 +44,7 @@ from imagine_edge.models.catalog import prepared
 from imagine_edge.models.store import Manifest
 from imagine_edge.models.text_to_image.graph import PipelineGraph
 from imagine_edge.models.text_to_image.layout import GRAPHS, check_layout, read_json
+from imagine_edge.models.text_to_image.memory import BUDGET_ENV, WorkingMemory, budget_from_env
 from imagine_edge.models.text_to_image.png import encode_png
 from imagine_edge.models.text_to_image.schedulers import Scheduler, SchedulerKind, make_scheduler
 from imagine_edge.models.text_to_image.tokenizer import ClipTokenizer
@@ -95,6 +98,7 @@ class StableDiffusionOnnx:
         max_side: int = DEFAULT_MAX_SIDE,
         turbo: bool | None = None,
         turbo_steps: int = 1,
+        memory_budget: int | None = None,
     ) -> None:
         self.folder = Path(folder).expanduser().resolve()
         check_layout(self.folder)
@@ -107,6 +111,8 @@ class StableDiffusionOnnx:
         self.scaling_factor = float(vae_cfg.get("scaling_factor", 0.18215))
         self.latent_channels = int(unet_cfg.get("in_channels", vae_cfg.get("latent_channels", 4)))
         self.max_side = max_side
+        self.memory = WorkingMemory.from_configs(unet_cfg, vae_cfg)
+        self.memory_budget = budget_from_env() if memory_budget is None else memory_budget
         name = f"{index.get('_name_or_path', '')} {self.folder.name}".lower()
         self.turbo = ("turbo" in name) if turbo is None else turbo
         self.turbo_steps = turbo_steps
@@ -171,6 +177,22 @@ class StableDiffusionOnnx:
                 self.scheduler_kind = "ddim"
                 return make_scheduler(self.scheduler_config, "ddim", overrides)
             raise ModelRunError(f"scheduler_config.json: {e}", phase="load") from e
+
+    def check_memory(self, width: int, height: int, *, guided: bool) -> None:
+        """422 when one image's estimated working memory exceeds the budget (``memory.py``)."""
+        batch = 2 if guided else 1
+        need = self.memory.bytes_for(width, height, unet_batch=batch)
+        if need <= self.memory_budget:
+            return
+        side = self.memory.largest_square(
+            self.memory_budget, unet_batch=batch, multiple=self.size_multiple
+        )
+        fits = f"; {side}x{side} fits" if side else ""
+        raise InvalidRequestError(
+            f"a {width}x{height} image needs about {need / 2**20:.0f} MiB of working memory, over "
+            f"the image memory budget of {self.memory_budget / 2**20:.0f} MiB "
+            f"({BUDGET_ENV}){fits}"
+        )
 
     def supported_sizes(self) -> str:
         """The valid sizes, in words (for error messages and /models)."""
@@ -258,6 +280,7 @@ class StableDiffusionOnnx:
         sched.set_timesteps(steps)
         cond = self._guidance_embedding(guidance_scale) if self.time_cond_dim else None
         guided = guidance_scale > 1.0 and cond is None
+        self.check_memory(width, height, guided=guided)
         embeds = self.encode_prompt(prompt, negative_prompt, guided)
         timings.text_encoder = time.perf_counter() - start
         shape = (1, self.latent_channels, height // self.vae_scale, width // self.vae_scale)
