@@ -15,8 +15,9 @@ Owns everything between the bytes of an uploaded file and the encoder's input:
   centred reflect-padded STFT, power spectrum, Slaney mel filterbank (:func:`mel_filters`),
   ``log10`` clamped at 1e-10, floored at 8 below the maximum and scaled as ``(x + 4) / 4``.
 
-Invariants: every array returned is C-contiguous float32; sample rates are positive ints in
-[:data:`MIN_RATE`, :data:`MAX_RATE`]; decoding never holds more than the mono result plus one
+Invariants: every array returned is C-contiguous float32; sample rates returned are ints in
+[:data:`MIN_RATE`, :data:`MAX_RATE`] (a file above it, up to :data:`MAX_INPUT_RATE`, is decimated
+while it decodes); decoding never holds more than the mono result plus one
 block, and never decodes audio longer than ``max_seconds`` (413, :class:`PayloadTooLargeError`).
 """
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BLOCK_SAMPLES",
     "HOP_LENGTH",
+    "MAX_INPUT_RATE",
     "MAX_RATE",
     "MAX_SECONDS",
     "MIN_RATE",
@@ -44,6 +46,7 @@ __all__ = [
     "SAMPLE_RATE",
     "AudioFormat",
     "audio_seconds",
+    "decimation",
     "declared_seconds",
     "decode_audio",
     "load_audio",
@@ -60,10 +63,16 @@ HOP_LENGTH: Final = 160
 MAX_SECONDS: Final = 30 * 60.0
 # Samples (frames times channels) decoded at a time: 4 MiB of float32.
 BLOCK_SAMPLES: Final = 1 << 20
-# Sample rates accepted: 30 minutes at 48 kHz decode to 330 MiB of mono float32 before
-# resampling, and the resampling filter grows with the ratio of the rate to 16 kHz.
+# Sample rates: 30 minutes at 48 kHz decode to 330 MiB of mono float32 before resampling, and
+# the resampling filter grows with the ratio of the rate to 16 kHz. A file above MAX_RATE (96 or
+# 192 kHz studio audio) is low-pass filtered and decimated by an integer factor to at most
+# MAX_RATE block by block as it decodes (a stateful FIR, so the blocks join seamlessly), so
+# memory stays that of 48 kHz; beyond MAX_INPUT_RATE, or where no integer factor lands in
+# [SAMPLE_RATE, MAX_RATE], it is refused with the rate.
 MIN_RATE: Final = 1_000
 MAX_RATE: Final = 48_000
+MAX_INPUT_RATE: Final = 384_000
+_DECIMATION_TAPS: Final = 127
 # What libsndfile reports as the frame count of a file that does not declare its length.
 _UNKNOWN_FRAMES: Final = 2**63 - 1
 
@@ -117,11 +126,55 @@ def _declared(f: soundfile.SoundFile, fmt: AudioFormat) -> tuple[int, int]:
             f"the {fmt} audio does not declare its length (a streamed file?); re-encode it "
             "into a file whose header gives the number of samples"
         )
-    if not MIN_RATE <= rate <= MAX_RATE:
+    if not MIN_RATE <= rate <= MAX_INPUT_RATE or decimation(rate) is None:
         raise InvalidRequestError(
-            f"the {fmt} audio's sample rate is {rate} Hz; supported: {MIN_RATE} to {MAX_RATE} Hz"
+            f"the {fmt} audio's sample rate is {rate} Hz; supported: {MIN_RATE} to {MAX_RATE} Hz, "
+            f"and above that up to {MAX_INPUT_RATE} Hz a rate that an integer divides into "
+            f"{SAMPLE_RATE} to {MAX_RATE} Hz (88200, 96000, 176400, 192000, ...)"
         )
     return frames, rate
+
+
+def decimation(rate: int) -> int | None:
+    """The integer factor a ``rate`` above :data:`MAX_RATE` is decimated by before resampling
+    (1 at or below it); None when no factor gives a rate in [SAMPLE_RATE, MAX_RATE]."""
+    if rate <= MAX_RATE:
+        return 1
+    for k in range(-(-rate // MAX_RATE), rate // SAMPLE_RATE + 1):
+        if rate % k == 0:
+            return k
+    return None
+
+
+class _Decimator:
+    """Low-pass (windowed-sinc FIR, cut at 0.45 of the output rate) then keep every ``k``-th
+    sample, over consecutive blocks: the filter state and the sample phase carry across them."""
+
+    def __init__(self, k: int) -> None:
+        from scipy.signal import firwin
+
+        self.k = k
+        self.taps = firwin(_DECIMATION_TAPS, 0.9 / k).astype(np.float32)
+        self.state = np.zeros(len(self.taps) - 1, np.float32)
+        # The filter delays by half its length: the first sample kept is the one aligned with
+        # input sample 0, and flush() pushes the last ones out, so no time shift is left.
+        self.delay = (len(self.taps) - 1) // 2
+        self.phase = self.delay  # index, in the next block, of the next sample kept
+
+    def __call__(self, block: Floats) -> Floats:
+        from scipy.signal import lfilter
+
+        filtered, self.state = lfilter(self.taps, 1.0, block, zi=self.state)
+        kept = filtered[self.phase :: self.k]
+        if self.phase >= len(block):  # still inside the filter's delay
+            self.phase -= len(block)
+        else:
+            self.phase = (self.phase - len(block)) % self.k
+        return np.asarray(kept, np.float32)
+
+    def flush(self) -> Floats:
+        """The samples still in the filter (those of the last ``delay`` input samples)."""
+        return self(np.zeros(self.delay, np.float32))
 
 
 def _too_long(seconds: float, max_seconds: float) -> PayloadTooLargeError:
@@ -159,23 +212,33 @@ def decode_audio(data: bytes, max_seconds: float = MAX_SECONDS) -> tuple[Floats,
         frames, rate = _declared(f, fmt)
         if frames / rate > max_seconds:
             raise _too_long(frames / rate, max_seconds)
-        cap = int(max_seconds * rate)
+        wanted = min(frames, int(max_seconds * rate))
         channels = max(1, int(f.channels))
         block = max(1, BLOCK_SAMPLES // channels)
-        mono = np.empty(min(frames, cap), np.float32)
-        done = 0
+        k = decimation(rate) or 1
+        reduce = _Decimator(k) if k > 1 else None
+        mono = np.empty(-(-wanted // k), np.float32)
+        read = done = 0
         try:
-            while done < len(mono):
-                part = f.read(min(block, len(mono) - done), dtype="float32", always_2d=True)
+            while read < wanted:
+                part = f.read(min(block, wanted - read), dtype="float32", always_2d=True)
                 if not len(part):
                     break
-                mono[done : done + len(part)] = part.mean(axis=1) if channels > 1 else part[:, 0]
-                done += len(part)
+                read += len(part)
+                samples = part.mean(axis=1) if channels > 1 else part[:, 0]
+                if reduce is not None:
+                    samples = reduce(samples)
+                mono[done : done + len(samples)] = samples
+                done += len(samples)
+            if reduce is not None and read:
+                tail = reduce.flush()[: len(mono) - done]
+                mono[done : done + len(tail)] = tail
+                done += len(tail)
         except (sf.LibsndfileError, RuntimeError, TypeError) as e:
             raise InvalidRequestError(f"could not decode the {fmt} audio: {e}") from e
     if done == 0:
         raise InvalidRequestError(f"the {fmt} audio has no samples")
-    return np.ascontiguousarray(mono[:done]), rate
+    return np.ascontiguousarray(mono[:done]), rate // k
 
 
 def resample(samples: Floats, rate: int, target: int = SAMPLE_RATE) -> Floats:
