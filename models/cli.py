@@ -6,7 +6,7 @@ it (its prepared graphs stay in the store until ``prune``). ``prepare [NAME ...]
 named models (default: the catalog's defaults) and prints where each landed and whether it was a
 cache hit; ``list`` prints the catalog and the added models with what is prepared; ``prune
 [--dry-run]`` removes older model versions and the graphs derived from them
-(models/store/prune.py). Output goes to stdout; progress bars to stderr.
+(models/prune.py). Output goes to stdout; progress bars to stderr.
 """
 
 from __future__ import annotations
