@@ -160,7 +160,7 @@ def test_cli_add_list_remove(smol_gguf: Path, data_dir: Path) -> None:
         (["add", "{gguf}", "--name", "gemma3"], "catalog model's name or alias"),
         (["add", "{gguf}", "--name", "bad name!"], "is not allowed"),
         (["add", "{gguf}", "--variant", "npu"], "has no variant 'npu'"),
-        (["add", "{gguf}", "--type", "embedding"], "of type embedding"),
+        (["add", "{gguf}", "--type", "embedding"], "is a gguf model of type llm"),
         (["remove", "nobody"], "no added model is called 'nobody'"),
     ],
 )
