@@ -75,7 +75,7 @@ CASES = [
          lambda tmp: build_onnx_encoder(tmp / "minilm-onnx"), _unit_vectors),
     Case("cross-encoder", ModelType.RERANKER, ModelType.EMBEDDING,
          lambda tmp: build_cross_encoder(tmp / "tiny-cross-encoder"), _scores),
-    Case("ct2-whisper", ModelType.TRANSCRIBE, ModelType.TEXT_TO_IMAGE,
+    Case("ctranslate2-whisper", ModelType.TRANSCRIBE, ModelType.TEXT_TO_IMAGE,
          lambda tmp: ct2_whisper_folder(), _beckett),
     Case("hf-whisper", ModelType.TRANSCRIBE, ModelType.EMBEDDING,
          lambda tmp: build_hf_whisper(tmp / "whisper-tiny.en"), _beckett),
