@@ -15,6 +15,7 @@ exporter warns about tracing). Errors still raise; our own loggers keep their wa
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -71,13 +72,12 @@ def _silence_transformers() -> list[Any]:
     """Quiet transformers/diffusers/huggingface_hub where they are installed; undo steps."""
     undo: list[Any] = []
     with contextlib.suppress(ImportError):
-        import huggingface_hub.utils as hub
-
+        hub: Any = importlib.import_module("huggingface_hub.utils.tqdm")
         hub.disable_progress_bars()
         undo.append(hub.enable_progress_bars)
     for name in ("transformers", "diffusers"):
         try:
-            module = __import__(f"{name}.utils.logging", fromlist=["logging"])
+            module: Any = importlib.import_module(f"{name}.utils.logging")
         except ImportError:
             continue
         before = module.get_verbosity()

@@ -69,6 +69,13 @@ def detect(path: Path, model_type: ModelType | None = None) -> tuple[SourceForma
     if not path.exists():
         raise InvalidRequestError(f"no such file or folder: {path}")
     candidates = [f for f in FORMATS if model_type is None or f.model_type == model_type]
+    if model_type is not None and not candidates:
+        readable = ", ".join(sorted({f.model_type.value for f in FORMATS}))
+        raise InvalidRequestError(
+            f"models of type {model_type.value} cannot be added: this version has no "
+            f"{model_type.value} format ({model_type.value} serves the catalog's models only); "
+            f"the types that can be added are: {readable}"
+        )
     for fmt in candidates:
         found = fmt.detect(path)
         if found is not None:

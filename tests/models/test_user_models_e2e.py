@@ -200,3 +200,33 @@ def test_bench_model_runs_the_added_models_own_type_only(tmp_path: Path) -> None
     scenarios = [(s["model_type"], s["model"], s.get("error")) for s in report["scenarios"]]
     assert scenarios == [("reranker", "bench-rerank", None)]
     assert report["scenarios"][0]["points"]
+
+
+def test_a_marian_folder_is_refused_translate_serves_the_catalog_only(tmp_path: Path) -> None:
+    from transformers import MarianConfig, MarianMTModel
+
+    config = MarianConfig(
+        vocab_size=64,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=32,
+        decoder_start_token_id=63,
+        pad_token_id=63,
+    )
+    folder = tmp_path / "opus-mt-tiny"
+    MarianMTModel(config).save_pretrained(str(folder))
+    data_dir = tmp_path / "data"
+    plain = _cli(data_dir, "add", str(folder))
+    assert plain.returncode == 1
+    assert "is not a model format this version reads: expected" in plain.stderr
+    typed = _cli(data_dir, "add", str(folder), "--type", "translate")
+    assert typed.returncode == 1
+    assert "models of type translate cannot be added" in typed.stderr
+    assert "serves the catalog's models only" in typed.stderr
+    assert "Traceback" not in plain.stderr + typed.stderr
+    assert "added models: none" in _cli(data_dir, "list").stdout
