@@ -47,6 +47,8 @@ class Case:
     wrong_type: ModelType  # a --type that the source is not
     source: Callable[[Path], Path]
     check: Callable[[Any], None]  # what a right answer looks like
+    # A catalog model on the same weights, whose answer this one's must match (None: none).
+    catalog: str | None = None
 
 
 def _unit_vectors(answer: Any) -> None:
@@ -70,15 +72,15 @@ def _digest(answer: Any) -> None:
 
 CASES = [
     Case("sentence-transformers", ModelType.EMBEDDING, ModelType.RERANKER,
-         lambda tmp: minilm_folder(), _unit_vectors),
+         lambda tmp: minilm_folder(), _unit_vectors, "all-minilm-l6-v2"),
     Case("onnx-encoder", ModelType.EMBEDDING, ModelType.LLM,
-         lambda tmp: build_onnx_encoder(tmp / "minilm-onnx"), _unit_vectors),
+         lambda tmp: build_onnx_encoder(tmp / "minilm-onnx"), _unit_vectors, "all-minilm-l6-v2"),
     Case("cross-encoder", ModelType.RERANKER, ModelType.EMBEDDING,
          lambda tmp: build_cross_encoder(tmp / "tiny-cross-encoder"), _scores),
     Case("ctranslate2-whisper", ModelType.TRANSCRIBE, ModelType.TEXT_TO_IMAGE,
-         lambda tmp: ct2_whisper_folder(), _beckett),
+         lambda tmp: ct2_whisper_folder(), _beckett, "whisper-tiny-en"),
     Case("hf-whisper", ModelType.TRANSCRIBE, ModelType.EMBEDDING,
-         lambda tmp: build_hf_whisper(tmp / "whisper-tiny.en"), _beckett),
+         lambda tmp: build_hf_whisper(tmp / "whisper-tiny.en"), _beckett, "whisper-tiny-en"),
     Case("onnx-stable-diffusion", ModelType.TEXT_TO_IMAGE, ModelType.TRANSCRIBE,
          lambda tmp: tiny_sd_folder(), _digest),
 ]  # fmt: skip
@@ -149,7 +151,15 @@ def test_added_by_the_cli_served_listed_restarted_and_removed(
         names = client.get_available_models_by_type(case.model_type)[case.model_type]
         assert name in names
         answer = call(client, case.model_type.value, name)
+        expected = (
+            None if case.catalog is None else call(client, case.model_type.value, case.catalog)
+        )
     case.check(answer)
+    if case.model_type is ModelType.EMBEDDING:  # the catalog's int8 MiniLM on the same weights
+        cosine = np.sum(np.array(answer) * np.array(expected), axis=1)
+        assert cosine.min() >= 0.99, cosine
+    elif expected is not None:  # Whisper tiny.en: the catalog's recipe on the same weights
+        assert answer == expected
 
     listed = _cli(data_dir, "list")
     assert listed.returncode == 0, listed.stderr
