@@ -9,7 +9,9 @@ of the libraries the recipes call: transformers' and huggingface_hub's bars and 
 ``HF_HUB_DISABLE_PROGRESS_BARS``; transformers has ``transformers.utils.logging``), diffusers'
 likewise, the onnxruntime quantizer's Python log lines (it logs on the root logger), onnxruntime's
 own C++ warnings (calibration and pre-processing sessions), and Python warnings (torch's
-exporter warns about tracing). Errors still raise; our own loggers keep their warnings.
+exporter warns about tracing). Errors still raise; our own loggers keep their warnings. What
+was changed is restored afterwards; a library first imported during the preparation keeps the
+quiet defaults it read from the environment then.
 """
 
 from __future__ import annotations
@@ -69,17 +71,18 @@ class StepProgress:
 
 
 def _silence_transformers() -> list[Any]:
-    """Quiet transformers/diffusers/huggingface_hub where they are installed; undo steps."""
+    """Quiet transformers, diffusers and huggingface_hub where they are imported already; undo
+    steps. One imported later, during the preparation, reads the environment variables above
+    when it is imported (importing them here would cost seconds: diffusers imports torch)."""
     undo: list[Any] = []
-    with contextlib.suppress(ImportError):
+    if "huggingface_hub" in sys.modules:
         hub: Any = importlib.import_module("huggingface_hub.utils.tqdm")
         hub.disable_progress_bars()
         undo.append(hub.enable_progress_bars)
     for name in ("transformers", "diffusers"):
-        try:
-            module: Any = importlib.import_module(f"{name}.utils.logging")
-        except ImportError:
+        if name not in sys.modules:
             continue
+        module: Any = importlib.import_module(f"{name}.utils.logging")
         before = module.get_verbosity()
         module.set_verbosity_error()
         module.disable_progress_bar()
