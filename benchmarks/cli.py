@@ -31,7 +31,7 @@ from imagine_edge.extras import require
 from imagine_edge.sdk.paths import API_PREFIX
 from imagine_edge.sdk.types import ModelType
 
-__all__ = ["bench_command", "parse_args", "run_bench"]
+__all__ = ["bench_command", "model_type_of", "parse_args", "run_bench"]
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -52,7 +52,11 @@ def _parser() -> argparse.ArgumentParser:
         help="model type to benchmark (repeatable)",
     )
     p.add_argument("--all", action="store_true", help="every model type that has a model")
-    p.add_argument("--model", help="model name (default: the type's default model)")
+    p.add_argument(
+        "--model",
+        help="model name, a catalog or an added one: only its own type is benchmarked "
+        "(default: each type's default model)",
+    )
     p.add_argument(
         "--http",
         metavar="URL",
@@ -262,9 +266,39 @@ def _run_scenario(
     return scenario
 
 
+def model_type_of(name: str, available: dict[ModelType, list[str]]) -> ModelType:
+    """The type of model ``name``: from the served names (the catalog's and the added ones),
+    else from the catalog's aliases; InvalidRequestError naming the served models otherwise."""
+    wanted = name.strip().lower()
+    for model_type, names in available.items():
+        if wanted in (n.lower() for n in names):
+            return ModelType(model_type)
+    from imagine_edge.models.catalog import get_entry
+    from imagine_edge.sdk.errors import InvalidRequestError, ModelNotFoundError
+
+    try:
+        return get_entry(name).model_type
+    except ModelNotFoundError:
+        served = ", ".join(n for names in available.values() for n in names) or "none"
+        raise InvalidRequestError(
+            f"no model is called {name!r}; the models served are: {served}"
+        ) from None
+
+
 def _types(args: argparse.Namespace, client: Any) -> list[ModelType]:
     available = client.get_available_models_by_type()
     present = [t for t in ModelType if available.get(t)]
+    if args.model is not None:  # the named model's type, not every type
+        own = model_type_of(args.model, available)
+        if args.types and {ModelType(t) for t in args.types} != {own}:
+            from imagine_edge.sdk.errors import InvalidRequestError
+
+            asked = ", ".join(args.types)
+            raise InvalidRequestError(
+                f"--model {args.model} is of type {own.value}; --type {asked} does not match it "
+                "(leave --type out: the model's own type is benchmarked)"
+            )
+        return [own]
     if args.types:
         return [ModelType(t) for t in args.types]
     return present
@@ -289,7 +323,11 @@ def run_bench(args: argparse.Namespace, local: Any | None = None) -> dict[str, A
     bar = _Bar()
     try:
         local = local if local is not None else ImagineEdge()
-        types = _types(args, local)
+        try:
+            types = _types(args, local)
+        except BaseException:
+            local.close()
+            raise
         transports = ([] if args.http_only else ["in-process"]) + (["http"] if args.http else [])
         points = sum(_points(t, tr, config, args.compare) for t in types for tr in transports)
         config = dataclasses.replace(config, point_seconds=config.duration / max(1, points))
@@ -339,7 +377,13 @@ def bench_command(argv: list[str]) -> int:
     # A line per HTTP call (httpx logs each at INFO) is what the progress lines replace.
     for noisy in ("httpx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    report = run_bench(args)
+    from imagine_edge.sdk.errors import InvalidRequestError
+
+    try:
+        report = run_bench(args)
+    except InvalidRequestError as e:  # a --model that is not served, or of another --type
+        sys.stderr.write(f"imagine-edge bench: {e}\n")
+        return 2
     sys.stdout.write(render_table(report) + "\n")
     write_json(report, args.out / "bench.json")
     write_chart(report, args.out / "bench.png")

@@ -3,8 +3,11 @@
 :func:`add_model` is what ``imagine-edge models add`` runs. The steps, each a named step of one
 progress bar: find the format that claims the path, hash its files (the store key), prepare the
 base and the variants (a cache hit when the same content was prepared before, under any name),
-then write the registry entry. The entry is written last, so a failure leaves no name behind,
-and a base this call created is removed again when a variant then fails.
+then write the registry entry. A source whose content a catalog model is prepared from by the
+same recipe (the Gemma 3 GGUF the catalog assembles, the SmolLM2 GGUF) is served from that
+catalog model's own store folder: a cache hit when the catalog's is prepared. The entry is
+written last, so a failure leaves no name behind, and a base this call created is removed again
+when a variant then fails.
 """
 
 from __future__ import annotations
@@ -12,23 +15,32 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from imagine_edge.models.catalog import CATALOG, CatalogEntry
+from imagine_edge.models.add_progress import StepProgress, quiet_libraries
+from imagine_edge.models.catalog import CATALOG, CatalogEntry, get_entry
 from imagine_edge.models.formats import SourceFormat, detect, get_format
 from imagine_edge.models.manifest import MANIFEST
-from imagine_edge.models.store import Lookup, Manifest, prepare_found, user_lookup, user_source
+from imagine_edge.models.store import (
+    Lookup,
+    Manifest,
+    lookup,
+    prepare_found,
+    user_lookup,
+    user_source,
+)
 from imagine_edge.models.user_models import UserModel, find, register, unregister
-from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
+from imagine_edge.sdk.errors import ImagineException, InvalidRequestError, ModelRunError
 from imagine_edge.sdk.types import ModelType
 
 __all__ = [
     "AddResult",
     "add_model",
+    "catalog_folder_of",
     "catalog_names",
     "default_name",
     "prepare_user_model",
@@ -85,6 +97,41 @@ def _entry(fmt: SourceFormat, name: str, source: Path) -> CatalogEntry:
     )
 
 
+def _catalog_twin(fmt: SourceFormat, sha256: str, variants: Sequence[str]) -> Lookup | None:
+    """The catalog's own store place for a source whose content a catalog entry prepares by the
+    same recipe (``SourceFormat.catalog_twins``), when it has the variants and is locatable."""
+    name = None if fmt.catalog_twins is None else fmt.catalog_twins().get(sha256)
+    if name is None:
+        return None
+    entry = get_entry(name)
+    if any(v not in entry.variants for v in variants):
+        return None
+    try:
+        return lookup(entry.name)
+    except ImagineException:  # its packages are gone and the store never held it
+        return None
+
+
+def _locate(
+    fmt: SourceFormat, name: str, source: Path, files: Sequence[Path], variants: Sequence[str]
+) -> Lookup:
+    """Where the source's preparation lives: the catalog twin's folder, else its own."""
+    described = user_source(source, files, fmt.name)
+    twin = _catalog_twin(fmt, described.sha256, variants)
+    return twin or user_lookup(_entry(fmt, name, source), described, source)
+
+
+def catalog_folder_of(model: UserModel) -> str | None:
+    """The catalog model whose store folder an added model shares (a catalog twin), if any."""
+    folder = Path(model.store)
+    if folder.name.startswith("user-") or not (folder / MANIFEST).is_file():
+        return None
+    try:
+        return Manifest.load(folder).name
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _size(files: Sequence[Path]) -> int:
     return sum(f.stat().st_size for f in files)
 
@@ -98,12 +145,16 @@ class AddResult:
         self.cache_hit = cache_hit
 
 
-def _bar(show: bool) -> Any:
-    if not show:
-        return nullcontext(None)
-    from tqdm import tqdm
-
-    return tqdm(total=len(_STEPS), desc="adding", unit="step", disable=None, leave=False)
+@contextmanager
+def _progress(show: bool) -> Iterator[StepProgress | None]:
+    """Our named steps (when ``show``), other libraries' bars and logs silenced throughout."""
+    bar = StepProgress(len(_STEPS)) if show else None
+    try:
+        with quiet_libraries():
+            yield bar
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _prepare(found: Lookup, variants: Sequence[str], on_prepare: Callable[[str], None]) -> Manifest:
@@ -128,12 +179,11 @@ def add_model(
     """Detect, prepare and register ``source``; InvalidRequestError for a bad source or name,
     ModelRunError when preparation fails (nothing is registered then)."""
     source = source.expanduser().resolve()
-    with _bar(progress) as bar:
+    with _progress(progress) as bar:
 
         def step(i: int) -> None:
             if bar is not None:
-                bar.n = i
-                bar.set_description(_STEPS[i])
+                bar.step(i, _STEPS[i])
 
         step(0)
         fmt, found = detect(source, model_type)
@@ -151,15 +201,14 @@ def add_model(
                 f"{', '.join(sorted(fmt.variants))}"
             )
         step(1)
-        entry = _entry(fmt, chosen, source)
-        located = user_lookup(entry, user_source(source, found.files, fmt.name), source)
+        located = _locate(fmt, chosen, source, found.files, variants)
         step(2)
         steps: list[str] = []
 
         def on_prepare(what: str) -> None:
             steps.append(what)
             if bar is not None:
-                bar.set_description(what)
+                bar.describe(what)
 
         manifest = _prepare(located, variants, on_prepare)
         step(3)
@@ -209,9 +258,9 @@ def prepare_user_model(
     found = fmt.detect(source)
     if found is None:
         raise ModelRunError(f"{source} is no longer a {fmt.name} model; add it again", phase="load")
-    entry = _entry(fmt, model.name, source)
-    located = user_lookup(entry, user_source(source, found.files, fmt.name), source)
-    manifest = _prepare(located, model.variants, on_prepare or (lambda _: None))
+    located = _locate(fmt, model.name, source, found.files, model.variants)
+    with quiet_libraries():
+        manifest = _prepare(located, model.variants, on_prepare or (lambda _: None))
     if str(manifest.root) != model.store:  # the source changed: its new content is served
         register(replace(model, store=str(manifest.root)))
     return manifest

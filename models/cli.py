@@ -82,10 +82,17 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _remove(name: str) -> int:
-    from imagine_edge.models.adding import remove_model
+    from imagine_edge.models.adding import catalog_folder_of, remove_model
 
     model = remove_model(name)
     _emit(f"removed {model.name} from the registry")
+    twin = catalog_folder_of(model)
+    if twin is not None:
+        _emit(
+            f"  it was served from the catalog model {twin}'s own folder ({model.store}), "
+            "which stays in the store"
+        )
+        return 0
     _emit(
         f"  its prepared graphs stay in the store ({model.store}): adding the same files again "
         "reuses them; delete that folder to free the space (`models prune` leaves it alone)"

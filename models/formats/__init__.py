@@ -43,6 +43,23 @@ def get_format(name: str) -> SourceFormat:
     )
 
 
+def _refuse_other_type(path: Path, model_type: ModelType) -> None:
+    """When a format of another type claims ``path``, say which: the --type is what is wrong."""
+    for fmt in FORMATS:
+        if fmt.model_type == model_type:
+            continue
+        try:
+            found = fmt.detect(path)
+        except InvalidRequestError:  # a broken folder of that format: not the point here
+            continue
+        if found is not None:
+            raise InvalidRequestError(
+                f"{path} is a {fmt.name} model of type {fmt.model_type.value} "
+                f"({found.description}), not {model_type.value}: drop --type, or pass "
+                f"--type {fmt.model_type.value}"
+            )
+
+
 def detect(path: Path, model_type: ModelType | None = None) -> tuple[SourceFormat, Detection]:
     """The format that claims ``path`` (of ``model_type`` when given) and what it found.
 
@@ -52,10 +69,19 @@ def detect(path: Path, model_type: ModelType | None = None) -> tuple[SourceForma
     if not path.exists():
         raise InvalidRequestError(f"no such file or folder: {path}")
     candidates = [f for f in FORMATS if model_type is None or f.model_type == model_type]
+    if model_type is not None and not candidates:
+        readable = ", ".join(sorted({f.model_type.value for f in FORMATS}))
+        raise InvalidRequestError(
+            f"models of type {model_type.value} cannot be added: this version has no "
+            f"{model_type.value} format ({model_type.value} serves the catalog's models only); "
+            f"the types that can be added are: {readable}"
+        )
     for fmt in candidates:
         found = fmt.detect(path)
         if found is not None:
             return fmt, found
+    if model_type is not None:
+        _refuse_other_type(path, model_type)
     kind = "folder" if path.is_dir() else "file"
     listing = "; ".join(f"{f.expects or f.name} ({f.model_type.value})" for f in candidates)
     wanted = f" of type {model_type.value}" if model_type is not None else ""

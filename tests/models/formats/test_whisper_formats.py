@@ -19,6 +19,7 @@ from imagine_edge.models.formats import ct2_whisper, hf_whisper
 from imagine_edge.models.transcribe import load_transcriber, load_whisper_tiny_en
 from imagine_edge.sdk.errors import InvalidRequestError
 
+from .builders import build_hf_whisper
 from .prepare_source import prepare_source
 
 BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
@@ -68,16 +69,7 @@ def test_ctranslate2_folder_transcribes_as_the_catalog(catalog_text: str, tmp_pa
 
 
 def test_hf_folder_transcribes_as_the_catalog(catalog_text: str, tmp_path: Path) -> None:
-    from imagine_edge.models.prepare.whisper import hf_whisper as from_ct2
-
-    folder = tmp_path / "whisper-tiny.en"
-    from_ct2(ct2_folder(), ct2_folder() / "model.bin").save_pretrained(str(folder))
-    shutil.copyfile(ct2_folder() / "tokenizer.json", folder / "tokenizer.json")
-    ct2_config = json.loads((ct2_folder() / "config.json").read_text())
-    generation = json.loads((folder / "generation_config.json").read_text())
-    generation["suppress_tokens"] = ct2_config["suppress_ids"]
-    generation["begin_suppress_tokens"] = ct2_config["suppress_ids_begin"]
-    (folder / "generation_config.json").write_text(json.dumps(generation))
+    folder = build_hf_whisper(tmp_path / "whisper-tiny.en")
     found = hf_whisper.FORMAT.detect(folder)
     assert found is not None
     assert "4 encoder / 4 decoder layers" in found.description
