@@ -75,6 +75,8 @@ class BenchConfig:
     llm_concurrency: tuple[int, ...] = (1, 2, 4, 8)
     llm_multi_prompt_tokens: int = 128  # the multi-client scenario's prompt (over HTTP)
     embedding_batch_sizes: tuple[int, ...] = (1, 8, 32)
+    # Concurrent clients sending one sentence per request (gathered by the server's batching).
+    embedding_clients: tuple[int, ...] = (16,)
     reranker_documents: tuple[int, ...] = (10, 50, 100)
     image_size: str = "64x64"
     image_steps: int = 4
@@ -90,6 +92,7 @@ class BenchConfig:
             llm_max_tokens=8,
             llm_concurrency=(1, 2),
             embedding_batch_sizes=(1, 4),
+            embedding_clients=(4,),
             reranker_documents=(10,),
             image_steps=1,
         )
@@ -317,7 +320,37 @@ class EmbeddingScenario:
             p50 = point.metrics["latency_s"]["p50"]
             point.throughput = {"sentences_per_s": batch / p50 if p50 else 0.0}
             points.append(point)
+        points.extend(
+            self._clients_point(client, model, pool, clients, config, progress)
+            for clients in config.embedding_clients
+        )
         return points
+
+    def _clients_point(
+        self,
+        client: Any,
+        model: str,
+        pool: list[str],
+        clients: int,
+        config: BenchConfig,
+        progress: Progress,
+    ) -> Point:
+        """``clients`` callers each embedding one sentence per request, back to back."""
+        texts = itertools.cycle(pool)
+
+        def one() -> dict[str, float]:
+            return {"latency_s": _latency(lambda: client.embeddings([next(texts)], model=model))()}
+
+        deadline = time.perf_counter() + config.point_seconds
+        samples, errors, wall = _closed_loop(one, clients, deadline, progress)
+        point = Point(
+            label=f"{clients} clients x 1 sentence",
+            params={"batch_size": 1, "clients": clients},
+            metrics=_metrics(samples),
+            errors=errors,
+        )
+        point.throughput = {"sentences_per_s": len(samples) / wall if wall else 0.0}
+        return point
 
 
 @dataclass(frozen=True, slots=True)
