@@ -266,3 +266,17 @@ def test_a_failed_run_reruns_each_request_alone(tmp_path):
             if t != "poison":
                 assert vector(c.result())[0, 0] == len(t)
     assert picky.runs == [4, 1, 1, 1, 1]  # together, then each alone
+
+
+def test_limits_from_arguments_then_the_environment(monkeypatch):
+    assert BatchLimits.from_env() == BatchLimits(8192, 32)
+    monkeypatch.setenv("IMAGINE_EDGE_EMBED_BATCH_TOKENS", "512")
+    monkeypatch.setenv("IMAGINE_EDGE_EMBED_BATCH_REQUESTS", "4")
+    assert BatchLimits.from_env() == BatchLimits(512, 4)
+    assert BatchLimits.from_env(0, 2) == BatchLimits(0, 2)
+    assert not BatchLimits(0, 2).gathers
+    monkeypatch.setenv("IMAGINE_EDGE_EMBED_BATCH_TOKENS", "lots")
+    with pytest.raises(ValueError, match="IMAGINE_EDGE_EMBED_BATCH_TOKENS"):
+        BatchLimits.from_env()
+    with pytest.raises(ValueError, match="requests >= 1"):
+        BatchLimits(8192, 0)
