@@ -191,13 +191,14 @@ class _Bar:
 # Points per scenario, and per --compare peer, by model type: the shares of --duration.
 def _points(model_type: ModelType, transport: str, config: BenchConfig, compare: bool) -> int:
     llm_peers = 2 * len(config.llm_prompt_lengths)  # onnxruntime-genai, llama.cpp
+    embedding = len(config.embedding_batch_sizes) + len(config.embedding_clients)
     own, peers = {
         ModelType.LLM: (
             (len(config.llm_concurrency), len(config.llm_concurrency))  # multi-client
             if transport == "http"
             else (len(config.llm_prompt_lengths) * len(config.llm_concurrency), llm_peers)
         ),
-        ModelType.EMBEDDING: (len(config.embedding_batch_sizes),) * 2,
+        ModelType.EMBEDDING: (embedding, embedding),
         ModelType.RERANKER: (len(config.reranker_documents), 0),
         ModelType.TRANSCRIBE: (1, 1),
         ModelType.TRANSLATE: (1, 1),

@@ -75,6 +75,8 @@ class BenchConfig:
     llm_concurrency: tuple[int, ...] = (1, 2, 4, 8)
     llm_multi_prompt_tokens: int = 128  # the multi-client scenario's prompt (over HTTP)
     embedding_batch_sizes: tuple[int, ...] = (1, 8, 32)
+    # Concurrent clients sending one sentence per request (gathered by the server's batching).
+    embedding_clients: tuple[int, ...] = (16,)
     reranker_documents: tuple[int, ...] = (10, 50, 100)
     image_size: str = "64x64"
     image_steps: int = 4
@@ -90,6 +92,7 @@ class BenchConfig:
             llm_max_tokens=8,
             llm_concurrency=(1, 2),
             embedding_batch_sizes=(1, 4),
+            embedding_clients=(4,),
             reranker_documents=(10,),
             image_steps=1,
         )

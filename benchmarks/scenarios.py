@@ -195,7 +195,37 @@ class EmbeddingScenario:
             p50 = point.metrics["latency_s"]["p50"]
             point.throughput = {"sentences_per_s": batch / p50 if p50 else 0.0}
             points.append(point)
+        points.extend(
+            self._clients_point(client, model, pool, clients, config, progress)
+            for clients in config.embedding_clients
+        )
         return points
+
+    def _clients_point(
+        self,
+        client: Any,
+        model: str,
+        pool: list[str],
+        clients: int,
+        config: BenchConfig,
+        progress: Progress,
+    ) -> Point:
+        """``clients`` callers each embedding one sentence per request, back to back."""
+        texts = itertools.cycle(pool)
+
+        def one() -> dict[str, float]:
+            return {"latency_s": latency_of(lambda: client.embeddings([next(texts)], model=model))()}
+
+        deadline = time.perf_counter() + config.point_seconds
+        samples, errors, wall = _closed_loop(one, clients, deadline, progress)
+        point = Point(
+            label=f"{clients} clients x 1 sentence",
+            params={"batch_size": 1, "clients": clients},
+            metrics=sample_metrics(samples),
+            errors=errors,
+        )
+        point.throughput = {"sentences_per_s": len(samples) / wall if wall else 0.0}
+        return point
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,8 +35,11 @@ from imagine_edge.sdk.types import (
 )
 
 __all__ = [
+    "BatchEmbedder",
+    "BatchReranker",
     "Embedder",
     "Embeddings",
+    "Encoded",
     "GenerationChunk",
     "GenerationStats",
     "HasKVSlots",
@@ -126,6 +129,49 @@ class Embedder(LoadedModel, Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Encoded:
+    """One request's rows as token ids, ready to run alone or beside other requests' rows.
+
+    A row is a text (embeddings), or what a reranker scores: the query and each document (a
+    bi-encoder), or each (query, document) pair (a cross-encoder). ``type_ids`` is empty, or one
+    segment-id list per row (pairs). The engine gathers requests by ``rows`` and ``longest``
+    (``sdk/engine/batch_queue.py``) and hands the model back its own ``Encoded`` values.
+    """
+
+    ids: tuple[Sequence[int], ...]
+    truncated: tuple[bool, ...]
+    type_ids: tuple[Sequence[int], ...] = ()
+
+    @property
+    def rows(self) -> int:
+        return len(self.ids)
+
+    @property
+    def longest(self) -> int:
+        """Tokens of the longest row (0: no row)."""
+        return max((len(row) for row in self.ids), default=0)
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(row) for row in self.ids)
+
+
+@runtime_checkable
+class BatchEmbedder(Embedder, Protocol):
+    """An embedder that runs the texts of several requests in one graph run.
+
+    ``embed_encoded(parts)[i]`` is what ``embed`` returns for the texts of ``parts[i]``: with one
+    part, exactly the same; with several, equal within the graph's tolerance (padding is masked;
+    an int8 graph's dynamic quantization scales are per batch). ``encode`` raises the request's
+    own error (a 4xx) before anything runs.
+    """
+
+    def encode(self, texts: Sequence[str]) -> Encoded: ...
+
+    def embed_encoded(self, parts: Sequence[Encoded]) -> list[Embeddings]: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Rankings:
     """One relevance score per document (input order), with token counts."""
 
@@ -137,6 +183,15 @@ class Reranker(LoadedModel, Protocol):
     """ModelType.RERANKER."""
 
     def rank(self, query: str, documents: Sequence[str]) -> Rankings: ...
+
+
+@runtime_checkable
+class BatchReranker(Reranker, Protocol):
+    """A reranker that scores several requests in one graph run (as :class:`BatchEmbedder`)."""
+
+    def encode_rank(self, query: str, documents: Sequence[str]) -> Encoded: ...
+
+    def rank_encoded(self, parts: Sequence[Encoded]) -> list[Rankings]: ...
 
 
 class Translator(LoadedModel, Protocol):

@@ -12,6 +12,10 @@ tokens, cut finer for small requests (see ``CpuEncoder.plan``); each batch is pa
 longest text, so unsorted input costs little padding (requests of 32 texts of 10-40 words: 6%
 extra tokens, against 66% for batches in input order).
 
+Across requests (``sdk/engine/batch_queue.py``): the engine gathers concurrent requests'
+texts with ``encode`` and runs them with ``embed_encoded``, one plan over all their texts, and
+each request gets its own rows back. One request alone runs exactly as ``embed``.
+
 Sessions are shared: every embedder of the process on the same graph file (the bi-encoder
 reranker's store folder hard-links the embedding model's files) holds a lease on one session
 (``runtime/session_pool.py``), opened by the first and closed when the last releases it. The
@@ -39,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Encoding, Tokenizer
 
-from imagine_edge.models.base import Embeddings
+from imagine_edge.models.base import Embeddings, Encoded
 from imagine_edge.models.catalog import prepared
 from imagine_edge.models.sentence_encoder import (
     DEFAULT_MAX_BATCH,
@@ -126,23 +130,46 @@ class SentenceEmbedder:
                 raise InvalidRequestError(f"input[{i}] must be a string, got {type(text).__name__}")
         return list(self.tokenizer.encode_batch(list(texts)))
 
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        """The texts' token ids, to embed alone or beside other requests' (``embed_encoded``)."""
+        encodings = self.tokenize(texts)
+        return Encoded(
+            ids=tuple(e.ids for e in encodings),
+            truncated=tuple(bool(e.overflowing) for e in encodings),
+        )
+
     def embed(self, texts: Sequence[str]) -> Embeddings:
         """Unit-length float32 vectors ``[len(texts), dim]`` in input order."""
-        encodings = self.tokenize(texts)
-        lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
-        truncated = tuple(bool(e.overflowing) for e in encodings)
-        vectors = self._pooled(encodings, lengths)
+        return self.embed_encoded([self.encode(texts)])[0]
+
+    def embed_encoded(self, parts: Sequence[Encoded]) -> list[Embeddings]:
+        """The embeddings of each part (one request's texts), all planned and run together."""
+        rows = [ids for part in parts for ids in part.ids]
+        vectors = self._pooled(rows)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors /= np.maximum(norms, _EPS)
-        return Embeddings(vectors=vectors, prompt_tokens=int(lengths.sum()), truncated=truncated)
+        out, start = [], 0
+        for part in parts:
+            stop = start + part.rows
+            out.append(
+                Embeddings(
+                    vectors=vectors[start:stop],
+                    prompt_tokens=part.tokens,
+                    truncated=part.truncated,
+                )
+            )
+            start = stop
+        return out
 
-    def _pooled(self, encodings: Sequence[Encoding], lengths: npt.NDArray[np.int64]) -> F32:
+    def _pooled(self, rows: Sequence[Sequence[int]]) -> F32:
+        lengths = np.fromiter((len(r) for r in rows), np.int64, len(rows))
+
         def run(batch: Batch) -> F32:
             ids = np.zeros((len(batch.indices), batch.length), np.int64)
             mask = np.zeros(ids.shape, self.encoder.mask_dtype)
             for row, i in enumerate(batch.indices):
                 n = int(lengths[i])
-                ids[row, :n] = encodings[i].ids
+                ids[row, :n] = rows[i]
                 mask[row, :n] = 1
             return self.encoder.run(ids, mask)
 
@@ -155,7 +182,7 @@ class SentenceEmbedder:
             results = [run(b) for b in plan]
         if not results:
             return np.zeros((0, 0), np.float32)
-        out = np.empty((len(encodings), results[0].shape[1]), np.float32)
+        out = np.empty((len(rows), results[0].shape[1]), np.float32)
         for batch, pooled in zip(plan, results, strict=True):
             out[batch.indices] = pooled
         return out

@@ -18,6 +18,11 @@ Sorting, ``top_n`` and ``return_documents`` are the engine's (``sdk/engine/engin
 ``Rankings.scores`` in input order. Scores are deterministic: the same request gives the same
 scores bit for bit (fixed batch plan, no randomness), and the bi-encoder embeds the query alone
 so its vector never depends on the documents it is ranked against.
+
+Across requests (``sdk/engine/batch_queue.py``): ``encode_rank`` tokenizes a request and
+``rank_encoded`` scores several requests in one graph run. Batched beside others, an int8
+graph's scores move within its dynamic-quantization tolerance (docs/server.md, Batching); one
+request alone scores exactly as ``rank``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
-from imagine_edge.models.base import Rankings
+from imagine_edge.models.base import Encoded, Rankings
 from imagine_edge.models.catalog import prepared
 from imagine_edge.models.embedding import (
     SentenceEmbedder,
@@ -91,13 +96,39 @@ class BiEncoderReranker:
         self.embedder.close()
 
     def rank(self, query: str, documents: Sequence[str]) -> Rankings:
+        return self.rank_encoded([self.encode_rank(query, documents)])[0]
+
+    def encode_rank(self, query: str, documents: Sequence[str]) -> Encoded:
+        """The query's token ids (row 0), then each document's."""
         _check_request(query, documents)
-        q = self.embedder.embed([query])
-        if not documents:
-            return Rankings(scores=np.zeros(0, np.float32), prompt_tokens=q.prompt_tokens)
-        d = self.embedder.embed(documents)
-        scores = (d.vectors @ q.vectors[0]).astype(np.float32)
-        return Rankings(scores=scores, prompt_tokens=q.prompt_tokens + d.prompt_tokens)
+        return self.embedder.encode([query, *documents])
+
+    def rank_encoded(self, parts: Sequence[Encoded]) -> list[Rankings]:
+        """Each part's scores; one request alone embeds its query apart from its documents (so
+        the query's vector never depends on them), several run in one plan."""
+        halves = [half for part in parts for half in _query_and_documents(part)]
+        if len(parts) == 1:
+            embedded = [self.embedder.embed_encoded([h])[0] for h in halves if h.rows]
+        else:
+            embedded = self.embedder.embed_encoded([h for h in halves if h.rows])
+        out, at = [], iter(embedded)
+        for documents in halves[1::2]:
+            q = next(at)
+            if not documents.rows:
+                out.append(Rankings(scores=np.zeros(0, np.float32), prompt_tokens=q.prompt_tokens))
+                continue
+            d = next(at)
+            scores = (d.vectors @ q.vectors[0]).astype(np.float32)
+            out.append(Rankings(scores=scores, prompt_tokens=q.prompt_tokens + d.prompt_tokens))
+        return out
+
+
+def _query_and_documents(part: Encoded) -> tuple[Encoded, Encoded]:
+    """A bi-encoder request's rows cut into its query (row 0) and its documents."""
+    return (
+        Encoded(ids=part.ids[:1], truncated=part.truncated[:1]),
+        Encoded(ids=part.ids[1:], truncated=part.truncated[1:]),
+    )
 
 
 class CrossEncoderReranker:
@@ -145,30 +176,54 @@ class CrossEncoderReranker:
 
     def logits(self, query: str, documents: Sequence[str]) -> tuple[npt.NDArray[np.float32], int]:
         """The raw logit of each (query, document) pair in input order, and the token count."""
+        part = self.encode_rank(query, documents)
+        return self._logits(part.ids, part.type_ids), part.tokens
+
+    def encode_rank(self, query: str, documents: Sequence[str]) -> Encoded:
+        """The token ids of each (query, document) pair, with their segment ids."""
+        _check_request(query, documents)
+        encodings = self.tokenizer.encode_batch([(query, d) for d in documents])
+        return Encoded(
+            ids=tuple(e.ids for e in encodings),
+            truncated=tuple(bool(e.overflowing) for e in encodings),
+            type_ids=tuple(e.type_ids for e in encodings),
+        )
+
+    def _logits(
+        self, rows: Sequence[Sequence[int]], type_rows: Sequence[Sequence[int]]
+    ) -> npt.NDArray[np.float32]:
         if self.loaded is None:
             raise ModelRunError("the reranker is closed")
-        encodings = self.tokenizer.encode_batch([(query, d) for d in documents])
-        lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
-        out = np.empty(len(encodings), np.float32)
+        lengths = np.fromiter((len(r) for r in rows), np.int64, len(rows))
+        out = np.empty(len(rows), np.float32)
         for batch in plan_batches(lengths, self.max_batch, DEFAULT_MAX_BATCH_TOKENS):
             shape = (len(batch.indices), batch.length)
             ids, mask, types = (np.zeros(shape, np.int64) for _ in range(3))
             for row, i in enumerate(batch.indices):
                 n = int(lengths[i])
-                ids[row, :n] = encodings[i].ids
-                types[row, :n] = encodings[i].type_ids
+                ids[row, :n] = rows[i]
+                types[row, :n] = type_rows[i]
                 mask[row, :n] = 1
             feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
             run = {k: v for k, v in feeds.items() if k in self.inputs}
             out[batch.indices] = np.asarray(self.loaded.run(run)[0])[:, 0]
-        return out, int(lengths.sum())
+        return out
 
     def rank(self, query: str, documents: Sequence[str]) -> Rankings:
-        _check_request(query, documents)
-        logits, tokens = self.logits(query, documents)
+        return self.rank_encoded([self.encode_rank(query, documents)])[0]
+
+    def rank_encoded(self, parts: Sequence[Encoded]) -> list[Rankings]:
+        """Each part's scores, all pairs planned and run together."""
+        rows = [ids for part in parts for ids in part.ids]
+        logits = self._logits(rows, [t for part in parts for t in part.type_ids])
         if self.activation == "sigmoid":
             logits = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
-        return Rankings(scores=logits, prompt_tokens=tokens)
+        out, start = [], 0
+        for part in parts:
+            scores = logits[start : start + part.rows]
+            out.append(Rankings(scores=scores, prompt_tokens=part.tokens))
+            start += part.rows
+        return out
 
 
 def load_cross_encoder(

@@ -32,6 +32,12 @@ from imagine_edge.models.registry import model_cards
 from imagine_edge.models.user_models import list_models
 from imagine_edge.sdk.client import API_KEY_ENV
 from imagine_edge.sdk.engine import Engine, ModelState, client_alias
+from imagine_edge.sdk.engine.batch_queue import (
+    BATCH_REQUESTS_ENV,
+    BATCH_TOKENS_ENV,
+    DEFAULT_BATCH_REQUESTS,
+    DEFAULT_BATCH_TOKENS,
+)
 from imagine_edge.sdk.engine.workers import KEEP_ALIVE_ENV, SERVER_KEEP_ALIVE, parse_keep_alive
 from imagine_edge.sdk.errors import ImagineException
 from imagine_edge.sdk.paths import API_PREFIX
@@ -140,6 +146,20 @@ def _parser() -> argparse.ArgumentParser:
         f"loaded); MODEL= sets one model's (repeatable). Default: ${KEEP_ALIVE_ENV}, else "
         f"{SERVER_KEEP_ALIVE}",
     )
+    parser.add_argument(
+        "--embed-batch-tokens",
+        type=_whole,
+        metavar="N",
+        help="padded tokens one run of concurrent embedding or reranker requests may hold "
+        f"(default: ${BATCH_TOKENS_ENV}, else {DEFAULT_BATCH_TOKENS}); 0 runs each request alone",
+    )
+    parser.add_argument(
+        "--embed-batch-requests",
+        type=_whole,
+        metavar="N",
+        help="requests one such run may hold (default: "
+        f"${BATCH_REQUESTS_ENV}, else {DEFAULT_BATCH_REQUESTS})",
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn log level (info)")
     parser.add_argument(
         "--no-request-log",
@@ -247,6 +267,8 @@ def serve_command(argv: list[str]) -> int:
             max_queue=args.max_queue,
             history_keep=args.history_keep,
             keep_alive=keep_alive_option(args.keep_alive),
+            embed_batch_tokens=args.embed_batch_tokens,
+            embed_batch_requests=args.embed_batch_requests,
         )
         if args.preload:
             engine.load(models)

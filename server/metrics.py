@@ -5,8 +5,9 @@ Two kinds (docs/server.md, Metrics):
 - counted as requests end: HTTP requests by route, method and status; prompt and generated
   tokens, time to first token and time per output token by model (from each finished request's
   :class:`~imagine_edge.sdk.engine.observe.RequestReport`);
-- read from the engine at each scrape: queue depth, running sequences, KV slots and resident
-  memory by model (:class:`_EngineCollector`), so they are never stale.
+- read from the engine at each scrape: queue depth, running sequences, KV slots, resident
+  memory and the embedding/reranker batch runs by model (:class:`_EngineCollector`), so they
+  are never stale.
 
 Each app has its own registry (two apps in one process, as in the tests, do not share counts),
 and route labels are the routes' path templates, never the raw path a client sent: a scan of
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from imagine_edge.sdk.engine import Engine
@@ -70,7 +71,23 @@ class _EngineCollector(Collector):
         loaded = GaugeMetricFamily(
             "imagine_edge_model_loaded", "1 when the model is loaded, else 0.", labels=["model"]
         )
+        runs = CounterMetricFamily(
+            "imagine_edge_batch_runs",
+            "Graph runs of an embedding or reranker model, by how many requests each held: "
+            "'one' or 'several' (requests gathered across callers).",
+            labels=["model", "requests"],
+        )
+        batched = CounterMetricFamily(
+            "imagine_edge_batched_requests",
+            "Embedding and reranker requests served by those runs.",
+            labels=["model"],
+        )
         for s in self._engine.model_states():
+            b = self._engine.batches.stats(s.name)
+            if b.runs:
+                runs.add_metric([s.name, "one"], b.runs - b.gathered_runs)
+                runs.add_metric([s.name, "several"], b.gathered_runs)
+                batched.add_metric([s.name], b.requests)
             queued.add_metric([s.name], max(0, s.queued - s.running))
             running.add_metric([s.name], s.running)
             resident.add_metric([s.name], s.resident_bytes or 0)
@@ -80,7 +97,7 @@ class _EngineCollector(Collector):
                 slots.add_metric([s.name, "allocated"], s.kv_slots.allocated)
                 slots.add_metric([s.name, "limit"], s.kv_slots.total)
                 kv_bytes.add_metric([s.name], s.kv_slots.resident_bytes)
-        yield from (queued, running, slots, kv_bytes, resident, loaded)
+        yield from (queued, running, slots, kv_bytes, resident, loaded, runs, batched)
 
 
 class ServerMetrics:

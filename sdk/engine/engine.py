@@ -45,6 +45,7 @@ from imagine_edge.models.base import (
 from imagine_edge.models.registry import model_cards
 from imagine_edge.runtime.memory import memory_parts, one_malloc_arena
 from imagine_edge.runtime.results import GenerationStats
+from imagine_edge.sdk.engine.batch_queue import BatchLimits, BatchQueues
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.engine.image_files import find_image, keep_image
 from imagine_edge.sdk.engine.memory_report import memory_summary
@@ -112,11 +113,17 @@ class Engine:
         userid: str = "local",
         history_keep: int | None = None,
         keep_alive: KeepAlive = None,
+        embed_batch_tokens: int | None = None,
+        embed_batch_requests: int | None = None,
     ) -> None:
         """``history_keep``: request bodies kept per endpoint for the history (0: none; default
         ``IMAGINE_EDGE_HISTORY_KEEP``, else 100); only used when the engine opens the store.
         ``keep_alive``: seconds a loaded model may stay idle before it unloads
-        (:class:`~imagine_edge.sdk.engine.workers.WorkerRegistry`; default never)."""
+        (:class:`~imagine_edge.sdk.engine.workers.WorkerRegistry`; default never).
+        ``embed_batch_tokens``, ``embed_batch_requests``: how much one run of concurrent
+        embedding or reranker requests may hold (``sdk/engine/batch_queue.py``; default
+        ``IMAGINE_EDGE_EMBED_BATCH_TOKENS`` / ``_REQUESTS``, else 8192 padded tokens and 32
+        requests; 0 tokens: each request runs alone)."""
         # What the process held before any model: health's "Python at start".
         self.memory_at_start = memory_parts()
         one_malloc_arena()  # so that memory freed after a large request can be given back
@@ -125,6 +132,7 @@ class Engine:
             raise ValueError(f"history_keep must be >= 0, got {history_keep}")
         self.index = ModelIndex(cards)
         self.workers = WorkerRegistry(max_queue, keep_alive)
+        self.batches = BatchQueues(BatchLimits.from_env(embed_batch_tokens, embed_batch_requests))
         self.limits = limits or Limits()
         self.data_dir = data_dir if data_dir is not None else default_data_dir()
         self._recorder = recorder
@@ -243,6 +251,7 @@ class Engine:
                     detail += f", KV slots {kv.leased} of {kv.total} running a sequence"
             if s.queued:
                 detail += f", {s.running} running, {s.queued - s.running} waiting"
+            detail += self.batches.stats(card.name).describe()
             parts.append(f"{s.name} ({card.model_type.value}): {detail}")
         parts.append(memory_summary(states, self.memory_at_start))
         return HealthResponse(postgres="not used", redis="not used", models="; ".join(parts))
@@ -345,10 +354,12 @@ class Engine:
             raise InvalidRequestError("input must be a text or a non-empty list of texts")
         self.limits.check_count("input texts", len(texts), self.limits.max_embedding_inputs)
         call_id = new_id("emb")
+        call: Call[Never, EmbeddingResponse] = Call(call_id, None)
+        queue = self.batches.embedder(card.name)
+        ticket = queue.add(call, lambda model: model.encode(texts))
 
         def body(model: Embedder, call: Call[Any, Any], ctx: JobContext) -> Any:
-            out = model.embed(texts)
-            ran = time.monotonic() - ctx.started
+            out, ran = queue.serve(ticket, model, ctx, lambda: model.embed(texts))
             if out.vectors.shape[0] != len(texts):
                 raise ModelRunError(
                     f"{card.name} returned {out.vectors.shape[0]} vectors for {len(texts)} texts"
@@ -367,7 +378,11 @@ class Engine:
                 id=call_id, object="list", data=data, model=card.name, usage=usage
             )
 
-        return self._submit(card, Endpoint.EMBEDDINGS, request, Call(call_id, None), body)
+        try:
+            return self._submit(card, Endpoint.EMBEDDINGS, request, call, body)
+        except BaseException:
+            queue.discard(ticket)
+            raise
 
     def rerank(self, request: ReRankerRequest) -> Call[Never, ReRankerResponse]:
         """Admit a rerank: documents sorted by descending score, ``top_n`` of them (or all)."""
@@ -377,10 +392,12 @@ class Engine:
             raise InvalidRequestError("documents must contain at least one document")
         self.limits.check_count("documents", len(docs), self.limits.max_rerank_documents)
         call_id = new_id("rr")
+        call: Call[Never, ReRankerResponse] = Call(call_id, None)
+        queue = self.batches.reranker(card.name)
+        ticket = queue.add(call, lambda model: model.encode_rank(request.query, docs))
 
         def body(model: Reranker, call: Call[Any, Any], ctx: JobContext) -> Any:
-            out = model.rank(request.query, docs)
-            ran = time.monotonic() - ctx.started
+            out, ran = queue.serve(ticket, model, ctx, lambda: model.rank(request.query, docs))
             scores = np.asarray(out.scores, dtype=np.float64)
             if scores.shape != (len(docs),):
                 raise ModelRunError(
@@ -406,7 +423,11 @@ class Engine:
                 id=call_id, data=data, model=card.name, object="list", usage=usage
             )
 
-        return self._submit(card, Endpoint.RERANKER, request, Call(call_id, None), body)
+        try:
+            return self._submit(card, Endpoint.RERANKER, request, call, body)
+        except BaseException:
+            queue.discard(ticket)
+            raise
 
     # ------------------------------------------------------------------ images, audio
 

@@ -273,6 +273,10 @@ class Recorder:
                     request_json TEXT, response_json TEXT, error TEXT);
                 CREATE INDEX IF NOT EXISTS requests_by_endpoint ON requests(endpoint, created);
                 CREATE INDEX IF NOT EXISTS requests_by_time ON requests(created);
+                -- The rows that still hold bodies: pruning after each request reads only these
+                -- (without it, every row of the endpoint: 38 ms a request at 9,000 embeddings).
+                CREATE INDEX IF NOT EXISTS requests_with_bodies ON requests(endpoint, created)
+                    WHERE request_json IS NOT NULL;
                 """
             )
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")

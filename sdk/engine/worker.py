@@ -346,6 +346,8 @@ class ModelWorker:
         status = Status.OK if error is None else Status.ERROR
         if call.cancelled:
             status = Status.CANCELLED
+        if ctx.started:  # a body may move its start back (a batch run led by another request)
+            queue_seconds = ctx.queue_seconds
         outcome = Outcome(
             status, result, error, ctx, queue_seconds, load_seconds, generation_seconds
         )

@@ -197,12 +197,14 @@ def test_torch_runs_our_embedding_scenario_on_the_same_weights() -> None:
     ours = [
         _point("batch 1", {"latency_s": 0.01}, sentences_per_s=100.0),
         _point("batch 4", {"latency_s": 0.02}, sentences_per_s=200.0),
+        _point("4 clients x 1 sentence", {"latency_s": 0.03}, sentences_per_s=150.0),
     ]
     scenario = _measured("embedding", "all-minilm-l6-v2", ours)
     assert scenario["peers"][0]["name"] == "torch"
     assert set(scenario["ratios"]) == {
         "sentences/s vs torch (batch 1), higher is better",
         "sentences/s vs torch (batch 4), higher is better",
+        "sentences/s vs torch (4 clients x 1 sentence), higher is better",
     }
 
 

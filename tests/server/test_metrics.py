@@ -162,3 +162,43 @@ def test_health_shows_what_runs_and_waits(make_live, wait):
         finally:
             for call in calls:
                 call.cancel()
+
+
+@pytest.mark.model
+def test_embedding_batch_runs_are_counted(tmp_path):
+    """Requests gathered into one run of the real embedding model show in the batch counters."""
+    import threading
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from imagine_edge.models.embedding import EMBEDDING_MODEL
+    from imagine_edge.sdk.engine import Engine
+    from imagine_edge.sdk.types import EmbeddingRequest
+    from imagine_edge.server.metrics import ServerMetrics
+
+    with Engine.from_catalog([EMBEDDING_MODEL], data_dir=tmp_path) as engine:
+        worker = engine.workers.worker(engine.index.lookup_strict(EMBEDDING_MODEL))
+        worker.load()
+        gate, held = threading.Event(), threading.Event()
+        holder = threading.Thread(
+            target=worker.control, args=(lambda: held.set() or gate.wait(30),)
+        )
+        holder.start()
+        held.wait(30)
+        texts = ["one sentence.", "another, longer sentence.", "a third."]
+        calls = [engine.embeddings(EmbeddingRequest(input=t, model=EMBEDDING_MODEL)) for t in texts]
+        gate.set()
+        holder.join()
+        for c in calls:
+            c.result()
+        engine.embeddings(EmbeddingRequest(input="alone", model=EMBEDDING_MODEL)).result()
+        text = ServerMetrics(engine).render().decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    runs = "imagine_edge_batch_runs_total"
+    assert value(samples, runs, model=EMBEDDING_MODEL, requests="several") == 1
+    assert value(samples, runs, model=EMBEDDING_MODEL, requests="one") == 1
+    assert value(samples, "imagine_edge_batched_requests_total", model=EMBEDDING_MODEL) == 4

@@ -142,3 +142,33 @@ def test_history_retention_is_configurable_and_can_be_turned_off(
     with pytest.raises(ValueError, match="IMAGINE_EDGE_HISTORY_KEEP must be a whole number"):
         Recorder(path)
     assert Recorder(path, history_keep=1).history_keep == 1  # an explicit value wins
+
+
+def test_recording_reads_the_rows_with_bodies_not_the_whole_history(tmp_path):
+    """Pruning after each request reads the rows that still hold bodies (the partial index),
+    so a request costs the same with 100 or 2,000 older requests of its kind in the store
+    (counted in SQLite VM steps, not time)."""
+    recorder = Recorder(tmp_path / "usage.sqlite3", history_keep=5)
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    def steps_of_one_record(i: int) -> int:
+        nonlocal steps
+        steps = 0
+        recorder._db.set_progress_handler(count, 1)
+        _record(recorder, i, {"text": "hello"})
+        recorder._db.set_progress_handler(None, 1)
+        return steps
+
+    for i in range(100):
+        _record(recorder, i, {"text": "hello"})
+    early = steps_of_one_record(100)
+    for i in range(101, 2100):
+        _record(recorder, i, {"text": "hello"})
+    late = steps_of_one_record(2100)
+    recorder.close()
+    assert late < 2 * early, (early, late)
