@@ -4,8 +4,9 @@ One job: turn ``response_format`` (OpenAI's ``text``, ``json_object``, ``json_sc
 ``regex``, ``lark``, ``gbnf``) and ``tools`` + ``tool_choice`` (``none``, ``auto``,
 ``required``, a named function) into the (kind, source) that
 :class:`~imagine_edge.runtime.constraint.ConstraintCompiler` compiles, or into nothing when the
-output is free. A bad format or tool choice is an ``InvalidRequestError`` (400) naming what is
-wrong; the compiler refuses a bad or too costly schema the same way.
+output is free. A bad format, tool or tool choice is a 400 naming what is
+wrong (a :class:`~imagine_edge.runtime.constraint.GrammarError`, status 400); the compiler refuses a
+bad or too costly schema the same way.
 
 Tool calls use the model's tool-call markup (``models/chat_format.py``:
 ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``), so the text parses back with
@@ -29,8 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from imagine_edge.models.chat_format import TOOL_CLOSE, TOOL_OPEN
-from imagine_edge.runtime.constraint import ConstraintKind
-from imagine_edge.sdk.errors import InvalidRequestError
+from imagine_edge.runtime.constraint import ConstraintKind, GrammarError
 from imagine_edge.sdk.types import Tools
 
 __all__ = [
@@ -77,7 +77,7 @@ def parse_response_format(value: Mapping[str, Any] | None) -> StructuredSpec | N
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise InvalidRequestError("response_format must be an object with a 'type'")
+        raise GrammarError("response_format must be an object with a 'type'")
     kind = value.get("type", "text")
     if kind == "text":
         return None
@@ -86,22 +86,22 @@ def parse_response_format(value: Mapping[str, Any] | None) -> StructuredSpec | N
     if kind == "json_schema":
         spec = value.get("json_schema")
         if not isinstance(spec, Mapping):
-            raise InvalidRequestError(
+            raise GrammarError(
                 "response_format json_schema needs 'json_schema': {'name': ..., 'schema': {...}}"
             )
         schema = spec.get("schema")
         if schema is None:
             return StructuredSpec("json_object", None)  # OpenAI: no schema, any JSON object
         if not isinstance(schema, Mapping):
-            raise InvalidRequestError("response_format json_schema.schema must be a JSON object")
+            raise GrammarError("response_format json_schema.schema must be a JSON object")
         return StructuredSpec("json_schema", dict(schema))
     if kind in GRAMMAR_KINDS:
         field = "regex" if kind == "regex" else "grammar"
         source = value.get(field)
         if not isinstance(source, str) or not source:
-            raise InvalidRequestError(f"response_format {kind} needs '{field}': a non-empty string")
+            raise GrammarError(f"response_format {kind} needs '{field}': a non-empty string")
         return StructuredSpec(kind, source)
-    raise InvalidRequestError(
+    raise GrammarError(
         f"response_format type must be one of text, json_object, json_schema, "
         f"{', '.join(GRAMMAR_KINDS)}; got {kind!r}"
     )
@@ -113,22 +113,22 @@ def parse_tool_choice(choice: str | Mapping[str, Any] | None, tools: Sequence[To
         return "auto" if tools else "none"
     if isinstance(choice, str):
         if choice not in ("none", "auto", "required"):
-            raise InvalidRequestError(
+            raise GrammarError(
                 f"tool_choice must be 'none', 'auto', 'required' or "
                 f"{{'type': 'function', 'function': {{'name': ...}}}}, got {choice!r}"
             )
         if choice == "required" and not tools:
-            raise InvalidRequestError("tool_choice 'required' needs at least one tool in tools")
+            raise GrammarError("tool_choice 'required' needs at least one tool in tools")
         return choice
     function = choice.get("function") if isinstance(choice, Mapping) else None
     name = function.get("name") if isinstance(function, Mapping) else None
     if not isinstance(name, str):
-        raise InvalidRequestError(
+        raise GrammarError(
             "a named tool_choice must be {'type': 'function', 'function': {'name': ...}}"
         )
     if name not in {t.function.name for t in tools}:
         offered = ", ".join(repr(t.function.name) for t in tools) or "none"
-        raise InvalidRequestError(f"tool_choice names {name!r}, which is not in tools ({offered})")
+        raise GrammarError(f"tool_choice names {name!r}, which is not in tools ({offered})")
     return name
 
 
@@ -136,16 +136,16 @@ def _check_tools(tools: Sequence[Tools]) -> None:
     names = [t.function.name for t in tools]
     for tool in tools:
         if tool.type != "function":
-            raise InvalidRequestError(f"tool type must be 'function', got {tool.type!r}")
+            raise GrammarError(f"tool type must be 'function', got {tool.type!r}")
         if not tool.function.name:
-            raise InvalidRequestError("every tool's function needs a name")
+            raise GrammarError("every tool's function needs a name")
         params = tool.function.parameters
         if params is not None and not isinstance(params, Mapping):
-            raise InvalidRequestError(
+            raise GrammarError(
                 f"the parameters of tool {tool.function.name!r} must be a JSON schema object"
             )
     if len(set(names)) != len(names):
-        raise InvalidRequestError(f"tool names must be distinct, got {names}")
+        raise GrammarError(f"tool names must be distinct, got {names}")
 
 
 def call_schema(tools: Sequence[Tools]) -> dict[str, Any]:
@@ -195,7 +195,7 @@ def tool_grammar(
         assert isinstance(schema, Mapping)
         answer_rule = f"answer: {_json_rule(schema)}"
     else:
-        raise InvalidRequestError(
+        raise GrammarError(
             f"response_format {answer.kind} cannot be combined with tools; use json_schema, "
             "json_object or text"
         )
@@ -219,7 +219,7 @@ def structured_spec(
     if choice == "none" or not tools:
         return answer, False
     if choice != "auto" and answer is not None:
-        raise InvalidRequestError(
+        raise GrammarError(
             "response_format cannot apply when a tool call is required: the answer is the call"
         )
     grammar = tool_grammar(tools, choice, answer)

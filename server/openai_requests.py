@@ -37,12 +37,19 @@ __all__ = [
     "OpenAICompletionRequest",
     "OpenAIEmbeddingRequest",
     "OpenAIMessage",
+    "UnsupportedParameterError",
     "chat_requests",
     "completion_requests",
 ]
 
 MAX_N: Final = 4
 """Most choices one request may ask for (``n``)."""
+
+
+class UnsupportedParameterError(InvalidRequestError):
+    """A parameter this server cannot honour in this combination (400, as OpenAI answers)."""
+
+    status_code = 400
 
 
 class _Sampling(BaseModel):
@@ -101,9 +108,9 @@ class _Sampling(BaseModel):
         """The number of choices asked for; 400 beyond :data:`MAX_N` or with a stream."""
         n = 1 if self.n is None else self.n
         if not 1 <= n <= MAX_N:
-            raise InvalidRequestError(f"n must be in [1, {MAX_N}], got {n}")
+            raise UnsupportedParameterError(f"n must be in [1, {MAX_N}], got {n}")
         if n > 1 and self.stream:
-            raise InvalidRequestError("n > 1 is not supported with stream: send stream false")
+            raise UnsupportedParameterError("n > 1 is not supported with stream: send stream false")
         return n
 
     def seeds(self) -> list[int | None]:
@@ -118,7 +125,7 @@ class _Sampling(BaseModel):
 
     def imagine_params(self, top_logprobs: int | None) -> dict[str, Any]:
         if top_logprobs is not None and self.stream:
-            raise InvalidRequestError(
+            raise UnsupportedParameterError(
                 "logprobs are not supported with stream: send stream false to get them"
             )
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
@@ -179,7 +186,7 @@ class OpenAIChatRequest(_Sampling):
     def top(self) -> int | None:
         """The alternatives per token when logprobs are asked for, else None."""
         if self.top_logprobs is not None and not self.logprobs:
-            raise InvalidRequestError("top_logprobs needs logprobs: true")
+            raise UnsupportedParameterError("top_logprobs needs logprobs: true")
         return (self.top_logprobs or 0) if self.logprobs else None
 
 
@@ -230,12 +237,13 @@ def chat_requests(body: OpenAIChatRequest) -> list[ChatCompletionRequest]:
     if body.max_completion_tokens is not None:
         params["max_tokens"] = body.max_completion_tokens
     messages = [m.model_dump(exclude_none=True) | {"content": m.content} for m in body.messages]
+    offered = body.tool_choice != "none"  # the tools are then left out of the prompt
     return [
         build(
             ChatCompletionRequest,
             messages=messages,
-            tools=body.tools,
-            tool_choice=body.tool_choice,
+            tools=body.tools if offered else None,
+            tool_choice=body.tool_choice if offered else None,
             response_format=body.response_format,
             seed=seed,
             **params,

@@ -56,7 +56,10 @@ def test_tool_calls_plain_and_streamed(oai):
         oai.chat.completions.create(model="echo-llm", messages=messages, tools=TOOLS, stream=True)
     )
     calls = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
-    assert [(c.index, c.function.name) for c in calls] == [(0, "lookup")]
+    # As OpenAI streams a call: its id, type and name first, then the arguments.
+    assert [(c.index, c.function.name) for c in calls] == [(0, "lookup"), (0, None)]
+    assert calls[0].id and calls[0].type == "function" and calls[0].function.arguments == ""
+    assert json.loads("".join(c.function.arguments for c in calls)) == {"text": "Rome"}
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     none = oai.chat.completions.create(
         model="echo-llm", messages=messages, tools=TOOLS, tool_choice="none"
@@ -90,8 +93,8 @@ def test_models_and_errors(oai):
     with pytest.raises(openai.NotFoundError) as missing:
         oai.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
     assert "gpt-9" in missing.value.message
-    with pytest.raises(openai.UnprocessableEntityError) as bad:
+    with pytest.raises(openai.BadRequestError) as bad:
         oai.chat.completions.create(
-            model="echo-llm", messages=[{"role": "user", "content": "x"}], n=2
+            model="echo-llm", messages=[{"role": "user", "content": "x"}], n=5
         )
-    assert "n must be 1" in bad.value.message
+    assert "n must be in [1, 4]" in bad.value.message
