@@ -29,11 +29,11 @@ from typing import Final
 from tokenizers import Tokenizer
 
 from imagine_edge.models.base import GenerationChunk
-from imagine_edge.models.chat_format import ChatMLFormat, ToolCallFilter
+from imagine_edge.models.chat_format import ChatMLFormat, ToolCallFilter, message_text
 from imagine_edge.models.chat_gemma import GemmaFormat
 from imagine_edge.models.chat_jinja import JinjaFormat
 from imagine_edge.models.store import Manifest
-from imagine_edge.models.structured import structured_spec
+from imagine_edge.models.structured import format_instruction, structured_spec
 from imagine_edge.runtime.constraint import Constraint, ConstraintCompiler, GrammarCache
 from imagine_edge.runtime.generate import TextGenerationLoop
 from imagine_edge.runtime.kv_cache import SlotUsage
@@ -45,6 +45,7 @@ from imagine_edge.runtime.thread_policy import StepPolicy
 from imagine_edge.sdk.errors import ModelUnavailableError
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
+    ChatMessage,
     CompletionRequest,
     FinishReason,
     ModelType,
@@ -144,7 +145,10 @@ class ChatModel:
         """The prompt token ids of a chat request (its tools left out under tool_choice none)."""
         _, offered = structured_spec(request.response_format, request.tools, request.tool_choice)
         tools = request.tools if offered else None
-        return self.loop.encode(self.format.render(request.messages, tools))
+        messages = request.messages
+        if (instruction := format_instruction(request.response_format)) is not None:
+            messages = _with_instruction(messages, instruction)
+        return self.loop.encode(self.format.render(messages, tools))
 
     def chat_constraint(self, request: ChatCompletionRequest) -> Constraint | None:
         """The grammar state of a chat request's output (None when the output is free);
@@ -222,6 +226,15 @@ class ChatModel:
     def _check_open(self) -> None:
         if self._opened is None:
             raise ModelUnavailableError(f"{self.manifest.name} is closed")
+
+
+def _with_instruction(messages: list[ChatMessage], instruction: str) -> list[ChatMessage]:
+    """``messages`` with ``instruction`` at the end of the system turn (a new one if none)."""
+    if messages and messages[0].role == "system":
+        system = message_text(messages[0])
+        first = messages[0].model_copy(update={"content": f"{system}\n\n{instruction}"})
+        return [first, *messages[1:]]
+    return [ChatMessage(role="system", content=instruction), *messages]
 
 
 def chat_format_of(manifest: Manifest) -> ChatMLFormat | GemmaFormat | JinjaFormat:

@@ -18,6 +18,9 @@ the same :func:`~imagine_edge.models.chat_format.parse_tool_calls` as an unconst
   marker, or, with a JSON ``response_format``, that JSON) or one call block as above;
 - ``none``: the tools are not offered (the prompt leaves them out) and the answer is free.
 
+A JSON ``response_format`` also adds one sentence naming the schema to the system turn
+(:func:`format_instruction`), as the tools' schemas are in the prompt too.
+
 One call per answer: the grammar ends after the first call block (``parallel_tool_calls`` is
 accepted and not used). See docs/structured.md.
 """
@@ -38,6 +41,7 @@ __all__ = [
     "JSON_OPTIONS",
     "StructuredSpec",
     "ToolChoice",
+    "format_instruction",
     "parse_response_format",
     "parse_tool_choice",
     "structured_spec",
@@ -200,6 +204,18 @@ def tool_grammar(
             "json_object or text"
         )
     return "\n".join(["start: answer | call", answer_rule, *lines]) + "\n"
+
+
+def format_instruction(response_format: Mapping[str, Any] | None) -> str | None:
+    """The sentence added to the system turn for a JSON ``response_format`` (None otherwise):
+    the grammar makes the output valid, the instruction makes it meaningful for a small model,
+    which otherwise does not know which values the schema asks for."""
+    spec = parse_response_format(response_format)
+    if spec is None or spec.kind not in ("json_schema", "json_object"):
+        return None
+    if spec.kind == "json_object":
+        return "Answer with a JSON object."
+    return f"Answer with a JSON object that matches this JSON schema: {json.dumps(spec.source)}"
 
 
 def structured_spec(
