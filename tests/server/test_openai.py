@@ -58,7 +58,9 @@ def test_tool_calls_plain_and_streamed(oai):
     calls = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
     # As OpenAI streams a call: its id, type and name first, then the arguments.
     assert [(c.index, c.function.name) for c in calls] == [(0, "lookup"), (0, None)]
-    assert calls[0].id and calls[0].type == "function" and calls[0].function.arguments == ""
+    assert calls[0].id
+    assert calls[0].type == "function"
+    assert calls[0].function.arguments == ""
     assert json.loads("".join(c.function.arguments for c in calls)) == {"text": "Rome"}
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     none = oai.chat.completions.create(
