@@ -485,7 +485,10 @@ class Engine:
 
 def _seeded(request: _R) -> _R:
     """``request`` with the seed it runs with: its own, else a fresh one (docs/sampling.md), so
-    that its usage and its record say how to reproduce it."""
+    that its usage and its record say how to reproduce it. Logprobs on a stream are refused
+    (docs/structured.md)."""
+    if request.stream and request.logprobs:
+        raise InvalidRequestError("logprobs are not supported with stream: send stream false")
     if request.seed is not None:
         return request
     return request.model_copy(update={"seed": fresh_seed()})
