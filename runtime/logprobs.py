@@ -16,8 +16,10 @@ then changes the logits in place), ``chosen(token)`` after. Not thread-safe; one
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -93,28 +95,52 @@ class LogprobRecorder:
         self.entries.append(TokenLogprobs(int(token_id), logprob, self._top))
 
 
-def choice_logprobs(entries: Sequence[TokenLogprobs], tokenizer: Tokenizer) -> ChoiceLogprobs:
-    """The response's shape of ``entries``: each token as its text and UTF-8 bytes (a token that
-    holds part of a character decodes to U+FFFD, as OpenAI's do; its bytes are those of that
-    text)."""
-    texts: dict[int, str] = {}
+def _byte_level_table() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: the character that stands for each byte in a vocabulary."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    table = {chr(b): b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
 
-    def text(token_id: int) -> str:
-        if token_id not in texts:
-            texts[token_id] = tokenizer.decode([token_id], skip_special_tokens=False)
-        return texts[token_id]
+
+_BYTE_LEVEL: Final = _byte_level_table()
+
+
+def _is_byte_level(tokenizer: Tokenizer) -> bool:
+    decoder = json.loads(tokenizer.to_str()).get("decoder") or {}
+    return bool(decoder.get("type") == "ByteLevel")
+
+
+def choice_logprobs(entries: Sequence[TokenLogprobs], tokenizer: Tokenizer) -> ChoiceLogprobs:
+    """The response's shape of ``entries``: each token as its text and its bytes. A byte-level
+    BPE token's bytes are exact, also for a token that holds part of a UTF-8 character (its text
+    is then U+FFFD, as OpenAI shows it); other tokenizers give the UTF-8 of the decoded text."""
+    byte_level = _is_byte_level(tokenizer)
+    shapes: dict[int, tuple[str, list[int]]] = {}
+
+    def shape(token_id: int) -> tuple[str, list[int]]:
+        if token_id not in shapes:
+            text = tokenizer.decode([token_id], skip_special_tokens=False)
+            raw = list(text.encode())
+            piece = tokenizer.id_to_token(token_id) if byte_level else None
+            if piece is not None and all(c in _BYTE_LEVEL for c in piece):
+                raw = [_BYTE_LEVEL[c] for c in piece]
+            shapes[token_id] = (text, raw)
+        return shapes[token_id]
 
     def top(token_id: int, logprob: float) -> TopLogprob:
-        t = text(token_id)
-        return TopLogprob(token=t, logprob=logprob, bytes=list(t.encode()))
+        text, raw = shape(token_id)
+        return TopLogprob(token=text, logprob=logprob, bytes=raw)
 
-    content = [
-        TokenLogprob(
-            token=text(e.token_id),
-            logprob=e.logprob,
-            bytes=list(text(e.token_id).encode()),
-            top_logprobs=[top(i, lp) for i, lp in e.top],
+    content = []
+    for e in entries:
+        text, raw = shape(e.token_id)
+        alternatives = [top(i, lp) for i, lp in e.top]
+        content.append(
+            TokenLogprob(token=text, logprob=e.logprob, bytes=raw, top_logprobs=alternatives)
         )
-        for e in entries
-    ]
     return ChoiceLogprobs(content=content)

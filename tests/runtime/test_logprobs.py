@@ -91,3 +91,17 @@ def test_the_response_shape_names_tokens_by_text():
     assert (token.token, token.bytes) == ("a", [97])
     assert [t.token for t in token.top_logprobs] == ["b", "a"]
     assert token.top_logprobs[1].logprob == token.logprob
+
+
+@pytest.mark.model
+def test_byte_level_tokens_carry_their_exact_bytes():
+    from imagine_edge.models.llm import SMOLLM2
+    from imagine_edge.models.store import prepared
+    from imagine_edge.runtime.logprobs import TokenLogprobs
+
+    tokenizer = Tokenizer.from_file(str(prepared(SMOLLM2, ["cpu"]).tokenizer))
+    text = "é 🍵 the"
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    shaped = choice_logprobs([TokenLogprobs(i, -1.0, ()) for i in ids], tokenizer)
+    assert any("\ufffd" in t.token for t in shaped.content)  # the emoji spans tokens
+    assert bytes(b for t in shaped.content for b in t.bytes or []).decode() == text
