@@ -404,3 +404,36 @@ def test_langchain_bind_tools(root):
     assert isinstance(call["args"]["city"], str)
     auto = _chat(root).bind_tools([get_weather]).invoke("What is the weather in Rome?")
     assert auto.tool_calls or auto.content  # the model chooses: a call or an answer
+
+
+def test_the_imagine_route_takes_tool_choice_and_response_format(root):
+    url = root + "/api/v2/chat/completions"
+    base = {"model": SMOLLM2, "stream": False, "max_tokens": 128, "seed": 2}
+    called = httpx.post(
+        url,
+        json={
+            **base,
+            "messages": _user(TOOL_PROMPTS[0]),
+            "tools": TOOLS,
+            "tool_choice": "required",
+        },
+        timeout=120,
+    ).json()
+    choice = called["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    (call,) = choice["message"]["tool_calls"]
+    jsonschema.validate(
+        json.loads(call["function"]["arguments"]), PARAMETERS[call["function"]["name"]]
+    )
+    fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": SCHEMAS["person"]}}
+    answer = httpx.post(
+        url, json={**base, "messages": _user(PROMPTS[0][1]), "response_format": fmt}, timeout=120
+    ).json()
+    jsonschema.validate(json.loads(answer["choices"][0]["message"]["content"]), SCHEMAS["person"])
+    bad = httpx.post(
+        url,
+        json={**base, "messages": _user("hi"), "response_format": {"type": "lark", "grammar": "("}},
+        timeout=120,
+    )
+    assert bad.status_code == 400
+    assert "invalid Lark grammar" in bad.text
