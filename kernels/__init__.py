@@ -20,7 +20,8 @@ at import. ``IMAGINE_EDGE_KERNELS=reference|native|auto`` overrides the choice; 
 is missing, asking for native (or auto) logs one warning and falls back to the reference, and
 `active_backend()` / `native_unavailable_reason()` report it (`native_isa()` names the SIMD
 variant in use). Every backend exposes the same
-`sample` / `sample_batch`; `get_backend(name)` returns a specific one (tests run both).
+`sample` / `sample_batch` / `process_logits` (stages 1-5 alone, the point log-probabilities are
+taken from); `get_backend(name)` returns a specific one (tests run both).
 
 Importing this package never needs the extension and imports only numpy.
 """
@@ -61,6 +62,7 @@ __all__ = [
     "mask_words",
     "native_isa",
     "native_unavailable_reason",
+    "process_logits",
     "sample",
     "sample_batch",
 ]
@@ -94,6 +96,16 @@ class Backend(Protocol):
         eos_token_ids: Sequence[int] = (),
         allowed_mask: npt.NDArray[np.uint32] | npt.NDArray[np.int32] | None = None,
     ) -> int: ...
+
+    def process_logits(
+        self,
+        logits: npt.NDArray[np.float32],
+        config: SamplingConfig,
+        state: SequenceState,
+        *,
+        eos_token_ids: Sequence[int] = (),
+        allowed_mask: npt.NDArray[np.uint32] | npt.NDArray[np.int32] | None = None,
+    ) -> None: ...
 
     def sample_batch(
         self,
@@ -200,6 +212,27 @@ def sample(
     """
     return _ACTIVE.sample(
         logits, config, state, uniform, eos_token_ids=eos_token_ids, allowed_mask=allowed_mask
+    )
+
+
+def process_logits(
+    logits: npt.NDArray[np.float32],
+    config: SamplingConfig,
+    state: SequenceState,
+    *,
+    eos_token_ids: Sequence[int] = (),
+    allowed_mask: npt.NDArray[np.uint32] | npt.NDArray[np.int32] | None = None,
+) -> None:
+    """The logits `sample` would draw from before top-k and top-p, in place: stages 1-5 (the
+    allowed-token mask, the stop-id mask, the penalties and, unless greedy, the temperature).
+
+    Log-probabilities are taken from this point (runtime/logprobs.py, docs/sampling.md). Both
+    backends leave bit-identical logits, and the same values `sample` has after its stage 5.
+    Does not call `state.accept`; raises ValueError as `sample` does for bad arguments or a mask
+    that allows no token.
+    """
+    _ACTIVE.process_logits(
+        logits, config, state, eos_token_ids=eos_token_ids, allowed_mask=allowed_mask
     )
 
 

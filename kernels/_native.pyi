@@ -36,6 +36,7 @@ def sample(
     workspace: npt.NDArray[np.uint8],
     /,
 ) -> int: ...
+def process(logits: npt.NDArray[np.float32], row: _Row, mask_ids: _Ids, /) -> None: ...
 def sample_batch(
     logits: npt.NDArray[np.float32],
     vocab: int,

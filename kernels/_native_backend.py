@@ -25,7 +25,7 @@ from imagine_edge.kernels._checks import (
 )
 from imagine_edge.kernels._config import SamplingConfig, SequenceState
 
-__all__ = ["sample", "sample_batch"]
+__all__ = ["process_logits", "sample", "sample_batch"]
 
 _NO_IDS = np.zeros(0, dtype=np.int32)
 _F32 = np.dtype(np.float32)
@@ -86,6 +86,25 @@ def sample(
     masked = state._num_generated < config.min_tokens
     mask = stop_mask_ids(eos_token_ids, vocab) if masked else _NO_IDS
     return _native.sample(row, _row(config, state, allowed), mask, u, _workspace(vocab))
+
+
+def process_logits(
+    logits: npt.NDArray[np.float32],
+    config: SamplingConfig,
+    state: SequenceState,
+    *,
+    eos_token_ids: Sequence[int] = (),
+    allowed_mask: npt.NDArray[np.uint32] | npt.NDArray[np.int32] | None = None,
+) -> None:
+    """Stages 1-5 of `sample` in place. See `kernels.process_logits`."""
+    vocab = state.vocab_size
+    row = logits if _is_plain_row(logits, vocab) else check_row(logits, state)
+    allowed = None
+    if allowed_mask is not None:
+        allowed = check_allowed(allowed_mask, (mask_words(vocab),), vocab)
+    masked = state._num_generated < config.min_tokens
+    mask = stop_mask_ids(eos_token_ids, vocab) if masked else _NO_IDS
+    _native.process(row, _row(config, state, allowed), mask)
 
 
 def sample_batch(

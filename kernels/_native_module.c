@@ -155,6 +155,28 @@ static PyObject *py_sample(PyObject *self, PyObject *args) {
     return PyLong_FromLong(token);
 }
 
+static PyObject *py_process(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *logits_o, *row, *mask_o;
+    if (!PyArg_ParseTuple(args, "OOO", &logits_o, &row, &mask_o)) return NULL;
+    buffers b = {.count = 0};
+    ie_params p;
+    ie_history h;
+    Py_buffer *logits = acquire(&b, logits_o, 4, 1, 1, "logits");
+    Py_buffer *mask = logits ? acquire(&b, mask_o, 4, 0, 0, "mask_ids") : NULL;
+    if (mask == NULL || parse_row(row, items(logits), &b, &p, &h) < 0) {
+        release_all(&b);
+        return NULL;
+    }
+    ie_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = ie_process(logits->buf, items(logits), &p, &h, mask->buf, items(mask));
+    Py_END_ALLOW_THREADS
+    release_all(&b);
+    if (status != IE_OK) return raise_status(status, -1);
+    Py_RETURN_NONE;
+}
+
 /* Per-row buffers of a batch need more than MAX_BUFFERS views: one buffers block per row. */
 static PyObject *py_sample_batch(PyObject *self, PyObject *args) {
     (void)self;
@@ -224,6 +246,8 @@ static PyMethodDef methods[] = {
      "workspace_bytes(vocab) -> bytes of scratch one sample call needs."},
     {"sample", py_sample, METH_VARARGS,
      "sample(logits, row, mask_ids, uniform, workspace) -> token id; logits change in place."},
+    {"process", py_process, METH_VARARGS,
+     "process(logits, row, mask_ids) -> None; the stages before top-k, in place."},
     {"sample_batch", py_sample_batch, METH_VARARGS,
      "sample_batch(logits, vocab, rows, mask_ids, uniforms, workspace, out) -> None."},
     {NULL, NULL, 0, NULL},

@@ -41,6 +41,7 @@ __all__ = [
     "apply_top_p",
     "draw",
     "exp32",
+    "process_logits",
     "sample",
     "sample_batch",
     "weights",
@@ -198,6 +199,26 @@ def _sample_row(
     apply_top_k(logits, config.top_k)
     w = apply_top_p(logits, config.top_p)
     return draw(w, uniform)
+
+
+def process_logits(
+    logits: npt.NDArray[np.float32],
+    config: SamplingConfig,
+    state: SequenceState,
+    *,
+    eos_token_ids: Sequence[int] = (),
+    allowed_mask: npt.NDArray[np.uint32] | npt.NDArray[np.int32] | None = None,
+) -> None:
+    """Stages 1-5 of `sample` in place (mask, stop ids, penalties, temperature unless greedy)."""
+    row = check_row(logits, state)
+    vocab = state.vocab_size
+    if allowed_mask is not None:
+        apply_allowed(row, check_allowed(allowed_mask, (mask_words(vocab),), vocab))
+    if state.num_generated < config.min_tokens:
+        row[stop_mask_ids(eos_token_ids, vocab)] = _NEG_INF
+    apply_penalties(row, config, state)
+    if not config.is_greedy:
+        apply_temperature(row, config.temperature)
 
 
 def sample(

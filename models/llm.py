@@ -11,6 +11,11 @@ the rest is held; at the end, parsed calls go on the final chunk with finish_rea
 ``tool_calls`` (text that does not parse is emitted as text instead). Streaming deltas cannot
 carry tool calls in the contract (docs/contract.md, Endpoints): the final chunk carries them for the
 non-streaming response.
+
+Structured output: ``response_format`` and ``tool_choice`` become one grammar
+(``models/structured.py``), compiled by the model's :class:`GrammarCache` and applied by the
+generation loop as the sampler's allowed-token mask. ``logprobs`` records each token's
+log-probability (``runtime/logprobs.py``); the final chunk carries them.
 """
 
 from __future__ import annotations
@@ -24,19 +29,23 @@ from typing import Final
 from tokenizers import Tokenizer
 
 from imagine_edge.models.base import GenerationChunk
-from imagine_edge.models.chat_format import ChatMLFormat, ToolCallFilter
+from imagine_edge.models.chat_format import ChatMLFormat, ToolCallFilter, message_text
 from imagine_edge.models.chat_gemma import GemmaFormat
 from imagine_edge.models.chat_jinja import JinjaFormat
 from imagine_edge.models.store import Manifest
+from imagine_edge.models.structured import format_instruction, structured_spec
+from imagine_edge.runtime.constraint import Constraint, ConstraintCompiler, GrammarCache
 from imagine_edge.runtime.generate import TextGenerationLoop
 from imagine_edge.runtime.kv_cache import SlotUsage
 from imagine_edge.runtime.llm_decoder import DecoderGraphs, OpenDecoder, ThreadMode, open_decoder
+from imagine_edge.runtime.logprobs import LogprobRecorder, choice_logprobs
 from imagine_edge.runtime.sampling import GenerationPlan, SamplingDefaults
 from imagine_edge.runtime.targets import Target, target_from_env
 from imagine_edge.runtime.thread_policy import StepPolicy
 from imagine_edge.sdk.errors import ModelUnavailableError
 from imagine_edge.sdk.types import (
     ChatCompletionRequest,
+    ChatMessage,
     CompletionRequest,
     FinishReason,
     ModelType,
@@ -93,6 +102,10 @@ class ChatModel:
         decoder = self._opened.decoder
         tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
         self.loop = TextGenerationLoop(decoder, tokenizer, manifest.special_tokens.eos_token_ids)
+        eos = manifest.special_tokens.eos_token_ids
+        self.grammars = GrammarCache(
+            lambda: ConstraintCompiler(tokenizer, decoder.spec.vocab_size, eos[0] if eos else 0)
+        )
         self._weights_bytes = sum(f.stat().st_size for f in self._opened.graph_files())
         self._provider = self._opened.provider
         self._policy = self._opened.policy
@@ -130,16 +143,40 @@ class ChatModel:
         return GenerationPlan.from_params(request, self.defaults, seed=self.seed)
 
     def chat_prompt(self, request: ChatCompletionRequest) -> list[int]:
-        """The prompt token ids of a chat request."""
-        return self.loop.encode(self.format.render(request.messages, request.tools))
+        """The prompt token ids of a chat request (its tools left out under tool_choice none)."""
+        _, offered = structured_spec(request.response_format, request.tools, request.tool_choice)
+        tools = request.tools if offered else None
+        messages = request.messages
+        if (instruction := format_instruction(request.response_format)) is not None:
+            messages = _with_instruction(messages, instruction)
+        return self.loop.encode(self.format.render(messages, tools))
+
+    def chat_constraint(self, request: ChatCompletionRequest) -> Constraint | None:
+        """The grammar state of a chat request's output (None when the output is free);
+        InvalidRequestError (400) for a bad format, tool choice or schema."""
+        spec, _ = structured_spec(request.response_format, request.tools, request.tool_choice)
+        return None if spec is None else self.grammars.compile(spec.kind, spec.source).start()
+
+    def _logprobs(
+        self, request: ChatCompletionRequest | CompletionRequest
+    ) -> LogprobRecorder | None:
+        if not request.logprobs:
+            return None
+        return LogprobRecorder(self.loop.decoder.spec.vocab_size, request.top_logprobs or 0)
 
     def generate_chat(
         self, request: ChatCompletionRequest, cancel: threading.Event
     ) -> Iterator[GenerationChunk]:
         self._check_open()
         plan = self._plan(request)
-        chunks = self.loop.run(self.chat_prompt(request), plan, cancel)
-        if not request.tools:
+        constraint = self.chat_constraint(request)
+        prompt = self.chat_prompt(request)
+        recorder = self._logprobs(request)
+        chunks = self._with_logprobs(
+            self.loop.run(prompt, plan, cancel, constraint=constraint, logprobs=recorder), recorder
+        )
+        _, offered = structured_spec(request.response_format, request.tools, request.tool_choice)
+        if not offered:
             yield from chunks
             return
         tools = ToolCallFilter()
@@ -153,8 +190,27 @@ class ChatModel:
                 yield GenerationChunk(text=parsed.text)
             reason = FinishReason.tool_calls if parsed.tool_calls else chunk.finish_reason
             yield GenerationChunk(
-                finish_reason=reason, stats=chunk.stats, tool_calls=parsed.tool_calls or None
+                finish_reason=reason,
+                stats=chunk.stats,
+                tool_calls=parsed.tool_calls or None,
+                logprobs=chunk.logprobs,
             )
+
+    def _with_logprobs(
+        self, chunks: Iterator[GenerationChunk], recorder: LogprobRecorder | None
+    ) -> Iterator[GenerationChunk]:
+        """``chunks``, the final one carrying the recorded log-probabilities."""
+        if recorder is None:
+            return chunks
+        tokenizer = self.loop.tokenizer
+
+        def attach() -> Iterator[GenerationChunk]:
+            for chunk in chunks:
+                if chunk.finish_reason is not None:
+                    chunk.logprobs = choice_logprobs(recorder.entries, tokenizer)
+                yield chunk
+
+        return attach()
 
     def generate_completion(
         self, request: CompletionRequest, cancel: threading.Event
@@ -164,11 +220,22 @@ class ChatModel:
         prompt = request.prompt
         if isinstance(self.format, GemmaFormat):
             prompt = self.format.completion(prompt)
-        yield from self.loop.run(self.loop.encode(prompt), plan, cancel)
+        recorder = self._logprobs(request)
+        run = self.loop.run(self.loop.encode(prompt), plan, cancel, logprobs=recorder)
+        yield from self._with_logprobs(run, recorder)
 
     def _check_open(self) -> None:
         if self._opened is None:
             raise ModelUnavailableError(f"{self.manifest.name} is closed")
+
+
+def _with_instruction(messages: list[ChatMessage], instruction: str) -> list[ChatMessage]:
+    """``messages`` with ``instruction`` at the end of the system turn (a new one if none)."""
+    if messages and messages[0].role == "system":
+        system = message_text(messages[0])
+        first = messages[0].model_copy(update={"content": f"{system}\n\n{instruction}"})
+        return [first, *messages[1:]]
+    return [ChatMessage(role="system", content=instruction), *messages]
 
 
 def chat_format_of(manifest: Manifest) -> ChatMLFormat | GemmaFormat | JinjaFormat:

@@ -20,7 +20,9 @@ rather than a hang. Nothing here loads anything from a hub: the tokenizer is the
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -42,6 +44,7 @@ __all__ = [
     "ConstraintKind",
     "ConstraintLimits",
     "Grammar",
+    "GrammarCache",
     "GrammarError",
 ]
 
@@ -200,6 +203,45 @@ class ConstraintCompiler:
                 f"the {_NAMES[kind]} has {len(text)} characters; at most "
                 f"{self.limits.max_source_chars} are accepted"
             )
+
+
+class GrammarCache:
+    """A model's compiler, built on first use, and its most recently compiled grammars.
+
+    Requests with the same tools or schema (an agent's every turn) compile once. Thread-safe.
+    ``build`` makes the compiler (about a second: llguidance indexes the vocabulary).
+    """
+
+    def __init__(self, build: Callable[[], ConstraintCompiler], size: int = 32) -> None:
+        self._build, self._size = build, size
+        self._compiler: ConstraintCompiler | None = None
+        self._grammars: OrderedDict[tuple[str, str], Grammar] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def compile(self, kind: ConstraintKind, source: str | Mapping[str, Any] | None) -> Grammar:
+        """`ConstraintCompiler.compile`, cached by kind and source text."""
+        text = source if isinstance(source, str) or source is None else _canonical(source)
+        key = (kind, "" if text is None else text)
+        with self._lock:
+            if (hit := self._grammars.get(key)) is not None:
+                self._grammars.move_to_end(key)
+                return hit
+            if self._compiler is None:
+                self._compiler = self._build()
+            compiler = self._compiler
+        grammar = compiler.compile(kind, source)
+        with self._lock:
+            self._grammars[key] = grammar
+            while len(self._grammars) > self._size:
+                self._grammars.popitem(last=False)
+        return grammar
+
+
+def _canonical(source: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(source, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise GrammarError(f"the JSON schema cannot be serialized: {exc}") from exc
 
 
 class Grammar:

@@ -11,10 +11,9 @@ is emitted once complete, never as U+FFFD) -> stop strings (the returned text in
 -> stop token ids -> ``max_tokens`` -> the ``max_seconds`` wall-clock budget -> cancellation ->
 run the token through the decoder.
 
-Determinism: the contract has no seed field. Each request samples with its own
-``numpy.random.Generator``, seeded with ``GenerationPlan.seed`` when the model is configured with
-one, else with a hash of the prompt's token ids. The same request therefore always gives the
-same text (and streaming equals non-streaming), while different prompts draw independently.
+Determinism: each request samples with its own ``numpy.random.Generator`` seeded with
+``GenerationPlan.seed`` (the request's seed, else a fresh one: runtime/sampling.py). The same
+seed and request give the same text (streaming equals non-streaming).
 
 ``max_seconds`` is a hard budget measured from the start of :meth:`run` (prefill included): the
 loop checks it after every token and every prefill chunk and ends with finish_reason ``length``.
@@ -43,6 +42,7 @@ from imagine_edge.sdk.types import FinishReason
 
 if TYPE_CHECKING:  # llguidance is imported only by callers that constrain
     from imagine_edge.runtime.constraint import Constraint
+    from imagine_edge.runtime.logprobs import LogprobRecorder
 
 __all__ = ["TextGenerationLoop"]
 
@@ -102,12 +102,14 @@ class TextGenerationLoop:
         plan: GenerationPlan,
         cancel: threading.Event | None = None,
         constraint: Constraint | None = None,
+        logprobs: LogprobRecorder | None = None,
     ) -> Iterator[GenerationChunk]:
         """Generate from ``prompt_ids``; see the module docstring for the order of checks.
 
         Returns without a final delta when ``cancel`` is set. With a ``constraint``
         (runtime/constraint.py) every token is drawn from the tokens its grammar allows, and the
-        run stops ("stop") once the grammar is complete.
+        run stops ("stop") once the grammar is complete. With ``logprobs``
+        (runtime/logprobs.py) each token's log-probability is recorded there.
         """
         start = time.perf_counter()
         deadline = start + plan.max_seconds if plan.max_seconds is not None else math.inf
@@ -127,7 +129,7 @@ class TextGenerationLoop:
                 yield GenerationChunk("", FinishReason.length, stats)
                 return
             reason = yield from self._decode(
-                slot, prompt, logits, plan, limit, deadline, cancel, stats, constraint
+                slot, prompt, logits, plan, limit, deadline, cancel, stats, constraint, logprobs
             )
             stats.decode_seconds = time.perf_counter() - prefilled
         if reason is not None:
@@ -168,12 +170,13 @@ class TextGenerationLoop:
         cancel: threading.Event | None,
         stats: GenerationStats,
         constraint: Constraint | None = None,
+        logprobs: LogprobRecorder | None = None,
     ) -> Generator[GenerationChunk, None, FinishReason | None]:
         """The decode loop; returns the finish reason, or None when cancelled."""
         # Everything the loop touches is bound to a local: attribute lookups cost per token.
         sampling = plan.sampling
         state = kernels.SequenceState(self.decoder.spec.vocab_size, prompt)
-        draw = np.random.default_rng(plan.seed_for(prompt)).random
+        draw = np.random.default_rng(plan.seed).random
         stops = StopTokens.build(
             self.eos_token_ids, plan.stop_token_ids, ignore_eos=plan.ignore_eos
         )
@@ -188,9 +191,15 @@ class TextGenerationLoop:
         reason: FinishReason
         while True:
             allowed = None if constraint is None else constraint.fill()
+            if logprobs is not None:
+                logprobs.observe(
+                    logits, sampling, state, eos_token_ids=eos_ids, allowed_mask=allowed
+                )
             token = sample(
                 logits, sampling, state, draw(), eos_token_ids=eos_ids, allowed_mask=allowed
             )
+            if logprobs is not None:
+                logprobs.chosen(token)
             state.accept(token)
             if constraint is not None:
                 constraint.consume(token)

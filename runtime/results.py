@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from imagine_edge.sdk.types import ChatMessageToolCall, FinishReason
+from imagine_edge.sdk.types import ChatMessageToolCall, ChoiceLogprobs, FinishReason
 
 __all__ = ["GenerationChunk", "GenerationStats"]
 
@@ -39,3 +39,5 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     stats: GenerationStats | None = None
     tool_calls: list[ChatMessageToolCall] | None = None
+    # Per generated token, on the final chunk, when the request asked for logprobs.
+    logprobs: ChoiceLogprobs | None = None

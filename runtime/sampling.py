@@ -11,22 +11,30 @@ kernels' neutral value (penalties off); ``top_k`` -1 or 0 is off (the DTO accept
 values with the same message); ``stop`` drops empty strings; ``min_tokens`` (an extension of
 the contract, vLLM's) unset is 0, and may not exceed the request's max_tokens nor, when that is
 unset, the model's default max_tokens (the DTO checks the first, this module the second).
+
+Seeds: a request's ``seed`` (an extension field) wins, then the model's configured seed, else a
+fresh one from ``secrets.randbits(63)``; the plan always holds the seed it runs with, so that
+the response can report it (``usage.seed``) and the same seed repeats the output exactly. A seed
+is taken modulo 2**64 (numpy's generators take non-negative seeds).
 """
 
 from __future__ import annotations
 
-import hashlib
+import secrets
 from dataclasses import dataclass
 from typing import Final
-
-import numpy as np
-import numpy.typing as npt
 
 from imagine_edge import kernels
 from imagine_edge.sdk.errors import InvalidRequestError
 from imagine_edge.sdk.types import LLMSamplingParams
 
-__all__ = ["DEFAULT_MAX_TOKENS", "GenerationPlan", "SamplingDefaults"]
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "GenerationPlan",
+    "SamplingDefaults",
+    "fresh_seed",
+    "resolve_seed",
+]
 
 DEFAULT_MAX_TOKENS: Final = 256
 
@@ -53,8 +61,8 @@ class GenerationPlan:
     stop_token_ids: tuple[tuple[int, ...], ...] = ()
     ignore_eos: bool = False
     skip_special_tokens: bool = True
-    # None: derived from the prompt's token ids (see the module docstring).
-    seed: int | None = None
+    # The seed of the request's generator (see the module docstring).
+    seed: int = 0
     default_max_tokens: int = DEFAULT_MAX_TOKENS
 
     @classmethod
@@ -96,11 +104,19 @@ class GenerationPlan:
             stop_token_ids=tuple(tuple(s) for s in params.stop_token_ids or ()),
             ignore_eos=bool(params.ignore_eos),
             skip_special_tokens=params.skip_special_tokens is not False,
-            seed=seed,
+            seed=resolve_seed(params.seed, seed),
             default_max_tokens=d.max_tokens,
         )
 
-    def seed_for(self, prompt: npt.NDArray[np.int64]) -> int:
-        if self.seed is not None:
-            return self.seed
-        return int.from_bytes(hashlib.blake2b(prompt.tobytes(), digest_size=8).digest(), "little")
+
+def fresh_seed() -> int:
+    """A new random seed for a request that did not give one (63 bits: a JSON-safe integer in
+    every client that reads 64-bit integers)."""
+    return secrets.randbits(63)
+
+
+def resolve_seed(requested: int | None, configured: int | None = None) -> int:
+    """The seed a request runs with: its own, else the model's configured one, else a fresh one;
+    in [0, 2**64)."""
+    seed = requested if requested is not None else configured
+    return (fresh_seed() if seed is None else seed) % 2**64

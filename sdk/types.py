@@ -36,6 +36,7 @@ __all__ = [
     "MAX_STOP_CHARS",
     "MAX_STOP_STRINGS",
     "MAX_STOP_TOKEN_IDS",
+    "MAX_TOP_LOGPROBS",
     "REPETITION_PENALTY_RANGE",
     "SEED_RANGE",
     "ChatCompletionRequest",
@@ -45,6 +46,7 @@ __all__ = [
     "ChatCompletionStreamResponse",
     "ChatMessage",
     "ChatMessageToolCall",
+    "ChoiceLogprobs",
     "CompletionRequest",
     "CompletionResponse",
     "CompletionResponseChoice",
@@ -68,7 +70,9 @@ __all__ = [
     "ReRankerObject",
     "ReRankerRequest",
     "ReRankerResponse",
+    "TokenLogprob",
     "Tools",
+    "TopLogprob",
     "TranscribeRequest",
     "TranscribeResponse",
     "TranslateRequest",
@@ -89,6 +93,7 @@ MAX_STOP_TOKEN_IDS: Final = 16
 REPETITION_PENALTY_RANGE: Final = (1e-3, 1e3)
 GUIDANCE_SCALE_RANGE: Final = (0.0, 100.0)
 SEED_RANGE: Final = (-(2**63), 2**64 - 1)
+MAX_TOP_LOGPROBS: Final = 20
 
 
 class _Request(BaseModel):
@@ -151,6 +156,9 @@ class UsageInfo(BaseModel):
     completion_tokens: int | None = Field(None, description="Tokens generated.")
     timings: UsageTimings | None = Field(
         None, description="imagine-edge extension: queue, load, prefill and decode times."
+    )
+    seed: int | None = Field(
+        None, description="imagine-edge extension: the sampling seed the request ran with."
     )
 
 
@@ -261,6 +269,34 @@ class LLMSamplingParams(_Request):
         None,
         description="Streaming options; {'include_usage': true} puts usage on the final chunk.",
     )
+    # imagine-edge extensions (docs/structured.md): ignored by the official client's DTO.
+    seed: int | None = Field(
+        None,
+        description="imagine-edge extension: the sampling seed; the same seed and request give "
+        "the same output. Unset: a fresh seed per request, reported in usage.seed.",
+        json_schema_extra=schema_range(*SEED_RANGE),
+    )
+    logprobs: bool | None = Field(
+        None, description="imagine-edge extension: return each output token's log-probability."
+    )
+    top_logprobs: int | None = Field(
+        None,
+        description=f"imagine-edge extension: the most likely alternatives per token, in "
+        f"[0, {MAX_TOP_LOGPROBS}] (needs logprobs).",
+        json_schema_extra=schema_range(0, MAX_TOP_LOGPROBS),
+    )
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int | None) -> int | None:
+        _check_int("seed", v, *SEED_RANGE)
+        return v
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs(cls, v: int | None) -> int | None:
+        _check_int("top_logprobs", v, 0, MAX_TOP_LOGPROBS)
+        return v
 
     @field_validator("temperature")
     @classmethod
@@ -403,6 +439,28 @@ class ChatMessage(BaseModel):
     name: str | None = Field(None, description="Optional name of the author.")
 
 
+class TopLogprob(BaseModel):
+    """One alternative at a generated token's position (imagine-edge extension)."""
+
+    token: str = Field(description="The token's text.")
+    logprob: float = Field(description="Its log-probability (docs/structured.md, Logprobs).")
+    bytes: list[int] | None = Field(None, description="The token's UTF-8 bytes.")
+
+
+class TokenLogprob(TopLogprob):
+    """A generated token with its log-probability and the most likely alternatives."""
+
+    top_logprobs: list[TopLogprob] = Field(
+        default_factory=list, description="The most likely tokens there, most likely first."
+    )
+
+
+class ChoiceLogprobs(BaseModel):
+    """The log-probabilities of a choice's tokens (imagine-edge extension, OpenAI's shape)."""
+
+    content: list[TokenLogprob] = Field(description="One entry per generated token.")
+
+
 class ChatCompletionRequest(LLMSamplingParams):
     """Body of POST chat/completions."""
 
@@ -412,6 +470,17 @@ class ChatCompletionRequest(LLMSamplingParams):
     model: str = Field(description="Name (or alias) of the LLM to use.")
     stream: bool = Field(description="Stream the answer as server-sent events.")
     tools: list[Tools] | None = Field(None, description="Tools the model may call.")
+    tool_choice: str | dict[str, Any] | None = Field(
+        None,
+        description="imagine-edge extension: 'auto' (default with tools), 'none', 'required' or "
+        "{'type': 'function', 'function': {'name': ...}}; required and named force a call that "
+        "matches the tool's parameters.",
+    )
+    response_format: dict[str, Any] | None = Field(
+        None,
+        description="imagine-edge extension: {'type': 'text' | 'json_object' | 'json_schema' | "
+        "'regex' | 'lark' | 'gbnf', ...}; the output is constrained to it (docs/structured.md).",
+    )
 
 
 class ChatCompletionResponseChoice(BaseModel):
@@ -420,6 +489,9 @@ class ChatCompletionResponseChoice(BaseModel):
     index: int = Field(description="Position of the choice.")
     message: ChatMessage = Field(description="The assistant's message.")
     finish_reason: FinishReason | None = Field(description="Why generation ended.")
+    logprobs: ChoiceLogprobs | None = Field(
+        None, description="imagine-edge extension: token log-probabilities, when asked for."
+    )
 
 
 class ChatCompletionResponse(BaseModel):
@@ -481,6 +553,9 @@ class CompletionResponseChoice(BaseModel):
     index: int = Field(description="Position of the choice.")
     text: str = Field(description="The generated text.")
     finish_reason: FinishReason | None = Field(description="Why generation ended.")
+    logprobs: ChoiceLogprobs | None = Field(
+        None, description="imagine-edge extension: token log-probabilities, when asked for."
+    )
 
 
 class CompletionResponse(BaseModel):

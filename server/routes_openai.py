@@ -6,202 +6,53 @@ engine's responses are rendered back in OpenAI's shapes (integer ``created``, ``
 beside tool calls, tool calls streamed as deltas, usage on a trailing ``choices: []`` chunk when
 ``stream_options.include_usage`` is set, base64 embeddings on request).
 
-Not supported, with a 422 that says so: ``n`` > 1, ``logprobs``, token-id inputs, embedding
-``dimensions``, and ``response_format`` other than text. ``seed``, ``user`` and
-``tool_choice`` other than 'none' are accepted and ignored.
+The request bodies and their translation are in ``server/openai_requests.py``: ``seed``,
+``response_format`` (json_object, json_schema; regex, lark, gbnf as extensions), ``tools`` with
+``tool_choice``, ``logprobs`` / ``top_logprobs`` and ``n`` <= 4 are honoured
+(docs/structured.md); ``user`` is accepted and ignored. The ``n`` choices of one request run as
+n engine calls admitted together, sharing the prompt's KV cache through the pool's prefix reuse.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.responses import Response
 
+from imagine_edge.models.structured import structured_spec
 from imagine_edge.sdk.engine import Call, Engine
 from imagine_edge.sdk.errors import ImagineException, InvalidRequestError, ModelNotFoundError
 from imagine_edge.sdk.types import (
-    INT32_MAX,
-    MAX_STOP_CHARS,
-    MAX_STOP_STRINGS,
-    REPETITION_PENALTY_RANGE,
-    SEED_RANGE,
-    ChatCompletionRequest,
     ChatCompletionResponse,
     ChatCompletionStreamResponse,
     ChatMessageToolCall,
-    CompletionRequest,
+    ChoiceLogprobs,
     CompletionResponse,
     CompletionStreamResponse,
     EmbeddingRequest,
     EmbeddingResponse,
-    Tools,
     UsageInfo,
 )
-from imagine_edge.sdk.validation import build, check_request_text, schema_range
+from imagine_edge.sdk.validation import build
 from imagine_edge.server.errors import error_response
+from imagine_edge.server.openai_requests import (
+    OpenAIChatRequest,
+    OpenAICompletionRequest,
+    OpenAIEmbeddingRequest,
+    chat_requests,
+    completion_requests,
+)
 from imagine_edge.server.routes_imagine import ERROR_RESPONSES, result_or_cancel, submit_off_loop
 from imagine_edge.server.sse import error_event, sse_response
 
 __all__ = ["openai_router"]
-
-
-class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    # The ranges are checked by the Imagine DTO each request becomes; they are stated here
-    # too, for the OpenAPI document.
-    model: str
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    max_tokens: int | None = Field(None, json_schema_extra=schema_range(1, INT32_MAX))
-    temperature: float | None = Field(None, json_schema_extra=schema_range(0, 2))
-    top_p: float | None = Field(None, json_schema_extra=schema_range(0, 1, exclusive_low=True))
-    frequency_penalty: float | None = Field(None, json_schema_extra=schema_range(-2, 2))
-    presence_penalty: float | None = Field(None, json_schema_extra=schema_range(-2, 2))
-    stop: str | list[str] | None = Field(
-        None,
-        json_schema_extra=schema_range(items=MAX_STOP_STRINGS)
-        | {"maxLength": MAX_STOP_CHARS, "items": {"type": "string", "maxLength": MAX_STOP_CHARS}},
-    )
-    n: int | None = Field(None, description="Must be 1.", json_schema_extra=schema_range(1, 1))
-    logprobs: bool | int | None = Field(
-        None,
-        description="Not supported: false, 0 or absent.",
-        json_schema_extra={"enum": [False, 0, None]},
-    )
-    seed: int | None = Field(
-        None, description="Accepted and ignored.", json_schema_extra=schema_range(*SEED_RANGE)
-    )
-    # Common extensions (vLLM, llama.cpp) passed through extra_body.
-    top_k: int | None = Field(
-        None, json_schema_extra=schema_range(-1, INT32_MAX) | {"not": {"const": 0}}
-    )
-    repetition_penalty: float | None = Field(
-        None, json_schema_extra=schema_range(*REPETITION_PENALTY_RANGE)
-    )
-    min_tokens: int | None = Field(None, json_schema_extra=schema_range(0, INT32_MAX))
-
-    @model_validator(mode="before")
-    @classmethod
-    def _check_input(cls, data: Any) -> Any:
-        # The Imagine DTO checks again; this one runs before the body is copied into it.
-        check_request_text(data)
-        return data
-
-    @field_validator("seed")
-    @classmethod
-    def _seed(cls, v: int | None) -> int | None:
-        low, high = SEED_RANGE
-        if v is not None and not low <= v <= high:
-            raise ValueError(f"seed must be in [{low}, {high}], got {v}")
-        return v
-
-    def imagine_params(self) -> dict[str, Any]:
-        if self.n not in (None, 1):
-            raise InvalidRequestError(f"n must be 1 (one choice per request), got {self.n}")
-        if self.logprobs:
-            raise InvalidRequestError("logprobs are not supported")
-        stop = [self.stop] if isinstance(self.stop, str) else self.stop
-        params = self.model_dump(
-            include={
-                "max_tokens",
-                "temperature",
-                "top_p",
-                "frequency_penalty",
-                "presence_penalty",
-                "top_k",
-                "repetition_penalty",
-                "min_tokens",
-                "model",
-                "stream",
-            }
-        )
-        return {**params, "stop": stop}
-
-
-class OpenAIMessage(BaseModel):
-    """An OpenAI chat message (``content`` may be omitted beside tool calls)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    role: str
-    content: str | list[dict[str, Any]] | None = None
-    name: str | None = None
-    tool_calls: list[ChatMessageToolCall] | None = None
-    tool_call_id: str | None = None
-
-
-class OpenAIChatRequest(_Sampling):
-    """Body of POST /v1/chat/completions."""
-
-    messages: list[OpenAIMessage] = Field(json_schema_extra={"minItems": 1})
-    max_completion_tokens: int | None = Field(None, json_schema_extra=schema_range(1, INT32_MAX))
-    tools: list[Tools] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
-
-
-class OpenAICompletionRequest(_Sampling):
-    """Body of POST /v1/completions."""
-
-    prompt: str | list[str] = Field(
-        description="One text (a list must hold exactly one).",
-        json_schema_extra={"not": {"type": "array", "not": {"minItems": 1, "maxItems": 1}}},
-    )
-
-
-class OpenAIEmbeddingRequest(BaseModel):
-    """Body of POST /v1/embeddings."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    input: str | list[str] = Field(
-        description="A text or a non-empty list of texts; token ids are not supported.",
-        json_schema_extra={"not": {"type": "array", "maxItems": 0}},
-    )
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(
-        None,
-        description="Not supported: vectors keep their size (null or absent).",
-        json_schema_extra={"not": {"type": "integer"}},
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_token_ids(cls, data: Any) -> Any:
-        check_request_text(data)
-        texts = data.get("input") if isinstance(data, dict) else None
-        if isinstance(texts, list) and any(isinstance(t, int | list) for t in texts):
-            raise ValueError("input must be a text or a list of texts; token ids are not supported")
-        return data
-
-
-def _chat_request(body: OpenAIChatRequest) -> ChatCompletionRequest:
-    if body.response_format and body.response_format.get("type", "text") != "text":
-        raise InvalidRequestError(
-            "response_format must be {'type': 'text'}; others are not supported"
-        )
-    params = body.imagine_params()
-    if body.max_completion_tokens is not None:
-        params["max_tokens"] = body.max_completion_tokens
-    tools = None if body.tool_choice == "none" else body.tools
-    messages = [m.model_dump(exclude_none=True) | {"content": m.content} for m in body.messages]
-    return build(ChatCompletionRequest, messages=messages, tools=tools, **params)
-
-
-def _completion_request(body: OpenAICompletionRequest) -> CompletionRequest:
-    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    if len(prompts) != 1:
-        raise InvalidRequestError(f"prompt must be one text, got a list of {len(prompts)}")
-    return build(CompletionRequest, prompt=prompts[0], **body.imagine_params())
 
 
 def _usage(usage: UsageInfo | None) -> dict[str, Any] | None:
@@ -215,7 +66,29 @@ def _usage(usage: UsageInfo | None) -> dict[str, Any] | None:
     }
     if usage.timings is not None:  # an extension the openai client keeps as an extra field
         out["timings"] = usage.timings.model_dump(mode="json")
+    if usage.seed is not None:  # the seed to send again to reproduce the answer
+        out["seed"] = usage.seed
     return out
+
+
+def _chat_logprobs(logprobs: ChoiceLogprobs | None) -> dict[str, Any] | None:
+    return None if logprobs is None else {"content": logprobs.model_dump(mode="json")["content"]}
+
+
+def _completion_logprobs(logprobs: ChoiceLogprobs | None) -> dict[str, Any] | None:
+    """The legacy completions shape: parallel lists, alternatives as {token: logprob}."""
+    if logprobs is None:
+        return None
+    offsets, at = [], 0
+    for t in logprobs.content:
+        offsets.append(at)
+        at += len(t.token)
+    return {
+        "tokens": [t.token for t in logprobs.content],
+        "token_logprobs": [t.logprob for t in logprobs.content],
+        "top_logprobs": [{a.token: a.logprob for a in t.top_logprobs} for t in logprobs.content],
+        "text_offset": offsets,
+    }
 
 
 def _tool_calls(calls: list[ChatMessageToolCall] | None) -> list[dict[str, Any]]:
@@ -232,8 +105,9 @@ def _tool_calls(calls: list[ChatMessageToolCall] | None) -> list[dict[str, Any]]
     ]
 
 
-def _chat_json(r: ChatCompletionResponse) -> dict[str, Any]:
-    message = r.choices[0].message
+def _chat_choice(r: ChatCompletionResponse, index: int) -> dict[str, Any]:
+    choice = r.choices[0]
+    message = choice.message
     calls = _tool_calls(message.tool_calls)
     out: dict[str, Any] = {
         "role": "assistant",
@@ -241,38 +115,57 @@ def _chat_json(r: ChatCompletionResponse) -> dict[str, Any]:
     }
     if calls:
         out["tool_calls"] = calls
-    choice = {
-        "index": 0,
+    return {
+        "index": index,
         "message": out,
-        "finish_reason": r.choices[0].finish_reason,
-        "logprobs": None,
+        "finish_reason": choice.finish_reason,
+        "logprobs": _chat_logprobs(choice.logprobs),
     }
+
+
+def _merged_usage(usages: list[UsageInfo]) -> dict[str, Any] | None:
+    """One usage for n choices: the prompt once (later choices reuse its KV), completions summed,
+    the first choice's seed and timings."""
+    first = _usage(usages[0])
+    if first is None or len(usages) == 1:
+        return first
+    completion = sum(u.completion_tokens or 0 for u in usages)
+    first["completion_tokens"] = completion
+    first["total_tokens"] = first["prompt_tokens"] + completion
+    return first
+
+
+def _chat_json(results: list[ChatCompletionResponse]) -> dict[str, Any]:
+    r = results[0]
     return {
         "id": r.id,
         "object": "chat.completion",
         "created": int(r.created),
         "model": r.model,
-        "choices": [choice],
-        "usage": _usage(r.usage),
+        "choices": [_chat_choice(x, i) for i, x in enumerate(results)],
+        "usage": _merged_usage([x.usage for x in results]),
     }
 
 
-def _completion_json(r: CompletionResponse) -> dict[str, Any]:
-    choice = r.choices[0]
+def _completion_json(results: list[CompletionResponse]) -> dict[str, Any]:
+    r = results[0]
+    choices = [
+        {
+            "index": i,
+            "text": x.choices[0].text,
+            "finish_reason": x.choices[0].finish_reason,
+            "logprobs": _completion_logprobs(x.choices[0].logprobs),
+        }
+        for i, x in enumerate(results)
+    ]
+    usages = [x.usage for x in results if x.usage is not None]
     return {
         "id": r.id,
         "object": "text_completion",
         "created": int(r.created),
         "model": r.model,
-        "choices": [
-            {
-                "index": 0,
-                "text": choice.text,
-                "finish_reason": choice.finish_reason,
-                "logprobs": None,
-            }
-        ],
-        "usage": _usage(r.usage),
+        "choices": choices,
+        "usage": _merged_usage(usages) if usages else None,
     }
 
 
@@ -311,8 +204,13 @@ class _OpenAIRenderer:
         frames: list[Mapping[str, Any]] = []
         result = self._call.consumed_result()
         if self._chat and (calls := _tool_calls(result.choices[0].message.tool_calls)):
-            indexed = [{"index": i, **c} for i, c in enumerate(calls)]
-            frames.append(self._chunk(final, {"tool_calls": indexed}, None))
+            # As OpenAI streams them: the call's id, type and name with empty arguments, then
+            # the arguments.
+            for i, c in enumerate(calls):
+                head = {**c, "function": {"name": c["function"]["name"], "arguments": ""}}
+                arguments = {"function": {"arguments": c["function"]["arguments"]}}
+                frames.append(self._chunk(final, {"tool_calls": [{"index": i, **head}]}, None))
+                frames.append(self._chunk(final, {"tool_calls": [{"index": i, **arguments}]}, None))
         frames.append(self._chunk(final, {}, final.choices[0].finish_reason))
         if self._include_usage:
             frames.append({**frames[-1], "choices": [], "usage": _usage(final.usage)})
@@ -325,22 +223,33 @@ class _OpenAIRenderer:
 
 async def _run(
     request: Request,
-    engine_call: Callable[[], Call[Any, Any]],
-    render: Callable[[Any], dict[str, Any]],
+    engine_calls: list[Callable[[], Call[Any, Any]]],
+    render: Callable[[list[Any]], dict[str, Any]],
     *,
     stream: bool,
     chat: bool,
     include_usage: bool,
     heartbeat: float,
 ) -> Response:
+    """Admit every call (one per choice; any refusal cancels those admitted), then answer."""
+    calls: list[Call[Any, Any]] = []
     try:
-        call = await submit_off_loop(engine_call)
+        for engine_call in engine_calls:
+            calls.append(await submit_off_loop(engine_call))  # noqa: PERF401  kept on a refusal
     except ImagineException as exc:
+        for admitted in calls:
+            admitted.cancel()
         return error_response(exc, stream=stream, openai=True)
     if stream:
-        renderer = _OpenAIRenderer(call, chat, include_usage)
-        return await sse_response(call, renderer, heartbeat=heartbeat, openai=True)
-    return JSONResponse(render(await result_or_cancel(call, request)))
+        renderer = _OpenAIRenderer(calls[0], chat, include_usage)
+        return await sse_response(calls[0], renderer, heartbeat=heartbeat, openai=True)
+    try:
+        results = [await result_or_cancel(call, request) for call in calls]
+    except BaseException:
+        for call in calls:
+            call.cancel()
+        raise
+    return JSONResponse(render(results))
 
 
 def openai_router(engine: Engine, *, heartbeat: float) -> APIRouter:
@@ -349,13 +258,14 @@ def openai_router(engine: Engine, *, heartbeat: float) -> APIRouter:
 
     @router.post("/chat/completions")
     async def chat(body: OpenAIChatRequest, request: Request) -> Response:
-        req = _chat_request(body)
+        reqs = chat_requests(body)
+        structured_spec(body.response_format, body.tools, body.tool_choice)  # 400s before queuing
         usage = bool((body.stream_options or {}).get("include_usage"))
         return await _run(
             request,
-            lambda: engine.chat(req),
+            [functools.partial(engine.chat, r) for r in reqs],
             _chat_json,
-            stream=req.stream,
+            stream=body.stream,
             chat=True,
             include_usage=usage,
             heartbeat=heartbeat,
@@ -363,13 +273,13 @@ def openai_router(engine: Engine, *, heartbeat: float) -> APIRouter:
 
     @router.post("/completions")
     async def completions(body: OpenAICompletionRequest, request: Request) -> Response:
-        req = _completion_request(body)
+        reqs = completion_requests(body)
         usage = bool((body.stream_options or {}).get("include_usage"))
         return await _run(
             request,
-            lambda: engine.completion(req),
+            [functools.partial(engine.completion, r) for r in reqs],
             _completion_json,
-            stream=req.stream,
+            stream=body.stream,
             chat=False,
             include_usage=usage,
             heartbeat=heartbeat,
@@ -382,7 +292,9 @@ def openai_router(engine: Engine, *, heartbeat: float) -> APIRouter:
             raise InvalidRequestError("dimensions is not supported: vectors keep their native size")
         req = build(EmbeddingRequest, input=texts, model=body.model)
 
-        def render(r: EmbeddingResponse) -> dict[str, Any]:
+        def render(results: list[EmbeddingResponse]) -> dict[str, Any]:
+            r = results[0]
+
             def vector(values: list[float]) -> Any:
                 if body.encoding_format == "float":
                     return values
@@ -400,7 +312,7 @@ def openai_router(engine: Engine, *, heartbeat: float) -> APIRouter:
 
         return await _run(
             request,
-            lambda: engine.embeddings(req),
+            [lambda: engine.embeddings(req)],
             render,
             stream=False,
             chat=False,

@@ -15,7 +15,11 @@ typedef ie_status (*ie_one_fn)(float *, int64_t, const ie_params *, const ie_his
 #define IE_BASE_NAME "generic"
 #endif
 
+typedef ie_status (*ie_process_fn)(float *, int64_t, const ie_params *, const ie_history *,
+                                   const int32_t *, int64_t);
+
 static ie_one_fn chosen = NULL;
+static ie_process_fn chosen_process = NULL;
 static const char *chosen_name = IE_BASE_NAME;
 
 static int have_avx2(void) {
@@ -33,12 +37,14 @@ int ie_select_isa(const char *name) {
     if (strcmp(name, "avx2") == 0) {
         if (!have_avx2()) return -1;
         chosen = ie_sample_one_avx2;
+        chosen_process = ie_process_one_avx2;
         chosen_name = "avx2";
         return 0;
     }
 #endif
     if (strcmp(name, IE_BASE_NAME) != 0) return -1;
     chosen = ie_sample_one_base;
+    chosen_process = ie_process_one_base;
     chosen_name = IE_BASE_NAME;
     return 0;
 }
@@ -78,4 +84,11 @@ ie_status ie_sample_batch(float *logits, int64_t batch, int64_t vocab, const ie_
         }
     }
     return IE_OK;
+}
+
+ie_status ie_process(float *logits, int64_t vocab, const ie_params *p, const ie_history *h,
+                     const int32_t *mask_ids, int64_t n_mask) {
+    if (vocab < 1 || vocab > IE_MAX_VOCAB) return IE_ERR_BAD_ARG;
+    if (chosen_process == NULL) ie_select_isa(NULL);
+    return chosen_process(logits, vocab, p, h, mask_ids, n_mask);
 }

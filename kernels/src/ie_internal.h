@@ -178,6 +178,13 @@ ie_status IE_ISA(ie_sample_row)(float *logits, int64_t vocab, float inv_t, doubl
 ie_status IE_ISA(ie_sample_one)(float *logits, int64_t vocab, const ie_params *params,
                                 const ie_history *history, const int32_t *mask_ids,
                                 int64_t n_mask, double uniform, void *workspace, int32_t *token);
+ie_status IE_ISA(ie_process_one)(float *logits, int64_t vocab, const ie_params *params,
+                                 const ie_history *history, const int32_t *mask_ids,
+                                 int64_t n_mask);
+ie_status ie_process_one_base(float *, int64_t, const ie_params *, const ie_history *,
+                              const int32_t *, int64_t);
+ie_status ie_process_one_avx2(float *, int64_t, const ie_params *, const ie_history *,
+                              const int32_t *, int64_t);
 ie_status ie_sample_one_base(float *, int64_t, const ie_params *, const ie_history *,
                              const int32_t *, int64_t, double, void *, int32_t *);
 ie_status ie_sample_one_avx2(float *, int64_t, const ie_params *, const ie_history *,

@@ -240,3 +240,17 @@ ie_status IE_ISA(ie_sample_one)(float *logits, int64_t vocab, const ie_params *p
     }
     return IE_ISA(ie_sample_row)(logits, vocab, inv_t, p->top_p, uniform, w, c, token);
 }
+
+/* Stages 1-5 only (allowed mask, stop-id mask, penalties, then temperature unless greedy): the
+ * distribution the draw would start from before top-k and top-p. Temperature is one float32
+ * multiply per logit, as the reference's `logits *= float32(1 / t)`. */
+ie_status IE_ISA(ie_process_one)(float *logits, int64_t vocab, const ie_params *p,
+                                 const ie_history *h, const int32_t *mask_ids, int64_t n_mask) {
+    ie_status status = p->allowed != NULL ? apply_allowed(logits, vocab, p->allowed) : IE_OK;
+    if (status == IE_OK && p->mask_active) status = apply_mask(logits, vocab, mask_ids, n_mask);
+    if (status == IE_OK) status = apply_penalties(logits, vocab, p, h);
+    if (status != IE_OK || p->greedy) return status;
+    const float inv_t = (float)(1.0 / p->temperature);
+    for (int64_t i = 0; i < vocab; i++) logits[i] *= inv_t;
+    return IE_OK;
+}

@@ -71,6 +71,12 @@ ie_status ie_sample(float *logits, int64_t vocab, const ie_params *params,
                     const ie_history *history, const int32_t *mask_ids, int64_t n_mask,
                     double uniform, void *workspace, size_t workspace_bytes, int32_t *token);
 
+/* The first stages of ie_sample only: allowed-token mask, stop-id mask, penalties and, unless
+ * greedy, temperature, in place; no top-k, top-p or draw (the logits a log-probability is taken
+ * from, docs/sampling.md). Needs no workspace. */
+ie_status ie_process(float *logits, int64_t vocab, const ie_params *params,
+                     const ie_history *history, const int32_t *mask_ids, int64_t n_mask);
+
 /* Samples each row of logits[batch][vocab] with its own params, history and uniform. On error,
  * *failed_row names the row and the returned status says why; earlier rows are done. */
 ie_status ie_sample_batch(float *logits, int64_t batch, int64_t vocab, const ie_params *params,

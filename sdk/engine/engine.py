@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Never, Self
+from typing import Any, Never, Self, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -45,6 +45,7 @@ from imagine_edge.models.base import (
 from imagine_edge.models.registry import model_cards
 from imagine_edge.runtime.memory import memory_parts, one_malloc_arena
 from imagine_edge.runtime.results import GenerationStats
+from imagine_edge.runtime.sampling import fresh_seed
 from imagine_edge.sdk.engine.batch_queue import BatchLimits, BatchQueues
 from imagine_edge.sdk.engine.calls import Call
 from imagine_edge.sdk.engine.image_files import find_image, keep_image
@@ -90,6 +91,8 @@ from imagine_edge.sdk.types import (
 )
 
 __all__ = ["Engine"]
+
+_R = TypeVar("_R", ChatCompletionRequest, CompletionRequest)
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +293,8 @@ class Engine:
         if not request.messages:
             raise InvalidRequestError("messages must contain at least one message")
         self.limits.check_count("messages", len(request.messages), self.limits.max_messages)
-        head, fold = Head(new_id("chatcmpl"), card.name), TextFold()
+        request = _seeded(request)
+        head, fold = Head(new_id("chatcmpl"), card.name), TextFold(seed=request.seed)
         call: Call[ChatCompletionStreamResponse, ChatCompletionResponse] = Call(
             head.id, lambda _: fold.chunk(head, "", chat=True, first=False, final=True, failed=True)
         )
@@ -310,7 +314,8 @@ class Engine:
     ) -> Call[CompletionStreamResponse, CompletionResponse]:
         """Admit a text completion; events are chunks when ``request.stream``."""
         card = self.index.resolve(request.model, ModelType.LLM)
-        head, fold = Head(new_id("cmpl"), card.name), TextFold()
+        request = _seeded(request)
+        head, fold = Head(new_id("cmpl"), card.name), TextFold(seed=request.seed)
         call: Call[CompletionStreamResponse, CompletionResponse] = Call(
             head.id,
             lambda _: fold.chunk(head, "", chat=False, first=False, final=True, failed=True),
@@ -497,6 +502,17 @@ class Engine:
 
         request = {"model": model, "file_bytes": len(audio)}
         return self._submit(card, Endpoint.TRANSCRIBE, request, Call(call_id, None), body)
+
+
+def _seeded(request: _R) -> _R:
+    """``request`` with the seed it runs with: its own, else a fresh one (docs/sampling.md), so
+    that its usage and its record say how to reproduce it. Logprobs on a stream are refused
+    (docs/structured.md)."""
+    if request.stream and request.logprobs:
+        raise InvalidRequestError("logprobs are not supported with stream: send stream false")
+    if request.seed is not None:
+        return request
+    return request.model_copy(update={"seed": fresh_seed()})
 
 
 def _tell(

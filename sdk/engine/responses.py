@@ -29,6 +29,7 @@ from imagine_edge.sdk.types import (
     ChatCompletionStreamResponse,
     ChatMessage,
     ChatMessageToolCall,
+    ChoiceLogprobs,
     CompletionResponse,
     CompletionResponseChoice,
     CompletionResponseStreamChoice,
@@ -80,6 +81,8 @@ class TextFold:
     tool_calls: list[ChatMessageToolCall] = field(default_factory=list)
     stats: GenerationStats = field(default_factory=GenerationStats)
     context: JobContext | None = None  # the running job's, for the timings in usage
+    seed: int | None = None  # the request's sampling seed, reported in usage
+    logprobs: ChoiceLogprobs | None = None  # on the final chunk, when asked for
     _timings: UsageTimings | None = None  # fixed once the run has finished
 
     def add(self, chunk: GenerationChunk) -> None:
@@ -89,6 +92,8 @@ class TextFold:
             self.tool_calls.extend(_complete_tool_call(c) for c in chunk.tool_calls)
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
+        if chunk.logprobs is not None:
+            self.logprobs = chunk.logprobs
         if chunk.stats is not None:
             self.stats = chunk.stats
 
@@ -150,6 +155,7 @@ class TextFold:
             completion_tokens=completion,
             total_tokens=prompt + completion,
             timings=timings,
+            seed=self.seed,
         )
 
     # ---------------------------------------------------------------- stream events
@@ -217,7 +223,9 @@ class TextFold:
             created=head.created,
             model=head.model,
             choices=[
-                ChatCompletionResponseChoice(index=0, message=message, finish_reason=self.finish())
+                ChatCompletionResponseChoice(
+                    index=0, message=message, finish_reason=self.finish(), logprobs=self.logprobs
+                )
             ],
             usage=self.usage(),
         )
@@ -237,7 +245,9 @@ class TextFold:
             created=head.created,
             model=head.model,
             choices=[
-                CompletionResponseChoice(index=0, text=self.text, finish_reason=self.finish())
+                CompletionResponseChoice(
+                    index=0, text=self.text, finish_reason=self.finish(), logprobs=self.logprobs
+                )
             ],
             usage=self.usage(),
             generation_time=generation_time,

@@ -200,21 +200,33 @@ def tiny_loop(tiny_decoder, byte_tokenizer) -> TextGenerationLoop:
 SAMPLED = {"temperature": 1.0, "top_k": 40, "top_p": 0.95, "repetition_penalty": 1.1}
 
 
-def test_sampling_is_reproducible_per_prompt(tiny_loop):
+def test_sampling_is_reproducible_per_seed(tiny_loop):
     prompt = list(range(40, 60))
-    runs = [_collect(tiny_loop.run(prompt, _plan(max_tokens=24, **SAMPLED)))[1] for _ in range(2)]
+    runs = [
+        _collect(tiny_loop.run(prompt, _plan(max_tokens=24, seed=11, **SAMPLED)))[1]
+        for _ in range(2)
+    ]
     assert runs[0].stats.token_ids == runs[1].stats.token_ids
     # The repeat ran no prompt token: the slot kept the prompt's K/V and last logits.
     assert (runs[0].stats.cached_prompt_tokens, runs[1].stats.cached_prompt_tokens) == (0, 20)
     tiny_loop.decoder.pool.forget()
-    cold = _collect(tiny_loop.run(prompt, _plan(max_tokens=24, **SAMPLED)))[1]
+    cold = _collect(tiny_loop.run(prompt, _plan(max_tokens=24, seed=11, **SAMPLED)))[1]
     assert cold.stats.cached_prompt_tokens == 0
     assert cold.stats.token_ids == runs[0].stats.token_ids
-    seeded = GenerationPlan.from_params(
-        CompletionRequest(prompt="", model="t", stream=False, max_tokens=24, **SAMPLED), seed=7
-    )
-    other = _collect(tiny_loop.run(prompt, seeded))[1]
+    other = _collect(tiny_loop.run(prompt, _plan(max_tokens=24, seed=12, **SAMPLED)))[1]
     assert other.stats.token_ids != runs[0].stats.token_ids
+
+
+def test_without_a_seed_each_request_draws_a_fresh_one(tiny_loop):
+    plans = [_plan(max_tokens=24, **SAMPLED) for _ in range(3)]
+    assert len({p.seed for p in plans}) == 3
+    prompt = list(range(40, 60))
+    outputs = {tuple(_collect(tiny_loop.run(prompt, p))[1].stats.token_ids) for p in plans}
+    assert len(outputs) > 1  # "regenerate" gives another answer
+    again = GenerationPlan.from_params(
+        CompletionRequest(prompt="", model="t", stream=False, seed=plans[0].seed, **SAMPLED)
+    )
+    assert again.seed == plans[0].seed
 
 
 def test_next_turn_prefills_only_its_new_tokens(tiny_loop, tiny_decoder, byte_tokenizer):

@@ -26,11 +26,15 @@ _SAMPLING = {
     "top_k": 40,
     "top_p": 0.9,
     "stream_options": {"include_usage": True},
+    "seed": 42,
+    "logprobs": True,
+    "top_logprobs": 2,
 }
 _USAGE = t.UsageInfo(
     prompt_tokens=12,
     completion_tokens=3,
     total_tokens=15,
+    seed=42,
     timings=t.UsageTimings(
         queue_ms=1.5, load_ms=0.0, prefill_ms=20.25, decode_ms=30.0, tokens_per_s=100.0
     ),
@@ -54,7 +58,17 @@ _MESSAGES = [
     t.ChatMessage(role="assistant", content=None, tool_calls=[_TOOL_CALL]),
     t.ChatMessage(role="tool", content="sunny", tool_call_id="call_1", name="get_weather"),
 ]
-_COMPLETION_CHOICE = t.CompletionResponseChoice(index=0, text=" there was", finish_reason="length")
+_TOP = t.TopLogprob(token=" there", logprob=-0.25, bytes=[32, 116, 104, 101, 114, 101])
+_TOKEN_LOGPROB = t.TokenLogprob(
+    token=" there",
+    logprob=-0.25,
+    bytes=[32, 116, 104, 101, 114, 101],
+    top_logprobs=[_TOP, t.TopLogprob(token=" was", logprob=-1.5, bytes=[32, 119, 97, 115])],
+)
+_LOGPROBS = t.ChoiceLogprobs(content=[_TOKEN_LOGPROB])
+_COMPLETION_CHOICE = t.CompletionResponseChoice(
+    index=0, text=" there was", finish_reason="length", logprobs=_LOGPROBS
+)
 _CREATED = 1_700_000_000.0
 _IMAGE_PARAMS = {
     "negative_prompt": "low quality",
@@ -79,6 +93,9 @@ _AGGREGATED = {
 EXAMPLES: dict[str, BaseModel] = {
     "UsageInfo": _USAGE,
     "UsageTimings": _USAGE.timings,  # type: ignore[dict-item]
+    "TopLogprob": _TOP,
+    "TokenLogprob": _TOKEN_LOGPROB,
+    "ChoiceLogprobs": _LOGPROBS,
     "DeltaMessage": t.DeltaMessage(role="assistant", content="Hel"),
     "LLMSamplingParams": t.LLMSamplingParams(**_SAMPLING),
     "FunctionTool": _TOOL.function,
@@ -87,7 +104,13 @@ EXAMPLES: dict[str, BaseModel] = {
     "ChatMessageToolCall": _TOOL_CALL,
     "ChatMessage": _MESSAGES[3],
     "ChatCompletionRequest": t.ChatCompletionRequest(
-        **_SAMPLING, messages=_MESSAGES, model="Llama-3.1-8B", stream=False, tools=[_TOOL]
+        **_SAMPLING,
+        messages=_MESSAGES,
+        model="Llama-3.1-8B",
+        stream=False,
+        tools=[_TOOL],
+        tool_choice="auto",
+        response_format={"type": "json_object"},
     ),
     "ChatCompletionResponseChoice": t.ChatCompletionResponseChoice(
         index=0,

@@ -29,22 +29,20 @@ ENUMS = ["ModelType", "FinishReason"]
 # Ours only, with the client's shape they stand for (docs/contract.md, Endpoints: translate is
 # completion).
 CLIENT_SHAPE = {"TranslateRequest": "CompletionRequest"}
-# Documented extension fields (docs/server.md, Timings): ours only, ignored by the client's DTOs.
+# Documented extension fields (docs/server.md, Timings; docs/sampling.md, min_tokens;
+# docs/structured.md): ours only, ignored by the client's DTOs.
+_SAMPLING_EXTENSIONS = {"min_tokens", "seed", "logprobs", "top_logprobs"}
 EXTENSIONS = {
-    "UsageInfo": {"timings"},
-    # vLLM's min_tokens on every request with sampling params (docs/sampling.md).
-    **{
-        name: {"min_tokens"}
-        for name in (
-            "LLMSamplingParams",
-            "ChatCompletionRequest",
-            "CompletionRequest",
-            "TranslateRequest",
-        )
-    },
+    "UsageInfo": {"timings", "seed"},
+    "LLMSamplingParams": _SAMPLING_EXTENSIONS,
+    "CompletionRequest": _SAMPLING_EXTENSIONS,
+    "TranslateRequest": _SAMPLING_EXTENSIONS,
+    "ChatCompletionRequest": _SAMPLING_EXTENSIONS | {"tool_choice", "response_format"},
+    "ChatCompletionResponseChoice": {"logprobs"},
+    "CompletionResponseChoice": {"logprobs"},
 }
 # Ours only, with no client counterpart: the extension fields' own DTOs.
-OURS_ONLY = {"UsageTimings"}
+OURS_ONLY = {"UsageTimings", "TopLogprob", "TokenLogprob", "ChoiceLogprobs"}
 
 
 def _without_extensions(data: Any) -> Any:

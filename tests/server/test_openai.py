@@ -56,7 +56,12 @@ def test_tool_calls_plain_and_streamed(oai):
         oai.chat.completions.create(model="echo-llm", messages=messages, tools=TOOLS, stream=True)
     )
     calls = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
-    assert [(c.index, c.function.name) for c in calls] == [(0, "lookup")]
+    # As OpenAI streams a call: its id, type and name first, then the arguments.
+    assert [(c.index, c.function.name) for c in calls] == [(0, "lookup"), (0, None)]
+    assert calls[0].id
+    assert calls[0].type == "function"
+    assert calls[0].function.arguments == ""
+    assert json.loads("".join(c.function.arguments for c in calls)) == {"text": "Rome"}
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     none = oai.chat.completions.create(
         model="echo-llm", messages=messages, tools=TOOLS, tool_choice="none"
@@ -90,8 +95,39 @@ def test_models_and_errors(oai):
     with pytest.raises(openai.NotFoundError) as missing:
         oai.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
     assert "gpt-9" in missing.value.message
-    with pytest.raises(openai.UnprocessableEntityError) as bad:
+    with pytest.raises(openai.BadRequestError) as bad:
         oai.chat.completions.create(
-            model="echo-llm", messages=[{"role": "user", "content": "x"}], n=2
+            model="echo-llm", messages=[{"role": "user", "content": "x"}], n=5
         )
-    assert "n must be 1" in bad.value.message
+    assert "n must be in [1, 4]" in bad.value.message
+
+
+def test_n_choices_seeds_and_usage(oai):
+    messages = [{"role": "user", "content": "one two three"}]
+    response = oai.chat.completions.create(model="echo-llm", messages=messages, n=3, seed=9)
+    assert [c.index for c in response.choices] == [0, 1, 2]
+    assert all(c.message.content == "one two three" for c in response.choices)
+    assert response.usage.completion_tokens == 9  # three choices of three tokens
+    assert (
+        response.usage.prompt_tokens
+        == oai.chat.completions.create(model="echo-llm", messages=messages).usage.prompt_tokens
+    )  # the prompt counted once
+    assert response.usage.model_extra["seed"] == 9
+    fresh = oai.completions.create(model="echo-llm", prompt="a b", n=2)
+    assert len(fresh.choices) == 2
+    assert isinstance(fresh.usage.model_extra["seed"], int)
+    with pytest.raises(openai.BadRequestError, match="not supported with stream"):
+        oai.chat.completions.create(model="echo-llm", messages=messages, n=2, stream=True)
+
+
+def test_bad_tool_choice_and_format_are_400_before_queuing(oai):
+    messages = [{"role": "user", "content": "x"}]
+    cases = [
+        {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "other"}}},
+        {"tool_choice": "required"},
+        {"tools": TOOLS, "tool_choice": "sometimes"},
+        {"response_format": {"type": "yaml"}},
+    ]
+    for case in cases:
+        with pytest.raises(openai.BadRequestError):
+            oai.chat.completions.create(model="echo-llm", messages=messages, **case)
