@@ -43,6 +43,9 @@ from imagine_edge.sdk.types import (
 )
 
 __all__ = [
+    "DEFAULT_PARALLEL",
+    "MAX_PARALLEL",
+    "PARALLEL_ENV",
     "SMOLLM2",
     "SMOLLM2_DEFAULTS",
     "ChatModel",
@@ -56,6 +59,10 @@ log = logging.getLogger(__name__)
 SMOLLM2: Final = "smollm2-135m-instruct"
 # The model card's recommended sampling (temperature 0.2, top_p 0.9).
 SMOLLM2_DEFAULTS: Final = SamplingDefaults(temperature=0.2, top_k=-1, top_p=0.9, max_tokens=256)
+# Requests decoded together by default (continuous batching), and the most allowed.
+PARALLEL_ENV: Final = "IMAGINE_EDGE_LLM_PARALLEL"
+DEFAULT_PARALLEL: Final = 4
+MAX_PARALLEL: Final = 64
 
 
 class ChatModel:
@@ -77,6 +84,7 @@ class ChatModel:
         seed: int | None = None,
         target: Target = "cpu",
         threads: ThreadMode = "auto",
+        parallel: int = 1,
     ) -> None:
         self.manifest = manifest
         self.defaults = defaults
@@ -88,6 +96,7 @@ class ChatModel:
             max_length=max_length,
             num_slots=num_slots,
             threads=threads,
+            parallel=parallel,
         )
         decoder = self._opened.decoder
         tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
@@ -110,6 +119,11 @@ class ChatModel:
     def thread_policy(self) -> StepPolicy | None:
         """How the CPU graph's decode steps choose their session (None for the QNN graphs)."""
         return self._policy
+
+    @property
+    def max_concurrent_requests(self) -> int:
+        """How many requests generate together (continuous batching; 1 on the QNN graphs)."""
+        return 1 if self._opened is None else self._opened.max_sequences
 
     def resident_bytes(self) -> int:
         if self._opened is None:
@@ -229,7 +243,8 @@ def load_chat_model(manifest: Manifest) -> ChatModel:
     ``IMAGINE_EDGE_LLM_MAX_LENGTH`` caps the CPU graph's KV cache (default: the model's context;
     pages are touched only as positions fill). ``IMAGINE_EDGE_LLM_SPIN`` = auto (default) | 1 | 0:
     whether the CPU graph's intra-op workers spin, chosen per step from measured speed, always,
-    or never (see ``runtime/llm_decoder.py``).
+    or never (see ``runtime/llm_decoder.py``). ``IMAGINE_EDGE_LLM_PARALLEL`` (default 4): how
+    many requests decode together (continuous batching, one KV slot each; 1 turns it off).
     """
     target = target_from_env(ModelType.LLM)
     raw = os.environ.get("IMAGINE_EDGE_LLM_MAX_LENGTH")
@@ -239,7 +254,20 @@ def load_chat_model(manifest: Manifest) -> ChatModel:
         defaults=model_defaults(manifest),
         target=target,
         threads=_thread_mode(os.environ.get("IMAGINE_EDGE_LLM_SPIN", "auto")),
+        parallel=parallel_from_env(),
     )
+
+
+def parallel_from_env() -> int:
+    """``IMAGINE_EDGE_LLM_PARALLEL``: sequences decoded together (default DEFAULT_PARALLEL)."""
+    raw = os.environ.get(PARALLEL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_PARALLEL
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PARALLEL:
+        raise ValueError(
+            f"IMAGINE_EDGE_LLM_PARALLEL must be an integer in [1, {MAX_PARALLEL}], got {raw!r}"
+        )
+    return int(raw)
 
 
 def _thread_mode(raw: str) -> ThreadMode:
