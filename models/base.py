@@ -101,6 +101,15 @@ class HasKVSlots(Protocol):
     def kv_slots(self) -> SlotUsage: ...
 
 
+@runtime_checkable
+class RunsConcurrently(Protocol):
+    """A model that serves several requests at once (continuous batching): its worker runs up
+    to ``max_concurrent_requests`` of its jobs together, each on a thread of its own."""
+
+    @property
+    def max_concurrent_requests(self) -> int: ...
+
+
 class TextGenerator(LoadedModel, Protocol):
     """ModelType.LLM."""
 

@@ -52,6 +52,9 @@ from imagine_edge.sdk.types import (
 )
 
 __all__ = [
+    "DEFAULT_PARALLEL",
+    "MAX_PARALLEL",
+    "PARALLEL_ENV",
     "SMOLLM2",
     "SMOLLM2_DEFAULTS",
     "ChatModel",
@@ -66,6 +69,10 @@ SMOLLM2: Final = "smollm2-135m-instruct"
 # SmolLM2's model card's recommended sampling (temperature 0.2, top_p 0.9): the defaults of a
 # manifest prepared before manifests carried ``sampling_defaults`` (every LLM then had these).
 SMOLLM2_DEFAULTS: Final = SamplingDefaults(temperature=0.2, top_k=-1, top_p=0.9, max_tokens=256)
+# Requests decoded together by default (continuous batching), and the most allowed.
+PARALLEL_ENV: Final = "IMAGINE_EDGE_LLM_PARALLEL"
+DEFAULT_PARALLEL: Final = 4
+MAX_PARALLEL: Final = 64
 
 
 class ChatModel:
@@ -87,6 +94,7 @@ class ChatModel:
         seed: int | None = None,
         target: Target = "cpu",
         threads: ThreadMode = "auto",
+        parallel: int = 1,
     ) -> None:
         self.manifest = manifest
         self.defaults = model_defaults(manifest) if defaults is None else defaults
@@ -98,6 +106,7 @@ class ChatModel:
             max_length=max_length,
             num_slots=num_slots,
             threads=threads,
+            parallel=parallel,
         )
         decoder = self._opened.decoder
         tokenizer = Tokenizer.from_file(str(manifest.tokenizer))
@@ -124,6 +133,11 @@ class ChatModel:
     def thread_policy(self) -> StepPolicy | None:
         """How the CPU graph's decode steps choose their session (None for the QNN graphs)."""
         return self._policy
+
+    @property
+    def max_concurrent_requests(self) -> int:
+        """How many requests generate together (continuous batching; 1 on the QNN graphs)."""
+        return 1 if self._opened is None else self._opened.max_sequences
 
     def resident_bytes(self) -> int:
         if self._opened is None:
@@ -301,7 +315,8 @@ def load_chat_model(manifest: Manifest) -> ChatModel:
     ``IMAGINE_EDGE_LLM_MAX_LENGTH`` caps the CPU graph's KV cache (default: the model's context;
     pages are touched only as positions fill). ``IMAGINE_EDGE_LLM_SPIN`` = auto (default) | 1 | 0:
     whether the CPU graph's intra-op workers spin, chosen per step from measured speed, always,
-    or never (see ``runtime/llm_decoder.py``).
+    or never (see ``runtime/llm_decoder.py``). ``IMAGINE_EDGE_LLM_PARALLEL`` (default 4): how
+    many requests decode together (continuous batching, one KV slot each; 1 turns it off).
     """
     target = target_from_env(ModelType.LLM)
     raw = os.environ.get("IMAGINE_EDGE_LLM_MAX_LENGTH")
@@ -310,7 +325,20 @@ def load_chat_model(manifest: Manifest) -> ChatModel:
         max_length=int(raw) if raw else None,
         target=target,
         threads=_thread_mode(os.environ.get("IMAGINE_EDGE_LLM_SPIN", "auto")),
+        parallel=parallel_from_env(),
     )
+
+
+def parallel_from_env() -> int:
+    """``IMAGINE_EDGE_LLM_PARALLEL``: sequences decoded together (default DEFAULT_PARALLEL)."""
+    raw = os.environ.get(PARALLEL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_PARALLEL
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PARALLEL:
+        raise ValueError(
+            f"IMAGINE_EDGE_LLM_PARALLEL must be an integer in [1, {MAX_PARALLEL}], got {raw!r}"
+        )
+    return int(raw)
 
 
 def _thread_mode(raw: str) -> ThreadMode:

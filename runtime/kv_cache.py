@@ -4,6 +4,9 @@ Owns:
 - :class:`DecoderSpec`: what the runtime needs to know about a decoder graph's inputs and outputs.
 - :class:`KVSlot`: one sequence's preallocated per-layer K/V buffers ``[1, kv_heads, max_length,
   head_size]`` and the token ids whose K/V they hold.
+- :class:`KVRows`: the K/V buffers of all of a pool's slots as rows of one array per layer
+  ``[num_slots, kv_heads, max_length, head_size]``, so that a batched step can bind a range of
+  slots as one batch (runtime/step_batcher.py); a slot's buffers are views of its row.
 - :class:`KVCachePool`: a few slots per model handed to requests, reusing the slot whose tokens
   are the longest prefix of the new prompt (the next turn of a chat), otherwise the least
   recently used one.
@@ -39,7 +42,7 @@ import itertools
 import mmap
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -58,6 +61,7 @@ __all__ = [
     "Decoder",
     "DecoderSpec",
     "KVCachePool",
+    "KVRows",
     "KVSlot",
     "SlotUsage",
     "reusable_prefix",
@@ -147,14 +151,29 @@ def lazy_zeros(shape: tuple[int, ...], dtype: npt.DTypeLike) -> npt.NDArray[Any]
     return np.frombuffer(mmap.mmap(-1, size), dt).reshape(shape)
 
 
-class KVSlot:
-    """One sequence's K/V buffers and the tokens they hold."""
+class KVRows:
+    """Per-layer K/V arrays ``[rows, kv_heads, max_length, head_size]``, one row per slot."""
 
-    def __init__(self, index: int, spec: DecoderSpec) -> None:
-        shape = (1, spec.num_kv_heads, spec.max_length, spec.head_size)
-        self.index = index
+    def __init__(self, spec: DecoderSpec, rows: int) -> None:
+        shape = (rows, spec.num_kv_heads, spec.max_length, spec.head_size)
+        self.rows = rows
         self.keys = [lazy_zeros(shape, spec.kv_dtype) for _ in range(spec.num_layers)]
         self.values = [lazy_zeros(shape, spec.kv_dtype) for _ in range(spec.num_layers)]
+
+
+class KVSlot:
+    """One sequence's K/V buffers and the tokens they hold.
+
+    With ``rows`` the buffers are row ``index`` of those arrays, else arrays of its own."""
+
+    def __init__(self, index: int, spec: DecoderSpec, rows: KVRows | None = None) -> None:
+        self.index = index
+        if rows is None:
+            rows, row = KVRows(spec, 1), 0
+        else:
+            row = index
+        self.keys = [k[row : row + 1] for k in rows.keys]
+        self.values = [v[row : row + 1] for v in rows.values]
         self.tokens = np.zeros(spec.max_length, np.int64)
         self.length = 0
         self.last_used = 0
@@ -238,8 +257,17 @@ class KVCachePool:
         self.spec = spec
         self.num_slots = num_slots
         self._slots: list[KVSlot] = []
+        self._rows: KVRows | None = None
         self._clock = itertools.count(1)
         self._lock = threading.Lock()
+        # Called (outside the pool's lock) after a lease begins or ends: the step batcher counts
+        # the sequences it may wait for.
+        self.on_lease_change: Callable[[], None] | None = None
+
+    @property
+    def rows(self) -> KVRows | None:
+        """The slots' K/V rows (None until the first slot is made)."""
+        return self._rows
 
     @property
     def slots(self) -> tuple[KVSlot, ...]:
@@ -252,7 +280,11 @@ class KVCachePool:
         if best is not None and best[0] > 0:
             return best[1], best[0]
         if len(self._slots) < self.num_slots:
-            slot = KVSlot(len(self._slots), self.spec)
+            if self._rows is None:
+                self._rows = KVRows(self.spec, self.num_slots)
+            used = {s.index for s in self._slots}
+            index = min(i for i in range(self.num_slots) if i not in used)
+            slot = KVSlot(index, self.spec, self._rows)
             self._slots.append(slot)
             return slot, 0
         if not free:
@@ -272,13 +304,23 @@ class KVCachePool:
             if reused < slot.prefill_length:
                 slot.prefill_length = 0  # the kept logits belong to positions being rewritten
             slot.last_used = next(self._clock)
-            return slot, reused
+        if self.on_lease_change is not None:
+            self.on_lease_change()
+        return slot, reused
 
     def release(self, slot: KVSlot) -> None:
         with self._lock:
             slot.high_water = max(slot.high_water, slot.length)
             slot.leased = False
             slot.last_used = next(self._clock)
+        if self.on_lease_change is not None:
+            self.on_lease_change()
+
+    @property
+    def leased(self) -> int:
+        """How many slots are leased to a running sequence now."""
+        with self._lock:
+            return sum(1 for s in self._slots if s.leased)
 
     @contextmanager
     def lease(self, prompt: npt.NDArray[np.int64]) -> Iterator[tuple[KVSlot, int]]:
@@ -310,8 +352,11 @@ class KVCachePool:
                     slot.length = slot.prefill_length = 0
 
     def clear(self) -> None:
+        """Drop the free slots; their memory goes back when no slot is left."""
         with self._lock:
             self._slots = [s for s in self._slots if s.leased]
+            if not self._slots:
+                self._rows = None
 
 
 class Decoder(Protocol):

@@ -13,6 +13,10 @@ sharing memory-mapped pre-packed weights, and picks per step from measured step 
 (runtime/thread_policy.py). Spinning stops when a run returns ("force_spinning_stop"): the
 workers would otherwise spin through the sampling between steps (98 against 110 tok/s idle). A
 session on the factory's global thread pool keeps the pool's setting.
+
+With ``parallel`` > 1 the CPU graph's decoder batches the decode steps of up to that many
+concurrent sequences (runtime/step_batcher.py), one KV slot each; the static QNN graphs have a
+batch of one and serve one sequence at a time.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from imagine_edge.runtime.ort_names import SessionConfig
 from imagine_edge.runtime.session import shared_factory
 from imagine_edge.runtime.shared_buffer_decoder import SharedBufferDecoder
 from imagine_edge.runtime.static_decoder import StaticDecoder
+from imagine_edge.runtime.step_batcher import BatchedDecoder
 from imagine_edge.runtime.targets import Target, place
 from imagine_edge.runtime.thread_policy import AdaptivePolicy, FixedPolicy, StepPolicy
 
@@ -87,7 +92,15 @@ class OpenDecoder:
     def policy(self) -> StepPolicy | None:
         """How the CPU graph's decode steps choose their session (None for the QNN graphs)."""
         decoder = self.decoder
-        return decoder.policy if isinstance(decoder, SharedBufferDecoder) else None
+        if isinstance(decoder, SharedBufferDecoder | BatchedDecoder):
+            return decoder.policy
+        return None
+
+    @property
+    def max_sequences(self) -> int:
+        """How many sequences the decoder steps at once."""
+        decoder = self.decoder
+        return decoder.max_sequences if isinstance(decoder, BatchedDecoder) else 1
 
     def graph_files(self) -> list[Path]:
         """The files of the graphs the sessions opened (each graph and its external data)."""
@@ -107,8 +120,12 @@ def open_decoder(
     max_length: int | None = None,
     num_slots: int = 2,
     threads: ThreadMode = "auto",
+    parallel: int = 1,
 ) -> OpenDecoder:
     """The decoder of ``graphs`` on ``target`` (see the module docstring).
+
+    ``parallel``: how many sequences the CPU graph decodes together (it then has at least that
+    many KV slots).
 
     ``max_length`` caps the CPU graph's KV cache (default and maximum: the model's context).
     Raises ModelUnavailableError for "qnn" without QNN graphs, ModelRunError when a graph
@@ -121,8 +138,14 @@ def open_decoder(
         def qnn() -> OpenDecoder:
             return _open_static(prefill, decode, num_slots=num_slots, pad_id=graphs.pad_id)
 
+    if parallel < 1:
+        raise ValueError(f"parallel must be >= 1, got {parallel}")
+
     def cpu() -> OpenDecoder:
-        return _open_cpu(graphs, max_length, num_slots, threads)
+        opened = _open_cpu(graphs, max_length, max(num_slots, parallel), threads)
+        if parallel > 1 and isinstance(opened.decoder, SharedBufferDecoder):
+            opened.decoder = BatchedDecoder(opened.decoder)
+        return opened
 
     placed = place(target, graphs.name, qnn=qnn, cpu=cpu)
     placed.value.fallback = placed.fallback

@@ -3,6 +3,15 @@
 The onnxruntime-genai builder's CPU graph. How the shared buffer works is in runtime/kv_cache.py;
 this module binds a slot's buffers to one or more sessions of the graph and runs the step, on the
 session a :class:`StepPolicy` picks (runtime/thread_policy.py).
+
+:meth:`SharedBufferDecoder.forward_rows` runs one decode step for several slots at once: the
+pool's slots are rows of one K/V array per layer (runtime/kv_cache.py, KVRows), so the rows from
+the lowest to the highest slot index are bound as one batch. Each row has its own past length:
+its attention-mask row has ones up to and including its new position and zeros after, so that
+GroupQueryAttention (``seqlens_k`` = mask row sum - 1) writes and rotates each row's token at its
+own position and attends only to that row's valid positions. A row in the range that is not
+stepping (a free slot, or one between prefill chunks) gets a placeholder token at its current
+length, a position that is rewritten before it is ever read.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from imagine_edge.runtime.kv_cache import DecoderSpec, KVCachePool, KVSlot
+from imagine_edge.runtime.kv_cache import DecoderSpec, KVCachePool, KVRows, KVSlot
 from imagine_edge.runtime.ort_names import RunConfig
 from imagine_edge.runtime.thread_policy import FixedPolicy, StepPolicy
 from imagine_edge.sdk.errors import ContextLengthError, ModelRunError
@@ -72,6 +81,10 @@ class SharedBufferDecoder:
         self._mask = np.ones(spec.max_length, np.int64)
         self._mask_ptr: int = self._mask.ctypes.data
         self._positions = np.arange(spec.max_length, dtype=np.int64)
+        # Batched steps: one binding per (first row, rows, session) and logits per slot row.
+        self._row_bindings: dict[tuple[int, int, int], Any] = {}
+        self._bound_rows: KVRows | None = None
+        self._logits_rows = np.zeros((num_slots, 1, spec.vocab_size), np.float32)
         self._logits_one = np.zeros((1, 1, spec.vocab_size), np.float32)
         self._logits_one_ptr: int = self._logits_one.ctypes.data
         self._last_one: npt.NDArray[np.float32] = self._logits_one[0, 0]
@@ -166,11 +179,95 @@ class SharedBufferDecoder:
         last: npt.NDArray[np.float32] = target[0, count - 1]
         return last
 
+    def forward_rows(self, slots: Sequence[KVSlot]) -> list[npt.NDArray[np.float32]]:
+        """One decode step for each of ``slots``: run ``slot.tokens[slot.length]``, advance each
+        slot's length, and return each one's logits (views, valid until its next step)."""
+        rows = self._pool.rows
+        if rows is None or not slots:
+            raise ValueError("forward_rows needs slots of this decoder's pool")
+        stepping = {s.index: s for s in slots}
+        if len(stepping) != len(slots):
+            raise ValueError("a slot appears twice in one step")
+        first, last = min(stepping), max(stepping)
+        batch, max_length = last - first + 1, self._spec.max_length
+        others = {s.index: s for s in self._pool.slots if s.index not in stepping}
+        ids = np.zeros((batch, 1), np.int64)
+        positions = np.empty((batch, 1), np.int64)
+        for row in range(batch):
+            slot = stepping.get(first + row)
+            if slot is not None:
+                if slot.length >= max_length:
+                    raise ContextLengthError(
+                        f"cannot run a token after {slot.length}: the KV cache holds "
+                        f"{max_length} positions"
+                    )
+                ids[row, 0] = slot.tokens[slot.length]
+                positions[row, 0] = slot.length
+            else:
+                positions[row, 0] = self._placeholder_position(others.get(first + row))
+        total = int(positions.max()) + 1
+        mask = (np.arange(total, dtype=np.int64) <= positions).astype(np.int64)
+        arm = self._policy.preferred
+        io = self._row_binding(rows, first, batch, arm)
+        io.bind_input("input_ids", "cpu", 0, np.int64, [batch, 1], ids.ctypes.data)
+        io.bind_input("attention_mask", "cpu", 0, np.int64, [batch, total], mask.ctypes.data)
+        if self._spec.has_position_ids:
+            io.bind_input("position_ids", "cpu", 0, np.int64, [batch, 1], positions.ctypes.data)
+        logits = self._logits_rows[first : first + batch]
+        io.bind_output(
+            "logits", "cpu", 0, np.float32, [batch, 1, self._spec.vocab_size], logits.ctypes.data
+        )
+        try:
+            self._sessions[arm].run_with_iobinding(io, self._run_options)
+        except Exception as exc:
+            raise ModelRunError(f"batched decoder step failed: {exc}") from exc
+        out = []
+        for slot in slots:
+            slot.length += 1
+            out.append(self._logits_rows[slot.index, 0])
+        return out
+
+    def _placeholder_position(self, slot: KVSlot | None) -> int:
+        """Where a row that is not stepping takes the batch's placeholder token: its length,
+        which the row rewrites before reading; a full row gives up its last position."""
+        if slot is None:
+            return 0
+        if slot.length >= self._spec.max_length:
+            slot.length = self._spec.max_length - 1
+            if slot.prefill_length > slot.length:
+                slot.prefill_length = 0
+        return slot.length
+
+    def _row_binding(self, rows: KVRows, first: int, batch: int, arm: int) -> Any:
+        """The binding of rows ``first..first+batch`` of ``rows`` as past and present."""
+        key = (first, batch, arm)
+        io = self._row_bindings.get(key)
+        if io is not None and self._bound_rows is rows:
+            return io
+        if self._bound_rows is not rows:
+            self._row_bindings.clear()
+            self._bound_rows = rows
+        io = self._sessions[arm].io_binding()
+        spec = self._spec
+        shape = [batch, spec.num_kv_heads, spec.max_length, spec.head_size]
+        for layer, (k, v) in enumerate(zip(rows.keys, rows.values, strict=True)):
+            for kind, buf in (("key", k), ("value", v)):
+                ptr = buf[first:].ctypes.data
+                io.bind_input(
+                    f"past_key_values.{layer}.{kind}", "cpu", 0, spec.kv_dtype, shape, ptr
+                )
+                io.bind_output(f"present.{layer}.{kind}", "cpu", 0, spec.kv_dtype, shape, ptr)
+        self._row_bindings[key] = io
+        return io
+
     def resident_bytes(self) -> int:
         chunk = self._logits_chunk.nbytes if self._logits_chunk is not None else 0
-        return self._pool.resident_bytes() + chunk + self._logits_one.nbytes
+        fixed = self._logits_one.nbytes + self._logits_rows.nbytes
+        return self._pool.resident_bytes() + chunk + fixed
 
     def close(self) -> None:
         self._pool.clear()
+        self._row_bindings.clear()
+        self._bound_rows = None
         self._logits_chunk = None
         self._sessions = []

@@ -96,7 +96,15 @@ def _text_of(content: Any) -> str:
 
 
 class EchoLLM(FakeModel):
-    """ModelType.LLM: echoes the last user message (or the prompt) word by word."""
+    """ModelType.LLM: echoes the last user message (or the prompt) word by word.
+
+    ``concurrent`` > 1 makes it a model that serves that many requests at once (as the LLM
+    with continuous batching does); ``peak_active`` is the most generations seen at once."""
+
+    def __init__(self, delay: float = 0.0, concurrent: int = 1) -> None:
+        super().__init__(delay)
+        self.max_concurrent_requests = concurrent
+        self.peak_active = 0
 
     def generate_chat(
         self, request: ChatCompletionRequest, cancel: threading.Event
@@ -134,6 +142,7 @@ class EchoLLM(FakeModel):
         stats = GenerationStats(prompt_tokens=prompt_words)
         with self._lock:
             self.active += 1
+            self.peak_active = max(self.peak_active, self.active)
         try:
             for i, word in enumerate(emitted):
                 if self._pause(cancel):

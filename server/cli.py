@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from imagine_edge.models.llm import DEFAULT_PARALLEL, MAX_PARALLEL, PARALLEL_ENV
 from imagine_edge.models.registry import model_cards
 from imagine_edge.models.user_models import list_models
 from imagine_edge.sdk.client import API_KEY_ENV
@@ -132,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-queue", type=int, default=16, help="requests per model (16)")
     parser.add_argument(
+        "--parallel",
+        type=_parallel,
+        metavar="N",
+        help="LLM requests decoded together in one batch (continuous batching), each in a KV "
+        f"slot of its own (default: ${PARALLEL_ENV}, else {DEFAULT_PARALLEL}); 1 turns it off",
+    )
+    parser.add_argument(
         "--history-keep",
         type=_whole,
         metavar="N",
@@ -168,6 +176,12 @@ def _parser() -> argparse.ArgumentParser:
         help="do not write the one JSON line per request on stderr (docs/server.md)",
     )
     return parser
+
+
+def _parallel(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PARALLEL:
+        raise argparse.ArgumentTypeError(f"must be an integer in [1, {MAX_PARALLEL}], got {raw!r}")
+    return int(raw)
 
 
 def _request_log(enabled: bool) -> None:
@@ -256,6 +270,8 @@ def serve_command(argv: list[str]) -> int:
             f"{API_KEY_ENV} (or bind 127.0.0.1)\n"
         )
         return 2
+    if args.parallel is not None:
+        os.environ[PARALLEL_ENV] = str(args.parallel)  # read by the LLM loader
     try:
         models = _model_names(args.models)
     except _AddFailed as e:

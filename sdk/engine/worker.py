@@ -1,8 +1,10 @@
 """One worker thread per model: a bounded queue, lazy loading, execution and unloading.
 
-The engine hands a worker :class:`Job` s; the worker runs them one at a time on its own thread,
-so blocking inference never touches an event loop and two requests never share a model at once
-(outputs cannot mix). Loading happens on the same thread, on first use.
+The engine hands a worker :class:`Job` s; the worker runs them in admission order off the event
+loop. A model that batches its requests (``RunsConcurrently``: the LLM with continuous batching,
+runtime/step_batcher.py) gets up to that many jobs at once, each on a thread of its own; any other
+model runs them one at a time on the worker's thread, so two requests never share it. Loading,
+unloading and other control work happen on the worker's thread, after the running jobs end.
 
 Invariants:
 - A model's load (its queue occupancy) is the number of admitted jobs that are running or
@@ -17,6 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import threading
@@ -26,9 +29,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
-from imagine_edge.models.base import HasKVSlots, LoadedModel, ModelCard
+from imagine_edge.models.base import HasKVSlots, LoadedModel, ModelCard, RunsConcurrently
 from imagine_edge.runtime.kv_cache import SlotUsage
 from imagine_edge.runtime.memory import (
     process_resident_bytes,
@@ -111,7 +114,7 @@ class ModelState:
     """A snapshot of a model for health reports and the CLI banner."""
 
     name: str
-    state: str  # 'not loaded', 'loading', 'loaded' or 'failed: <why>'
+    state: str  # 'not loaded', 'loading', 'loaded', 'unloading' or 'failed: <why>'
     execution_provider: str | None
     resident_bytes: int | None
     queued: int
@@ -122,6 +125,13 @@ class ModelState:
     # Requests running now (the rest of ``queued`` waits), and the model's KV slots.
     running: int = 0
     kv_slots: SlotUsage | None = None
+
+
+class _Stop:
+    """The loop's signal that the worker is closing."""
+
+
+_STOP: Final = _Stop()
 
 
 class _Control:
@@ -152,7 +162,8 @@ class ModelWorker:
         self._last_used = time.monotonic()
         self._cond = threading.Condition()
         self._pending: deque[Job | _Control] = deque()
-        self._running: Job | None = None
+        self._running: list[Job] = []
+        self._job_threads: list[threading.Thread] = []
         self._model: LoadedModel | None = None
         self._load_rss: int | None = None
         self._state = "not loaded"
@@ -167,8 +178,10 @@ class ModelWorker:
 
     def _occupancy(self) -> int:
         waiting = sum(1 for j in self._pending if isinstance(j, Job) and not j.call.cancelled)
-        running = self._running is not None and not self._running.call.cancelled
-        return waiting + int(running)
+        return waiting + self._running_count()
+
+    def _running_count(self) -> int:
+        return sum(1 for j in self._running if not j.call.cancelled)
 
     def submit(self, job: Job) -> None:
         """Admit a job, or raise 429 when the model's queue is full."""
@@ -178,7 +191,7 @@ class ModelWorker:
             occupied = self._occupancy()
             if occupied >= self._max_queue:
                 # Every admitted job runs before this one could: the queue's expected wait.
-                wait = max(1.0, self._avg_seconds * occupied)
+                wait = max(1.0, self._avg_seconds * occupied / self._width())
                 raise ImagineAPITooManyRequestsException(
                     f"model {self.card.name!r} is busy: {occupied} requests are running or "
                     f"queued (limit {self._max_queue}); retry after {round(wait)} s",
@@ -216,7 +229,7 @@ class ModelWorker:
         with self._cond:
             model, state, queued = self._model, self._state, self._occupancy()
             load_rss = self._load_rss
-            running = int(self._running is not None and not self._running.call.cancelled)
+            running = self._running_count()
         return ModelState(
             name=self.card.name,
             state=state,
@@ -234,8 +247,7 @@ class ModelWorker:
         with self._cond:
             self._closing = True
             jobs = [j for j in self._pending if isinstance(j, Job)]
-            if self._running is not None:
-                jobs.append(self._running)
+            jobs.extend(self._running)
             self._cond.notify_all()
         for job in jobs:
             job.call.cancel()
@@ -245,41 +257,84 @@ class ModelWorker:
 
     def _idle_left(self) -> float | None:
         """Seconds until the loaded model has been idle for its keep-alive (None: no limit)."""
-        if self._keep_alive is None or self._model is None:
+        if self._keep_alive is None or self._model is None or self._running:
             return None
         return self._keep_alive - (time.monotonic() - self._last_used)
 
+    def _width(self) -> int:
+        """How many jobs the loaded model runs at once."""
+        model = self._model
+        return model.max_concurrent_requests if isinstance(model, RunsConcurrently) else 1
+
     def _loop(self) -> None:
         while True:
-            with self._cond:
-                idle = False
-                while not self._pending and not self._closing:
-                    left = self._idle_left()
-                    if left is not None and left <= 0:
-                        idle = True
-                        break
-                    self._cond.wait(left)
-                if idle:
-                    item = None
-                elif not self._pending:
-                    break
-                else:
-                    item = self._pending.popleft()
-                    self._running = item if isinstance(item, Job) else None
+            item = self._next_item()
             if item is None:
                 logger.info("%s idle for %s s: unloading", self.card.name, self._keep_alive)
                 self._close_model(f"not loaded (unloaded after {self._keep_alive:g} s idle)")
-                continue
-            try:
-                if isinstance(item, _Control):
-                    item.run()
-                else:
-                    self._execute(item)
-            finally:
+            elif isinstance(item, _Control):
+                item.run()
                 with self._cond:
-                    self._running = None
                     self._last_used = time.monotonic()
+            elif isinstance(item, _Stop):
+                break
+            else:
+                self._dispatch(item)
+        with self._cond:
+            while self._running:
+                self._cond.wait()
+        for thread in self._job_threads:
+            thread.join()
         self._close_model()
+
+    def _next_item(self) -> Job | _Control | _Stop | None:
+        """The next item whose turn it is (None: idle past the keep-alive; _STOP: closing).
+
+        A job's turn comes when fewer than the model's width run (it then counts as running),
+        a control's when none runs."""
+        with self._cond:
+            while True:
+                if self._pending:
+                    head = self._pending[0]
+                    if isinstance(head, _Control):
+                        ready = not self._running
+                    else:
+                        ready = len(self._running) < self._width()
+                    if ready:
+                        self._pending.popleft()
+                        if isinstance(head, Job):
+                            self._running.append(head)
+                        return head
+                    self._cond.wait()
+                    continue
+                if self._closing:
+                    return _STOP
+                left = self._idle_left()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left)
+
+    def _dispatch(self, job: Job) -> None:
+        """Run ``job`` here, or on a thread of its own when the model runs jobs concurrently."""
+        load_seconds = 0.0
+        if self._model is None and not job.call.cancelled:
+            # Load first, so that the jobs behind this one can start beside it.
+            start = time.monotonic()
+            with contextlib.suppress(ImagineException):  # the job's run reports the error
+                self._ensure_loaded()
+            load_seconds = time.monotonic() - start
+        if self._width() == 1:
+            self._execute(job, load_seconds)
+            return
+        self._job_threads = [t for t in self._job_threads if t.is_alive()]
+        thread = threading.Thread(
+            target=self._execute,
+            args=(job, load_seconds),
+            name=f"imagine-edge:{self.card.name}:{job.call.id}",
+            daemon=True,
+        )
+        self._job_threads.append(thread)
+        thread.start()
 
     def _ensure_loaded(self) -> LoadedModel:
         if self._model is not None:
@@ -312,17 +367,24 @@ class ModelWorker:
         return model
 
     def _close_model(self, state: str = "not loaded") -> None:
+        # The new state shows once the memory is back: health never reports an unloaded model
+        # whose memory the process still holds.
         with self._cond:
-            model, self._model, self._state = self._model, None, state
+            model, self._model = self._model, None
+            if model is not None:
+                self._state = "unloading"
         if model is not None:
             model.close()
+            del model
             release_free_memory()
             logger.info("unloaded %s", self.card.name)
+        with self._cond:
+            self._state = state
 
-    def _execute(self, job: Job) -> None:
+    def _execute(self, job: Job, preload_seconds: float = 0.0) -> None:
         call, ctx = job.call, JobContext(cancel=job.call.cancel_event)
-        queue_seconds = time.monotonic() - job.admitted
-        load_seconds, result = 0.0, None
+        queue_seconds = time.monotonic() - job.admitted - preload_seconds
+        load_seconds, result = preload_seconds, None
         error: ImagineException | None = None
         resident_before = resident_set_bytes()
         if call.cancelled:
@@ -332,7 +394,7 @@ class ModelWorker:
                 start = time.monotonic()
                 model = self._ensure_loaded()
                 ctx.started = time.monotonic()
-                load_seconds = ctx.started - start
+                load_seconds += ctx.started - start
                 ctx.queue_seconds, ctx.load_seconds = queue_seconds, load_seconds
                 result = job.body(model, call, ctx)
             except ImagineException as e:
@@ -366,7 +428,9 @@ class ModelWorker:
         # The slot frees before the caller hears of the result: a caller that sends its next
         # request at once (a queue of one) must find it free, not get a 429.
         with self._cond:
-            self._running = None
+            self._running.remove(job)
+            self._last_used = time.monotonic()
+            self._cond.notify_all()
         if error is not None:
             call.fail(error)
         else:

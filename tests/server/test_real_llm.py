@@ -103,3 +103,60 @@ def test_metrics_and_timings_after_real_requests(real):
     assert samples[("imagine_edge_kv_resident_bytes", (("model", model),))] > 0
     health = httpx.get(real + "/api/v2/health").json()["models"]
     assert f"KV slots 0 of {int(kv('limit'))} running a sequence" in health
+
+
+def _health_models(root: str) -> str:
+    import httpx
+
+    return str(httpx.get(root + "/api/v2/health").json()["models"])
+
+
+def test_four_streams_decode_together_and_a_dropped_one_frees_its_slot(real):
+    """Continuous batching over HTTP: four streams run at once (health shows four sequences in
+    the KV slots), and a stream whose client goes away leaves the batch at its next step."""
+    import re
+    import threading
+    import time
+
+    import httpx
+
+    body = {
+        "model": "smollm2-135m-instruct",
+        "prompt": "Once upon a time",
+        "max_tokens": 400,
+        "temperature": 0.0,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    url = real + "/api/v2/completions"
+    stop = threading.Event()
+
+    def stream_to_end() -> None:
+        with httpx.stream("POST", url, json=body, timeout=300) as response:
+            for _line in response.iter_lines():
+                if stop.is_set():
+                    break
+
+    keepers = [threading.Thread(target=stream_to_end) for _ in range(3)]
+    with httpx.stream("POST", url, json=body, timeout=300) as dropped:
+        lines = dropped.iter_lines()
+        assert next(lines).startswith("data: ")
+        for t in keepers:
+            t.start()
+        deadline = time.monotonic() + 120
+        while "KV slots 4 of" not in (text := _health_models(real)):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.05)
+        assert re.search(r"4 running", text), text
+    # The dropped stream's slot frees while the other three still decode.
+    deadline = time.monotonic() + 60
+    while "KV slots 3 of" not in (text := _health_models(real)):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.05)
+    stop.set()
+    for t in keepers:
+        t.join(timeout=300)
+    deadline = time.monotonic() + 60
+    while "KV slots 0 of" not in (text := _health_models(real)):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.05)

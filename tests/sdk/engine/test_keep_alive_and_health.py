@@ -53,7 +53,7 @@ def test_an_idle_model_unloads_after_its_keep_alive_and_its_memory_comes_back(
         assert state.load_rss_bytes
         assert "unloads after 1 s idle" in engine.health().models
         loaded = process_resident_bytes()
-        _until(lambda: engine.model_states()[0].state != "loaded", "the idle unload")
+        _until(lambda: engine.model_states()[0].state.startswith("not loaded"), "the idle unload")
         assert engine.model_states()[0].state == "not loaded (unloaded after 1 s idle)"
         after = process_resident_bytes()
         if before is not None and loaded is not None and after is not None:
