@@ -37,7 +37,7 @@ import pytest
 from imagine_edge import kernels
 from imagine_edge.kernels import SamplingConfig, SequenceState
 
-VOCABS = (32_000, 49_152, 151_936)
+VOCABS = (32_000, 49_152, 151_936, 262_144)  # the last: Gemma 3
 HISTORY = 512
 CONFIGS = {
     "full-chain": SamplingConfig(

