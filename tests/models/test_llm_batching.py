@@ -88,7 +88,10 @@ def test_sampled_sequences_with_their_seeds_batched_equal_each_alone(
     # Sampling draws from each sequence's own generator (its seed), so batching changes a
     # token only where the batch's logits differ from a lone step's in the last bits and that
     # difference crosses a sampling threshold; with these prompts and seeds none does.
-    requests = [_request(p, max_tokens=48, temperature=0.8, top_p=0.95) for p in PROMPTS]
+    requests = [
+        _request(p, max_tokens=48, temperature=0.8, top_p=0.95, seed=100 + i)
+        for i, p in enumerate(PROMPTS)
+    ]
     expected = [_tokens(alone, r) for r in requests]
     assert _together(batched, requests) == expected
 
