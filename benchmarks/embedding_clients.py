@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from imagine_edge.benchmarks.scenarios import sentences
+from imagine_edge.benchmarks.scenario_base import sentences
 
 __all__ = ["main", "measure"]
 

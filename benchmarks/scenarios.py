@@ -214,7 +214,9 @@ class EmbeddingScenario:
         texts = itertools.cycle(pool)
 
         def one() -> dict[str, float]:
-            return {"latency_s": latency_of(lambda: client.embeddings([next(texts)], model=model))()}
+            return {
+                "latency_s": latency_of(lambda: client.embeddings([next(texts)], model=model))()
+            }
 
         deadline = time.perf_counter() + config.point_seconds
         samples, errors, wall = _closed_loop(one, clients, deadline, progress)

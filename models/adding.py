@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Final
 
 from imagine_edge.models.add_progress import StepProgress, quiet_libraries
-from imagine_edge.models.catalog import CATALOG, CatalogEntry, get_entry
+from imagine_edge.models.catalog import CATALOG, CatalogEntry, get_entry, lookup
 from imagine_edge.models.formats import SourceFormat, detect, get_format
 from imagine_edge.models.manifest import MANIFEST
 from imagine_edge.models.store import (
     Lookup,
     Manifest,
-    lookup,
     prepare_found,
     user_lookup,
     user_source,

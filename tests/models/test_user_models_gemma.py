@@ -29,8 +29,8 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_added_gemma_is_a_cache_hit_on_the_catalogs_preparation(gemma_gguf: Path) -> None:
     from imagine_edge.models.adding import add_model, remove_model
-    from imagine_edge.models.formats import detect
     from imagine_edge.models.catalog import prepared
+    from imagine_edge.models.formats import detect
     from imagine_edge.sdk.client import ImagineEdge
 
     fmt, found = detect(gemma_gguf)

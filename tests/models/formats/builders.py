@@ -135,7 +135,7 @@ def build_hf_whisper(folder: Path) -> Path:
 def tiny_sd_folder() -> Path:
     """An optimum ONNX Stable Diffusion folder: the catalog's tiny-sd-random float export
     (random weights), prepared into the store on first use."""
-    from imagine_edge.models.prepare.tiny_sd import NAME
     from imagine_edge.models.catalog import prepared
+    from imagine_edge.models.prepare.tiny_sd import NAME
 
     return prepared(NAME, ["cpu"]).variant("cpu").dir
