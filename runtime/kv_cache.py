@@ -207,6 +207,22 @@ class KVSlot:
             return n
         return reusable_prefix(self.tokens[: self.length], prompt)
 
+    def reusable_running(self, prompt: npt.NDArray[np.int64]) -> int:
+        """How many leading tokens of ``prompt`` this slot's computed positions hold (at most
+        ``len(prompt) - 1``: the last prompt token is always run)."""
+        return reusable_prefix(self.tokens[: self.length], prompt)
+
+    def copy_prefix(self, donor: KVSlot, n: int, start: int = 0) -> None:
+        """Make this slot hold ``donor``'s first ``n`` positions (tokens and K/V), copying those
+        from ``start`` on (the ones before are already the same)."""
+        for mine, theirs in zip(self.keys + self.values, donor.keys + donor.values, strict=True):
+            mine[:, :, start:n, :] = theirs[:, :, start:n, :]
+        self.tokens[start:n] = donor.tokens[start:n]
+        self.length = n
+        if self.prefill_length > start:
+            self.prefill_length = 0
+        self.high_water = max(self.high_water, n)
+
     def save_prefill(self, logits: npt.NDArray[np.float32]) -> None:
         """Keep the logits that end the prefill of ``tokens[:length]``."""
         np.copyto(self.prefill_logits, logits)
@@ -277,21 +293,32 @@ class KVCachePool:
         free = [s for s in self._slots if not s.leased]
         scored = [(s.reusable(prompt), s) for s in free]
         best = max(scored, key=lambda t: (t[0], t[1].last_used), default=None)
-        if best is not None and best[0] > 0:
+        # A running sequence's prompt positions never change while it runs: a new request that
+        # shares more of its prompt with one (n choices of one request, apps with one system
+        # prompt) copies those positions instead of computing them again.
+        donors = [(s.reusable_running(prompt), s) for s in self._slots if s.leased]
+        donor = max(donors, key=lambda t: t[0], default=(0, None))
+        if best is not None and best[0] > 0 and best[0] >= donor[0]:
             return best[1], best[0]
-        if len(self._slots) < self.num_slots:
+        if best is not None and best[0] > 0:
+            slot = best[1]
+        elif len(self._slots) < self.num_slots:
             if self._rows is None:
                 self._rows = KVRows(self.spec, self.num_slots)
             used = {s.index for s in self._slots}
             index = min(i for i in range(self.num_slots) if i not in used)
             slot = KVSlot(index, self.spec, self._rows)
             self._slots.append(slot)
-            return slot, 0
-        if not free:
+        elif not free:
             raise ImagineAPITooManyRequestsException(
                 f"all {self.num_slots} KV-cache slots are busy; retry shortly"
             )
-        return min(free, key=lambda s: s.last_used), 0
+        else:
+            slot = min(free, key=lambda s: s.last_used)
+        if donor[1] is not None and donor[0] > 0:
+            slot.copy_prefix(donor[1], donor[0])
+            return slot, donor[0]
+        return slot, 0
 
     def acquire(self, prompt: npt.NDArray[np.int64]) -> tuple[KVSlot, int]:
         """Lease a slot for ``prompt``; returns it and the number of prompt tokens it already
@@ -315,6 +342,29 @@ class KVCachePool:
             slot.last_used = next(self._clock)
         if self.on_lease_change is not None:
             self.on_lease_change()
+
+    def extend_from_running(self, slot: KVSlot, upto: int) -> int:
+        """Copy into leased ``slot`` the positions from its length up to ``upto`` that another
+        running sequence has computed for the same tokens (``slot.tokens[:upto]`` are the
+        caller's prompt); returns how many were copied."""
+        with self._lock:
+            start = slot.length
+            want = slot.tokens[:upto]
+            best, donor = start, None
+            for other in self._slots:
+                if other is slot or not other.leased or other.length <= best:
+                    continue
+                n = min(other.length, upto)
+                if not np.array_equal(other.tokens[:start], want[:start]):
+                    continue
+                differ = np.flatnonzero(other.tokens[start:n] != want[start:n])
+                n = start + int(differ[0]) if differ.size else n
+                if n > best:
+                    best, donor = n, other
+            if donor is None:
+                return 0
+            slot.copy_prefix(donor, best, start)
+            return best - start
 
     @property
     def leased(self) -> int:

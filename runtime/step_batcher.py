@@ -12,7 +12,10 @@ last one to ask runs the whole step on its own thread and hands every waiter its
 2. then one prompt chunk of one waiting prefill, at most ``prefill_chunk_while_decoding`` tokens
    while other sequences decode, so that a new request's prompt stalls the running streams for
    one short chunk per step instead of its whole length (the loop asks for the rest: it computes
-   each chunk from ``slot.length``).
+   each chunk from ``slot.length``). Positions of the prompt that another running sequence has
+   already computed for the same tokens are copied from its slot instead (KVCachePool.
+   extend_from_running): the n choices of one request, or apps sharing a system prompt, prefill
+   it once.
 
 Sequences join and leave between steps: a finished, failed or cancelled sequence releases its
 slot, and the pool's lease callback wakes the waiters, who no longer wait for it. Each sequence
@@ -56,6 +59,8 @@ class StepCounts:
 
     by_batch_size: dict[int, int] = field(default_factory=dict)
     prefill_chunks: int = 0
+    # Prompt positions copied from a running sequence's slot instead of being run.
+    copied_positions: int = 0
 
     @property
     def decode_steps(self) -> int:
@@ -113,7 +118,10 @@ class BatchedDecoder:
     def counts(self) -> StepCounts:
         """A copy of the step counts so far."""
         with self._cond:
-            return StepCounts(dict(self._counts.by_batch_size), self._counts.prefill_chunks)
+            counts = self._counts
+            return StepCounts(
+                dict(counts.by_batch_size), counts.prefill_chunks, counts.copied_positions
+            )
 
     def forward(self, slot: KVSlot, count: int) -> npt.NDArray[np.float32]:
         request = _Request(slot, count)
@@ -150,10 +158,16 @@ class BatchedDecoder:
             self._run_decodes(decodes, alone=not prompts)
         if prompts:
             first = prompts[0]
-            limit = self._chunk_while_decoding if (decodes or len(prompts) > 1) else first.count
-            self._finish(first, min(first.count, limit))
+            # What a running sequence already computed of this prompt is copied, not run again
+            # (n choices of one request, apps with one system prompt); the chunk's last token
+            # always runs, since its logits are the chunk's result.
+            copied = self.pool.extend_from_running(first.slot, first.slot.length + first.count - 1)
+            count = first.count - copied
+            limit = self._chunk_while_decoding if (decodes or len(prompts) > 1) else count
+            self._finish(first, min(count, limit))
             with self._cond:
                 self._counts.prefill_chunks += 1
+                self._counts.copied_positions += copied
         return prompts[1:]
 
     def _run_decodes(self, decodes: Sequence[_Request], *, alone: bool) -> None:

@@ -104,3 +104,31 @@ def test_usage_counts_leased_and_allocated_slots():
     after = pool.usage()
     assert (during.leased, during.allocated) == (1, 1)
     assert (after.leased, after.allocated, after.total) == (0, 1, 2)
+
+
+def test_a_prompt_shared_with_a_running_sequence_copies_its_positions():
+    pool = KVCachePool(_spec(), num_slots=3)
+    running, reused = pool.acquire(np.array([1, 2, 3, 4, 5]))
+    assert reused == 0
+    running.tokens[:7] = [1, 2, 3, 4, 5, 60, 61]  # its prompt and two generated tokens
+    running.length = 7
+    for layer in range(1):
+        running.keys[layer][0, 0, :7, :] = np.arange(7)[:, None]
+        running.values[layer][0, 0, :7, :] = -np.arange(7)[:, None]
+    # The same prompt (n choices), and a longer one with the same start, while it runs.
+    twin, reused = pool.acquire(np.array([1, 2, 3, 4, 5]))
+    assert twin is not running
+    assert reused == 4
+    np.testing.assert_array_equal(twin.keys[0][0, 0, :4, 0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(twin.values[0][0, 0, :4, 0], [0, -1, -2, -3])
+    np.testing.assert_array_equal(twin.tokens[:4], [1, 2, 3, 4])
+    longer, reused = pool.acquire(np.array([1, 2, 3, 4, 5, 60, 99]))
+    assert reused == 6
+    assert longer.length == 6
+    # The running sequence's own buffers are untouched.
+    np.testing.assert_array_equal(running.keys[0][0, 0, :7, 0], np.arange(7))
+    # A free slot that holds as much is reused in place instead.
+    pool.release(twin)
+    again, reused = pool.acquire(np.array([1, 2, 3, 4, 5]))
+    assert again is twin
+    assert reused == 4

@@ -160,3 +160,29 @@ def test_a_sequence_that_leaves_early_frees_its_slot_for_the_others(graph, byte_
 
 def _fields(plan: GenerationPlan) -> dict[str, object]:
     return {name: getattr(plan, name) for name in plan.__dataclass_fields__}
+
+
+def test_a_prompt_a_running_sequence_shares_is_copied_not_run(graph, byte_tokenizer):
+    """Three choices of one prompt (n = 3): the first prefills it, the others copy its
+    positions, and each generates what it generates alone with its seed."""
+    prompt = [7] * 9 + [3, 4, 5]
+    base = _plan(max_tokens=16, temperature=1.0, ignore_eos=True)
+    plans = [GenerationPlan(**{**_fields(base), "seed": 7 + i}) for i in range(3)]
+    alone = TextGenerationLoop(_decoder(graph), byte_tokenizer, [EOS])
+    expected = [_generate(alone, prompt, p) for p in plans]
+    batched = BatchedDecoder(_decoder(graph, slow=True), prefill_chunk_while_decoding=4)
+    loop = TextGenerationLoop(batched, byte_tokenizer, [EOS])
+    results: list[list[int] | None] = [None] * 3
+    start = threading.Barrier(3)
+
+    def run(i: int) -> None:
+        start.wait()
+        results[i] = _generate(loop, prompt, plans[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    np.testing.assert_equal(results, expected)
+    assert batched.counts().copied_positions >= len(prompt) - 1
