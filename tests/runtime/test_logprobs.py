@@ -95,8 +95,8 @@ def test_the_response_shape_names_tokens_by_text():
 
 @pytest.mark.model
 def test_byte_level_tokens_carry_their_exact_bytes():
+    from imagine_edge.models.catalog import prepared
     from imagine_edge.models.llm import SMOLLM2
-    from imagine_edge.models.store import prepared
     from imagine_edge.runtime.logprobs import TokenLogprobs
 
     tokenizer = Tokenizer.from_file(str(prepared(SMOLLM2, ["cpu"]).tokenizer))

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from imagine_edge.models.base import Embeddings, Encoded, ModelCard
+from imagine_edge.models.catalog import prepared
 from imagine_edge.models.embedding import EMBEDDING_MODEL, open_embedder
 from imagine_edge.models.reranker import BI_ENCODER_RERANKER, load_minilm_bi_encoder_reranker
-from imagine_edge.models.store import prepared
 from imagine_edge.sdk.engine import Engine
 from imagine_edge.sdk.engine.batch_queue import BatchLimits
 from imagine_edge.sdk.engine.observe import RequestReport, observing
