@@ -18,7 +18,7 @@ from imagine_edge.sdk.types import ChatCompletionRequest, ChatMessage, FinishRea
 from imagine_edge.server.app import create_app
 
 pytestmark = pytest.mark.model
-# Greedy SmolLM2 answers this in a few tokens, then ends its turn.
+# Greedy SmolLM2 answers this in under 40 tokens (19 here), then ends its turn.
 SHORT = [{"role": "user", "content": "Reply with the single word: yes."}]
 
 
@@ -53,7 +53,7 @@ def model() -> ChatModel:
 def test_the_reply_has_at_least_min_tokens(model: ChatModel) -> None:
     natural, reason = _completion(model, _request(max_tokens=64))
     assert reason == FinishReason.stop  # it ends its turn on its own...
-    assert natural < 20
+    assert natural < 40  # well inside max_tokens
     wanted = natural + 12
     longer, _ = _completion(model, _request(max_tokens=64, min_tokens=wanted))
     assert longer >= wanted  # ...but not before min_tokens
@@ -85,7 +85,7 @@ def test_both_route_families_pass_min_tokens_through(server: str) -> None:
     }
     imagine = httpx.post(f"{server}/api/v2/chat/completions", json=body, timeout=120).json()
     natural = imagine["usage"]["completion_tokens"]
-    assert natural < 20
+    assert natural < 40  # well inside max_tokens
     wanted = natural + 12
     imagine = httpx.post(
         f"{server}/api/v2/chat/completions", json={**body, "min_tokens": wanted}, timeout=120
