@@ -337,15 +337,18 @@ def test_n_returns_that_many_choices_with_consecutive_seeds(oai):
 
 
 def test_bad_schema_grammar_and_tool_choice_are_400s(oai):
+    for shape in [{"type": "json_schema", "json_schema": {"schema": 3}}, {"type": "xml"}]:
+        with pytest.raises(openai.UnprocessableEntityError):
+            oai.chat.completions.create(
+                model=SMOLLM2, messages=_user("hi"), max_tokens=8, response_format=shape
+            )
     cases: list[dict[str, Any]] = [
-        {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": 3}}},
         {
             "response_format": {
                 "type": "json_schema",
                 "json_schema": {"name": "x", "schema": {"type": "object", "minProperties": "a"}},
             }
         },
-        {"response_format": {"type": "xml"}},
         {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
         {"tool_choice": "required"},
         {"extra_body": {"response_format": {"type": "lark", "grammar": "start: ("}}},
