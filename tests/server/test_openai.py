@@ -134,3 +134,16 @@ def test_bad_tool_choice_and_format_are_refused_before_queuing(oai):
     ]:
         with pytest.raises(openai.UnprocessableEntityError):
             oai.chat.completions.create(model="echo-llm", messages=messages, **case)
+
+
+def test_the_imagine_route_reports_the_seed_and_refuses_streamed_logprobs(live):
+    body = {"model": "echo-llm", "messages": [{"role": "user", "content": "a b"}], "stream": False}
+    seeded = httpx.post(live.endpoint + "/chat/completions", json={**body, "seed": 3}).json()
+    assert seeded["usage"]["seed"] == 3
+    fresh = httpx.post(live.endpoint + "/chat/completions", json=body).json()
+    assert isinstance(fresh["usage"]["seed"], int)
+    refused = httpx.post(
+        live.endpoint + "/chat/completions", json={**body, "stream": True, "logprobs": True}
+    )
+    assert refused.status_code == 422
+    assert "logprobs are not supported with stream" in refused.text
