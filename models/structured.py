@@ -137,7 +137,6 @@ def parse_tool_choice(choice: str | Mapping[str, Any] | None, tools: Sequence[To
 
 
 def _check_tools(tools: Sequence[Tools]) -> None:
-    names = [t.function.name for t in tools]
     for tool in tools:
         if tool.type != "function":
             raise GrammarError(f"tool type must be 'function', got {tool.type!r}")
@@ -148,8 +147,6 @@ def _check_tools(tools: Sequence[Tools]) -> None:
             raise GrammarError(
                 f"the parameters of tool {tool.function.name!r} must be a JSON schema object"
             )
-    if len(set(names)) != len(names):
-        raise GrammarError(f"tool names must be distinct, got {names}")
 
 
 def call_schema(tools: Sequence[Tools]) -> dict[str, Any]:

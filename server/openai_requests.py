@@ -11,7 +11,7 @@ with seeds seed, seed + 1, ... (docs/structured.md). Refused with a 400 that say
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,16 +27,19 @@ from imagine_edge.sdk.types import (
     ChatCompletionRequest,
     ChatMessageToolCall,
     CompletionRequest,
-    Tools,
 )
 from imagine_edge.sdk.validation import build, check_request_text, schema_range
 
 __all__ = [
     "MAX_N",
+    "NamedToolChoice",
     "OpenAIChatRequest",
     "OpenAICompletionRequest",
     "OpenAIEmbeddingRequest",
+    "OpenAIFunction",
     "OpenAIMessage",
+    "OpenAITool",
+    "ResponseFormat",
     "UnsupportedParameterError",
     "chat_requests",
     "completion_requests",
@@ -162,19 +165,79 @@ class OpenAIMessage(BaseModel):
     tool_call_id: str | None = None
 
 
+class _Name(BaseModel):
+    name: str = Field(min_length=1)
+
+
+class OpenAIFunction(BaseModel):
+    """A function offered as a tool: its name and the JSON schema of its arguments."""
+
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class OpenAITool(BaseModel):
+    """A tool of a chat request; only functions exist."""
+
+    type: Literal["function"]
+    function: OpenAIFunction
+
+
+class NamedToolChoice(BaseModel):
+    """``tool_choice`` naming the function that must be called."""
+
+    type: Literal["function"]
+    function: _Name
+
+
+class _JsonSchemaSpec(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str | None = None
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class _PlainFormat(BaseModel):
+    type: Literal["text", "json_object"]
+
+
+class _JsonSchemaFormat(BaseModel):
+    type: Literal["json_schema"]
+    json_schema: _JsonSchemaSpec
+
+
+class _RegexFormat(BaseModel):
+    type: Literal["regex"]
+    regex: str = Field(min_length=1)
+
+
+class _GrammarFormat(BaseModel):
+    type: Literal["lark", "gbnf"]
+    grammar: str = Field(min_length=1)
+
+
+ResponseFormat = Annotated[
+    _PlainFormat | _JsonSchemaFormat | _RegexFormat | _GrammarFormat, Field(discriminator="type")
+]
+
+
 class OpenAIChatRequest(_Sampling):
     """Body of POST /v1/chat/completions."""
 
     messages: list[OpenAIMessage] = Field(json_schema_extra={"minItems": 1})
     max_completion_tokens: int | None = Field(None, json_schema_extra=schema_range(1, INT32_MAX))
-    tools: list[Tools] | None = None
-    tool_choice: str | dict[str, Any] | None = Field(
+    tools: list[OpenAITool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
         None, description="none, auto, required, or {'type': 'function', 'function': {'name'}}."
     )
     parallel_tool_calls: bool | None = Field(
         None, description="Accepted; an answer holds at most one call (docs/structured.md)."
     )
-    response_format: dict[str, Any] | None = Field(
+    response_format: ResponseFormat | None = Field(
         None,
         description="text, json_object, json_schema; extensions: regex, lark, gbnf.",
     )
@@ -184,6 +247,18 @@ class OpenAIChatRequest(_Sampling):
         description=f"Alternatives per token, in [0, {MAX_TOP_LOGPROBS}]; needs logprobs.",
         json_schema_extra=schema_range(0, MAX_TOP_LOGPROBS),
     )
+
+    def format_json(self) -> dict[str, Any] | None:
+        """``response_format`` as the Imagine DTO's extension field takes it."""
+        fmt = self.response_format
+        return None if fmt is None else fmt.model_dump(by_alias=True, exclude_none=True)
+
+    def tools_json(self) -> list[dict[str, Any]] | None:
+        return None if self.tools is None else [t.model_dump(exclude_none=True) for t in self.tools]
+
+    def choice_json(self) -> str | dict[str, Any] | None:
+        choice = self.tool_choice
+        return choice.model_dump() if isinstance(choice, NamedToolChoice) else choice
 
     def top(self) -> int | None:
         """The alternatives per token when logprobs are asked for, else None."""
@@ -244,9 +319,9 @@ def chat_requests(body: OpenAIChatRequest) -> list[ChatCompletionRequest]:
         build(
             ChatCompletionRequest,
             messages=messages,
-            tools=body.tools if offered else None,
-            tool_choice=body.tool_choice if offered else None,
-            response_format=body.response_format,
+            tools=body.tools_json() if offered else None,
+            tool_choice=body.choice_json() if offered else None,
+            response_format=body.format_json(),
             seed=seed,
             **params,
         )

@@ -259,7 +259,8 @@ def openai_router(engine: Engine, *, heartbeat: float) -> APIRouter:
     @router.post("/chat/completions")
     async def chat(body: OpenAIChatRequest, request: Request) -> Response:
         reqs = chat_requests(body)
-        structured_spec(body.response_format, body.tools, body.tool_choice)  # 400s before queuing
+        first = reqs[0]  # 400s before queuing
+        structured_spec(first.response_format, first.tools, first.tool_choice)
         usage = bool((body.stream_options or {}).get("include_usage"))
         return await _run(
             request,

@@ -100,8 +100,6 @@ def test_structured_specs():
         structured_spec({"type": "json_object"}, [WEATHER], "required")
     with pytest.raises(GrammarError, match="cannot be combined with tools"):
         structured_spec({"type": "regex", "regex": "a"}, [WEATHER], "auto")
-    with pytest.raises(GrammarError, match="distinct"):
-        structured_spec(None, [WEATHER, WEATHER], "auto")
     with pytest.raises(GrammarError, match="type must be 'function'"):
         structured_spec(None, [Tools(type="code", function={"name": "f"})], "auto")
 

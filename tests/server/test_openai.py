@@ -120,14 +120,30 @@ def test_n_choices_seeds_and_usage(oai):
         oai.chat.completions.create(model="echo-llm", messages=messages, n=2, stream=True)
 
 
-def test_bad_tool_choice_and_format_are_400_before_queuing(oai):
+def test_bad_tool_choice_and_format_are_refused_before_queuing(oai):
     messages = [{"role": "user", "content": "x"}]
-    cases = [
+    for case in [
         {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "other"}}},
         {"tool_choice": "required"},
-        {"tools": TOOLS, "tool_choice": "sometimes"},
-        {"response_format": {"type": "yaml"}},
-    ]
-    for case in cases:
+    ]:
         with pytest.raises(openai.BadRequestError):
             oai.chat.completions.create(model="echo-llm", messages=messages, **case)
+    for case in [  # not of the documented shape: the body's validation answers
+        {"tools": TOOLS, "tool_choice": "sometimes"},
+        {"response_format": {"type": "yaml"}},
+    ]:
+        with pytest.raises(openai.UnprocessableEntityError):
+            oai.chat.completions.create(model="echo-llm", messages=messages, **case)
+
+
+def test_the_imagine_route_reports_the_seed_and_refuses_streamed_logprobs(live):
+    body = {"model": "echo-llm", "messages": [{"role": "user", "content": "a b"}], "stream": False}
+    seeded = httpx.post(live.endpoint + "/chat/completions", json={**body, "seed": 3}).json()
+    assert seeded["usage"]["seed"] == 3
+    fresh = httpx.post(live.endpoint + "/chat/completions", json=body).json()
+    assert isinstance(fresh["usage"]["seed"], int)
+    refused = httpx.post(
+        live.endpoint + "/chat/completions", json={**body, "stream": True, "logprobs": True}
+    )
+    assert refused.status_code == 422
+    assert "logprobs are not supported with stream" in refused.text
