@@ -55,6 +55,7 @@ SPINNING = "imagine-edge (always spin)"
 SLEEPING = "imagine-edge (always sleep)"
 PROMPT = "Write a story about a lighthouse keeper who finds a message in a bottle."
 SAMPLING = LLM_SAMPLING  # the same as the peers of `imagine-edge bench --compare`
+SLIDING_WINDOW_KV = 512  # onnxruntime-genai's smallest KV capacity here (Gemma 3's window)
 
 
 @dataclass
@@ -114,7 +115,8 @@ def genai(manifest: Manifest, max_length: int) -> Engine:
             top_p=SAMPLING["top_p"],
             temperature=SAMPLING["temperature"],
             repetition_penalty=SAMPLING["repetition_penalty"],
-            max_length=min(len(ids) + n, max_length),
+            # Gemma 3's sliding-window layers need a KV capacity of at least their window (512).
+            max_length=min(max(len(ids) + n, SLIDING_WINDOW_KV), max_length),
             min_length=len(ids) + n,
         )
         generator = og.Generator(model, params)

@@ -214,7 +214,11 @@ def test_greedy_tokens_follow_the_float_model(model: ChatModel, manifest: Manife
 def test_greedy_tokens_follow_llama_cpp_on_the_same_file(
     model: ChatModel, manifest: Manifest
 ) -> None:
-    """llama.cpp (an optional peer) on the store's GGUF: most of 32 greedy tokens agree."""
+    """llama.cpp (an optional peer) on the store's GGUF: most of 32 greedy tokens agree.
+
+    Measured with llama-cpp-python 0.3.36 (2 threads, AVX-512): 32, 11 and 5 agreeing tokens.
+    On the third prompt llama.cpp departs from the float model after 5 tokens, where ours follows
+    the float model for all 32 (the test above)."""
     llama_cpp = pytest.importorskip("llama_cpp")
     assert manifest.float_weights is not None
     gguf = manifest.float_weights.parent / "gemma-3-270m-q4_k_m.gguf"
