@@ -2,7 +2,8 @@
 
 Modules: ``engine`` (:class:`Engine`, the endpoints), ``names`` (which model serves a name),
 ``workers`` (admission into the per-model workers, recording, lifecycle), ``worker`` (one model's
-thread and queue), ``calls`` (:class:`Call`, the consumer's handle on a request), ``responses``
+thread and queue), ``batch_queue`` (embedding and reranker requests gathered into one run),
+``calls`` (:class:`Call`, the consumer's handle on a request), ``responses``
 (response DTOs from generation chunks), ``recorder`` (usage and history in SQLite) and
 ``image_files`` (PNG files kept for URL responses).
 """

@@ -280,3 +280,24 @@ def test_limits_from_arguments_then_the_environment(monkeypatch):
         BatchLimits.from_env()
     with pytest.raises(ValueError, match="requests >= 1"):
         BatchLimits(8192, 0)
+
+
+@pytest.mark.model
+def test_the_queue_limit_and_health_still_hold(embedding_cards, tmp_path):
+    from imagine_edge.sdk.errors import ImagineAPITooManyRequestsException
+
+    with Engine(embedding_cards, data_dir=tmp_path, max_queue=4) as engine:
+        model = "minilm-int8"
+        seen: dict[str, str] = {}
+
+        def admit() -> list:
+            calls = [embed(engine, model, s) for s in SENTENCES[:4]]
+            with pytest.raises(ImagineAPITooManyRequestsException):
+                embed(engine, model, SENTENCES[4])
+            seen["health"] = engine.health().models
+            return calls
+
+        calls = gated(engine, model, admit)
+        assert all(vector(c.result()).shape == (1, 384) for c in calls)
+        assert "0 running, 4 waiting" in seen["health"]
+        assert engine.batches.stats(model).largest_requests == 4  # the refused one joined none
