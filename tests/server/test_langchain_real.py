@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
+from imagine_edge.models.catalog import prepared
 from imagine_edge.models.llm import SMOLLM2
 from imagine_edge.models.registry import model_cards
-from imagine_edge.models.store import prepared
 from imagine_edge.sdk.engine import Engine
 from imagine_edge.server.app import create_app
 
