@@ -145,7 +145,11 @@ class SharedBufferDecoder:
             self._logits_chunk = chunk
         return chunk, chunk.ctypes.data, count
 
-    def forward(self, slot: KVSlot, count: int) -> npt.NDArray[np.float32]:
+    def forward(
+        self, slot: KVSlot, count: int, *, arm: int | None = None
+    ) -> npt.NDArray[np.float32]:
+        """Run ``count`` tokens of ``slot`` (see the Decoder protocol); ``arm`` forces the
+        session (else the policy picks it, and a single-token step is measured)."""
         start = slot.length
         total = start + count
         if count < 1 or total > self._spec.max_length:
@@ -153,7 +157,9 @@ class SharedBufferDecoder:
                 f"cannot run {count} tokens after {start}: the KV cache holds "
                 f"{self._spec.max_length} positions"
             )
-        arm = self._policy.choose() if count == 1 else self._policy.preferred
+        measured = arm is None and count == 1
+        if arm is None:
+            arm = self._policy.choose() if count == 1 else self._policy.preferred
         bound = self._bound(slot, arm)
         io = bound.io
         # Only what moves is rebound: the ids and mask views, and the logits on a shape change.
@@ -171,7 +177,7 @@ class SharedBufferDecoder:
             self._sessions[arm].run_with_iobinding(io, self._run_options)
         except Exception as exc:
             raise ModelRunError(f"decoder step failed at position {start}: {exc}") from exc
-        if count == 1:
+        if measured:
             self._policy.record(arm, time.perf_counter() - began)
         slot.length = total
         if target is self._logits_one:
@@ -179,9 +185,13 @@ class SharedBufferDecoder:
         last: npt.NDArray[np.float32] = target[0, count - 1]
         return last
 
-    def forward_rows(self, slots: Sequence[KVSlot]) -> list[npt.NDArray[np.float32]]:
+    def forward_rows(
+        self, slots: Sequence[KVSlot], *, arm: int = 0
+    ) -> list[npt.NDArray[np.float32]]:
         """One decode step for each of ``slots``: run ``slot.tokens[slot.length]``, advance each
-        slot's length, and return each one's logits (views, valid until its next step)."""
+        slot's length, and return each one's logits (views, valid until its next step).
+
+        On session ``arm`` (default the first: with the adaptive policy, workers that sleep)."""
         rows = self._pool.rows
         if rows is None or not slots:
             raise ValueError("forward_rows needs slots of this decoder's pool")
@@ -207,7 +217,6 @@ class SharedBufferDecoder:
                 positions[row, 0] = self._placeholder_position(others.get(first + row))
         total = int(positions.max()) + 1
         mask = (np.arange(total, dtype=np.int64) <= positions).astype(np.int64)
-        arm = self._policy.preferred
         io = self._row_binding(rows, first, batch, arm)
         io.bind_input("input_ids", "cpu", 0, np.int64, [batch, 1], ids.ctypes.data)
         io.bind_input("attention_mask", "cpu", 0, np.int64, [batch, total], mask.ctypes.data)

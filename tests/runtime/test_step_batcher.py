@@ -26,13 +26,13 @@ PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [40, 41], [100, 101, 102, 103, 104, 105, 106
 class _SlowDecoder(SharedBufferDecoder):
     """Steps take a few milliseconds, as a real model's do, so that sequences overlap."""
 
-    def forward(self, slot: KVSlot, count: int) -> np.ndarray:
+    def forward(self, slot: KVSlot, count: int, *, arm: int | None = None) -> np.ndarray:
         time.sleep(0.002)
-        return super().forward(slot, count)
+        return super().forward(slot, count, arm=arm)
 
-    def forward_rows(self, slots):  # type: ignore[no-untyped-def]
+    def forward_rows(self, slots, *, arm: int = 0):  # type: ignore[no-untyped-def]
         time.sleep(0.002)
-        return super().forward_rows(slots)
+        return super().forward_rows(slots, arm=arm)
 
 
 def _decoder(path: Path, slots: int = 4, slow: bool = False) -> SharedBufferDecoder:
