@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import sentencepiece
 
 from imagine_edge.models.base import GenerationChunk, GenerationStats
@@ -44,6 +45,8 @@ __all__ = ["MarianPieces", "MarianTranslator", "load_marian_translator"]
 _WORD_START: Final = "\u2581"
 LENGTH_FACTOR: Final = 2.5
 SPECIAL: Final = ("</s>", "<unk>", "<pad>")
+Floats = npt.NDArray[np.float32]
+Ints = npt.NDArray[np.int64]
 
 
 class MarianPieces:
@@ -170,14 +173,24 @@ class MarianTranslator:
             1, min(bound, int(self.facts["max_length"]) - 1, int(self.facts["max_positions"]))
         )
 
-    def greedy(
-        self, source: list[int], steps: int, cancel: threading.Event | None = None
-    ) -> Iterator[int]:
-        """Greedy target ids of one source (``</s>`` excluded), at most ``steps`` places."""
-        enc, dec = self._sessions()
+    def encode(self, source: list[int]) -> tuple[Floats, Ints]:
+        """The encoder output of one source and its attention mask."""
+        enc, _ = self._sessions()
         ids = np.array([source], np.int64)
         mask = np.ones_like(ids)
         (hidden,) = enc.run({"input_ids": ids, "attention_mask": mask})
+        return hidden, mask
+
+    def greedy(
+        self,
+        source: list[int],
+        steps: int,
+        cancel: threading.Event | None = None,
+        encoded: tuple[Floats, Ints] | None = None,
+    ) -> Iterator[int]:
+        """Greedy target ids of one source (``</s>`` excluded), at most ``steps`` places."""
+        _, dec = self._sessions()
+        hidden, mask = self.encode(source) if encoded is None else encoded
         target = [int(self.facts["decoder_start_id"])]
         forced = self.facts["forced_eos_id"]
         for step in range(steps):
@@ -210,11 +223,14 @@ class MarianTranslator:
     ) -> tuple[list[str], FinishReason | None]:
         stats.prompt_tokens += len(source)
         t0 = time.perf_counter()
+        encoded = self.encode(source)
+        stats.prefill_seconds += time.perf_counter() - t0
+        t0 = time.perf_counter()
         tokens: list[int] = []
         pieces: list[str] = []
         emitted = ""
         reason: FinishReason | None = None
-        for token in self.greedy(source, self.steps(len(source)), cancel):
+        for token in self.greedy(source, self.steps(len(source)), cancel, encoded):
             left = budget[0]
             if left is not None:
                 if left <= 0:

@@ -134,3 +134,15 @@ def test_missing_spm_is_refused_with_what_was_expected(tmp_path: Path) -> None:
     (folder / "model.safetensors").unlink()
     with pytest.raises(InvalidRequestError, match=r"expected model.safetensors or pytorch_model"):
         detect(folder)
+
+
+def test_a_cancelled_request_ends_before_decoding(prepared: tuple[Path, MarianTranslator]) -> None:
+    _, translator = prepared
+    cancel = threading.Event()
+    cancel.set()
+    request = TranslateRequest(prompt=SENTENCES[0], model="m", stream=True)
+    chunks = list(translator.translate(request, cancel))
+    assert [c.text for c in chunks] == [""]
+    assert chunks[-1].finish_reason is FinishReason.stop
+    assert chunks[-1].stats is not None
+    assert chunks[-1].stats.completion_tokens == 0
