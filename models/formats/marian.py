@@ -61,6 +61,11 @@ def _int(config: dict[str, Any], key: str, path: Path) -> int:
     return value
 
 
+def _eos(gen: dict[str, Any], config: dict[str, Any], default: int) -> int:
+    value = gen.get("eos_token_id", config.get("eos_token_id", default))
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
 def facts(path: Path) -> dict[str, Any]:
     """What decoding needs, read from the folder (ids, lengths, suppressed tokens)."""
     config = read_json(NAME, path / "config.json")
@@ -79,7 +84,8 @@ def facts(path: Path) -> dict[str, Any]:
     return {
         "eos_id": vocab["</s>"],
         "unk_id": vocab["<unk>"],
-        "target_eos_id": target["</s>"],
+        # generate stops at the generation config's eos_token_id (the config's; </s> else)
+        "target_eos_id": _eos(gen, config, target["</s>"]),
         "pad_id": pad,
         "decoder_start_id": int(start) if isinstance(start, int) else pad,
         "suppress_ids": sorted({int(b[0]) for b in bad if len(b) == 1}),
