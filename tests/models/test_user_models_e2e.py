@@ -35,6 +35,7 @@ from .formats.builders import (
     minilm_folder,
     tiny_sd_folder,
 )
+from .formats.marian_builder import build_marian
 from .user_model_calls import DOCUMENTS, SENTENCES, call
 
 pytestmark = pytest.mark.model
@@ -70,6 +71,11 @@ def _digest(answer: Any) -> None:
     assert len(answer) == 64
 
 
+def _text(answer: Any) -> None:  # random weights: some text, the same after a restart
+    assert isinstance(answer, str)
+    assert answer.strip()
+
+
 CASES = [
     Case("sentence-transformers", ModelType.EMBEDDING, ModelType.RERANKER,
          lambda tmp: minilm_folder(), _unit_vectors, "all-minilm-l6-v2"),
@@ -83,6 +89,8 @@ CASES = [
          lambda tmp: build_hf_whisper(tmp / "whisper-tiny.en"), _beckett, "whisper-tiny-en"),
     Case("onnx-stable-diffusion", ModelType.TEXT_TO_IMAGE, ModelType.TRANSCRIBE,
          lambda tmp: tiny_sd_folder(), _digest),
+    Case("hf-marian", ModelType.TRANSLATE, ModelType.EMBEDDING,
+         lambda tmp: build_marian(tmp / "opus-mt-tiny"), _text),
 ]  # fmt: skip
 
 
@@ -212,31 +220,14 @@ def test_bench_model_runs_the_added_models_own_type_only(tmp_path: Path) -> None
     assert report["scenarios"][0]["points"]
 
 
-def test_a_marian_folder_is_refused_translate_serves_the_catalog_only(tmp_path: Path) -> None:
-    from transformers import MarianConfig, MarianMTModel
-
-    config = MarianConfig(
-        vocab_size=64,
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        max_position_embeddings=32,
-        decoder_start_token_id=63,
-        pad_token_id=63,
-    )
-    folder = tmp_path / "opus-mt-tiny"
-    MarianMTModel(config).save_pretrained(str(folder))
+def test_a_marian_folder_without_its_spm_is_refused(tmp_path: Path) -> None:
+    folder = build_marian(tmp_path / "opus-mt-no-spm")
+    (folder / "source.spm").unlink()
     data_dir = tmp_path / "data"
-    plain = _cli(data_dir, "add", str(folder))
-    assert plain.returncode == 1
-    assert "is not a model format this version reads: expected" in plain.stderr
-    typed = _cli(data_dir, "add", str(folder), "--type", "translate")
-    assert typed.returncode == 1
-    assert "models of type translate cannot be added" in typed.stderr
-    assert "serves the catalog's models only" in typed.stderr
-    assert "Traceback" not in plain.stderr + typed.stderr
+    for args in ((), ("--type", "translate")):
+        done = _cli(data_dir, "add", str(folder), *args)
+        assert done.returncode == 1
+        assert "Traceback" not in done.stderr
+        assert "looks like a hf-marian folder: expected source.spm, target.spm" in done.stderr
+        assert "missing: source.spm" in done.stderr
     assert "added models: none" in _cli(data_dir, "list").stdout

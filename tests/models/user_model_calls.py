@@ -49,6 +49,8 @@ def call(client: Any, model_type: str, name: str) -> Any:
             "a red square", model=name, size="64x64", num_inference_steps=2
         ).data[0]
         return hashlib.sha256(base64.b64decode(image.b64_json)).hexdigest()
+    if model_type == "translate":
+        return client.translate(SENTENCES[0], model=name).first_text
     raise ValueError(f"no call for model type {model_type!r}")
 
 
