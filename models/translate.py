@@ -54,6 +54,7 @@ __all__ = [
     "MAX_SEGMENT_TOKENS",
     "MAX_SOURCE_CHARS",
     "BergamotTranslator",
+    "check_request",
     "load_bergamot_en_pt",
     "load_bergamot_pt_en",
     "load_translator",
@@ -70,6 +71,18 @@ MAX_SOURCE_CHARS: Final = 20_000
 MAX_SEGMENT_TOKENS: Final = 128
 _WORD_START: Final = "\u2581"  # SentencePiece's mark of a piece that starts a word
 Floats = npt.NDArray[np.float32]
+
+
+def check_request(request: TranslateRequest) -> None:
+    """The bounds every translator holds a request to: max_tokens >= 1, the source at most
+    MAX_SOURCE_CHARS characters (413 beyond)."""
+    if request.max_tokens is not None and request.max_tokens < 1:
+        raise InvalidRequestError(f"max_tokens must be >= 1, got {request.max_tokens}")
+    if len(request.prompt) > MAX_SOURCE_CHARS:
+        raise PayloadTooLargeError(
+            f"the text to translate is {len(request.prompt)} characters, the limit is "
+            f"{MAX_SOURCE_CHARS}; send it in parts"
+        )
 
 
 @dataclass(slots=True)
@@ -154,13 +167,7 @@ class BergamotTranslator:
         self, request: TranslateRequest, cancel: threading.Event
     ) -> Iterator[GenerationChunk]:
         """Chunks of the translation of ``request.prompt``; see the module invariants."""
-        if request.max_tokens is not None and request.max_tokens < 1:
-            raise InvalidRequestError(f"max_tokens must be >= 1, got {request.max_tokens}")
-        if len(request.prompt) > MAX_SOURCE_CHARS:
-            raise PayloadTooLargeError(
-                f"the text to translate is {len(request.prompt)} characters, the limit is "
-                f"{MAX_SOURCE_CHARS}; send it in parts"
-            )
+        check_request(request)
         budget = _Budget(request.max_tokens)
         stats = GenerationStats()
         finish = FinishReason.stop

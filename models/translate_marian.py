@@ -34,10 +34,9 @@ import sentencepiece
 from imagine_edge.models.base import GenerationChunk, GenerationStats
 from imagine_edge.models.sentences import split_sentences
 from imagine_edge.models.store import Manifest
-from imagine_edge.models.translate import MAX_SEGMENT_TOKENS, MAX_SOURCE_CHARS
+from imagine_edge.models.translate import MAX_SEGMENT_TOKENS, check_request
 from imagine_edge.runtime.graph_session import LoadedSession
 from imagine_edge.runtime.session import shared_factory
-from imagine_edge.sdk.errors import InvalidRequestError, PayloadTooLargeError
 from imagine_edge.sdk.types import FinishReason, TranslateRequest
 
 __all__ = ["MarianPieces", "MarianTranslator", "load_marian_translator"]
@@ -123,13 +122,7 @@ class MarianTranslator:
         self, request: TranslateRequest, cancel: threading.Event
     ) -> Iterator[GenerationChunk]:
         """Chunks of the translation of ``request.prompt`` (text increments, then the finish)."""
-        if request.max_tokens is not None and request.max_tokens < 1:
-            raise InvalidRequestError(f"max_tokens must be >= 1, got {request.max_tokens}")
-        if len(request.prompt) > MAX_SOURCE_CHARS:
-            raise PayloadTooLargeError(
-                f"the text to translate is {len(request.prompt)} characters, the limit is "
-                f"{MAX_SOURCE_CHARS}; send it in parts"
-            )
+        check_request(request)
         budget = [request.max_tokens]
         stats = GenerationStats()
         separator = ""
