@@ -120,3 +120,21 @@ def wait() -> object:
 def serve() -> object:
     """``serve(app)``: a context manager running ``app`` on a free local port; yields its root."""
     return serving
+
+
+@contextlib.contextmanager
+def serving_smollm2(data_dir: Any) -> Iterator[str]:
+    """The real SmolLM2 (prepared if needed) loaded behind a live server; yields its root."""
+    from imagine_edge.models.catalog import prepared
+    from imagine_edge.models.llm import SMOLLM2
+    from imagine_edge.models.registry import model_cards
+
+    prepared(SMOLLM2, ["cpu"])
+    card = next(c for c in model_cards() if c.name == SMOLLM2)
+    engine = Engine([card], data_dir=data_dir)
+    try:
+        engine.load()
+        with serving(create_app(engine)) as url:
+            yield url
+    finally:
+        engine.close()

@@ -8,26 +8,17 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from imagine_edge.models.catalog import prepared
 from imagine_edge.models.llm import SMOLLM2
-from imagine_edge.models.registry import model_cards
-from imagine_edge.sdk.engine import Engine
-from imagine_edge.server.app import create_app
+
+from .conftest import serving_smollm2
 
 pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory, serve):
-    prepared(SMOLLM2, ["cpu"])
-    card = next(c for c in model_cards() if c.name == SMOLLM2)
-    engine = Engine([card], data_dir=tmp_path_factory.mktemp("langchain"))
-    try:
-        engine.load()
-        with serve(create_app(engine)) as url:
-            yield url
-    finally:
-        engine.close()
+def root(tmp_path_factory):
+    with serving_smollm2(tmp_path_factory.mktemp("langchain")) as url:
+        yield url
 
 
 class Person(BaseModel):
