@@ -9,13 +9,16 @@ last one to ask runs the whole step on its own thread and hands every waiter its
 1. the waiting decode tokens, one per sequence, as one batch
    (:meth:`SharedBufferDecoder.forward_rows`), or as the single-sequence step when alone, so a
    lone stream runs exactly as it would without batching;
-2. then one prompt chunk of one waiting prefill, at most ``prefill_chunk_while_decoding`` tokens
-   while other sequences decode, so that a new request's prompt stalls the running streams for
-   one short chunk per step instead of its whole length (the loop asks for the rest: it computes
-   each chunk from ``slot.length``). Positions of the prompt that another running sequence has
-   already computed for the same tokens are copied from its slot instead (KVCachePool.
-   extend_from_running): the n choices of one request, or apps sharing a system prompt, prefill
-   it once.
+2. then the waiting prompts, in arrival order: while other sequences decode they share a budget
+   of ``prefill_while_decoding`` tokens per step, so a new request's prompt stalls the running
+   streams for about one budget's time per step instead of its whole length (the loop asks for
+   the rest: it computes each chunk from ``slot.length``); with nothing decoding, each runs
+   whole. Positions of a prompt that another running sequence has already computed for the same
+   tokens are copied from its slot instead (KVCachePool.extend_from_running): the n choices of
+   one request, or apps sharing a system prompt, prefill it once.
+
+Every waiter is woken as soon as its own logits are ready: the decoders sample and stream while
+the prompts run, and a prompt's first token does not wait for the prompts behind it.
 
 Sequences join and leave between steps: a finished, failed or cancelled sequence releases its
 slot, and the pool's lease callback wakes the waiters, who no longer wait for it. Each sequence
@@ -38,10 +41,12 @@ from imagine_edge.runtime.kv_cache import DecoderSpec, KVCachePool, KVSlot
 from imagine_edge.runtime.shared_buffer_decoder import SharedBufferDecoder
 from imagine_edge.runtime.thread_policy import StepPolicy
 
-__all__ = ["PREFILL_CHUNK_WHILE_DECODING", "SHARED_ARM", "BatchedDecoder", "StepCounts"]
+__all__ = ["PREFILL_WHILE_DECODING", "SHARED_ARM", "BatchedDecoder", "StepCounts"]
 
-# Prompt tokens per step while other sequences decode: about one decode step's time on SmolLM2.
-PREFILL_CHUNK_WHILE_DECODING: Final = 32
+# Prompt tokens per step while other sequences decode (shared by the waiting prompts): on SmolLM2
+# about two batched decode steps' time, so a 128-token prompt's first token comes after one step
+# and the running streams pause for about two steps' time once per new request.
+PREFILL_WHILE_DECODING: Final = 128
 # The session of the steps several sequences share: the first, whose intra-op workers sleep
 # under the adaptive thread policy. Workers that spin through a step hold both cores while the
 # other sequences' threads want them (sampling, detokenizing, streaming): measured on 2 cores,
@@ -83,12 +88,12 @@ class BatchedDecoder:
         self,
         decoder: SharedBufferDecoder,
         *,
-        prefill_chunk_while_decoding: int = PREFILL_CHUNK_WHILE_DECODING,
+        prefill_while_decoding: int = PREFILL_WHILE_DECODING,
     ) -> None:
-        if prefill_chunk_while_decoding < 1:
-            raise ValueError("prefill_chunk_while_decoding must be >= 1")
+        if prefill_while_decoding < 1:
+            raise ValueError("prefill_while_decoding must be >= 1")
         self._decoder = decoder
-        self._chunk_while_decoding = prefill_chunk_while_decoding
+        self._prefill_while_decoding = prefill_while_decoding
         self._cond = threading.Condition()
         self._waiting: list[_Request] = []
         self._stepping = False
@@ -156,24 +161,47 @@ class BatchedDecoder:
             self._cond.notify_all()
 
     def _step(self, batch: list[_Request]) -> list[_Request]:
-        """Run ``batch``'s decodes and one of its prompt chunks; returns the prompts left."""
+        """Run ``batch``'s decodes, then its prompts within the step's budget; returns the
+        prompts left for the next step.
+
+        Each request is woken as soon as its own logits are ready, so the decoders sample
+        (and stream) while the prompt chunks run, and a prompt's first token does not wait
+        for the prompts behind it."""
         decodes = [r for r in batch if r.count == 1]
         prompts = [r for r in batch if r.count > 1]
         if decodes:
             self._run_decodes(decodes, alone=not prompts)
-        if prompts:
-            first = prompts[0]
+            self._wake()
+        # While sequences decode, prompts share a token budget per step, so the streams pause
+        # for about one budget's time; with nothing decoding, each waiting prompt runs whole.
+        budget = self._prefill_while_decoding if decodes else None
+        left: list[_Request] = []
+        for request in prompts:
+            if budget is not None and budget < 1:
+                left.append(request)
+                continue
             # What a running sequence already computed of this prompt is copied, not run again
             # (n choices of one request, apps with one system prompt); the chunk's last token
             # always runs, since its logits are the chunk's result.
-            copied = self.pool.extend_from_running(first.slot, first.slot.length + first.count - 1)
-            count = first.count - copied
-            limit = self._chunk_while_decoding if decodes else count
-            self._finish(first, min(count, limit), shared=len(batch) > 1)
+            slot = request.slot
+            copied = self.pool.extend_from_running(slot, slot.length + request.count - 1)
+            count = request.count - copied
+            if budget is not None:
+                count = min(count, budget)
+                budget -= count
+            self._finish(request, count, shared=len(batch) > 1)
+            if request.logits is not None:
+                # The next prompt's chunk writes the same logits buffer while this one samples.
+                request.logits = request.logits.copy()
             with self._cond:
                 self._counts.prefill_chunks += 1
                 self._counts.copied_positions += copied
-        return prompts[1:]
+                self._cond.notify_all()
+        return left
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def _run_decodes(self, decodes: Sequence[_Request], *, alone: bool) -> None:
         """One step of every decode; ``alone``: no prompt chunk follows in this step.

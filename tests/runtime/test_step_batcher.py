@@ -118,7 +118,7 @@ def test_concurrent_loops_generate_what_each_generates_alone(graph, byte_tokeniz
     plans = [GenerationPlan(**{**_fields(plan), "seed": 1000 + i}) for i in range(len(PROMPTS))]
     alone = TextGenerationLoop(_decoder(graph), byte_tokenizer, [EOS])
     expected = [_generate(alone, p, q) for p, q in zip(PROMPTS, plans, strict=True)]
-    batched = BatchedDecoder(_decoder(graph, slow=True), prefill_chunk_while_decoding=2)
+    batched = BatchedDecoder(_decoder(graph, slow=True), prefill_while_decoding=2)
     loop = TextGenerationLoop(batched, byte_tokenizer, [EOS])
     results: list[list[int] | None] = [None] * len(PROMPTS)
     start = threading.Barrier(len(PROMPTS))
@@ -170,7 +170,7 @@ def test_a_prompt_a_running_sequence_shares_is_copied_not_run(graph, byte_tokeni
     plans = [GenerationPlan(**{**_fields(base), "seed": 7 + i}) for i in range(3)]
     alone = TextGenerationLoop(_decoder(graph), byte_tokenizer, [EOS])
     expected = [_generate(alone, prompt, p) for p in plans]
-    batched = BatchedDecoder(_decoder(graph, slow=True), prefill_chunk_while_decoding=4)
+    batched = BatchedDecoder(_decoder(graph, slow=True), prefill_while_decoding=4)
     loop = TextGenerationLoop(batched, byte_tokenizer, [EOS])
     results: list[list[int] | None] = [None] * 3
     start = threading.Barrier(3)
@@ -186,3 +186,46 @@ def test_a_prompt_a_running_sequence_shares_is_copied_not_run(graph, byte_tokeni
         t.join(timeout=60)
     np.testing.assert_equal(results, expected)
     assert batched.counts().copied_positions >= len(prompt) - 1
+
+
+class _RecordingDecoder(SharedBufferDecoder):
+    """Records the graph calls the batcher makes: ("rows", batch) or ("one", tokens)."""
+
+    calls: list[tuple[str, int]]
+
+    def forward(self, slot: KVSlot, count: int, *, arm: int | None = None) -> np.ndarray:
+        self.calls.append(("one", count))
+        return super().forward(slot, count, arm=arm)
+
+    def forward_rows(self, slots, *, arm: int = 0):  # type: ignore[no-untyped-def]
+        self.calls.append(("rows", len(slots)))
+        return super().forward_rows(slots, arm=arm)
+
+
+def test_waiting_prompts_share_the_step_budget_while_a_sequence_decodes(graph):
+    """One step: the decode row, then the first prompt whole (3 of the budget's 4 tokens) and
+    the second prompt's first token; its other tokens wait for the next step."""
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    spec = DecoderSpec.from_session(session, max_length=64, prefill_chunk=4)
+    inner = _RecordingDecoder(session, spec, num_slots=4)
+    inner.calls = []
+    batched = BatchedDecoder(inner, prefill_while_decoding=4)
+    running, _ = batched.pool.acquire(np.array([1, 2, 3], np.int64))
+    running.tokens[:3] = [1, 2, 3]
+    batched.forward(running, 3)
+    running.tokens[3] = 4
+    prompts = []
+    for ids in ([20, 21, 22], [30, 31, 32]):
+        slot, _ = batched.pool.acquire(np.array(ids, np.int64))
+        slot.tokens[:3] = ids
+        prompts.append(slot)
+    inner.calls.clear()
+    calls = [(running, 1), (prompts[0], 3), (prompts[1], 3)]
+    threads = [threading.Thread(target=batched.forward, args=c, daemon=True) for c in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), inner.calls
+    assert inner.calls == [("rows", 1), ("one", 3), ("one", 1)]
+    assert [s.length for s in (running, *prompts)] == [4, 3, 1]
