@@ -35,10 +35,16 @@ class _SlowDecoder(SharedBufferDecoder):
         return super().forward_rows(slots, arm=arm)
 
 
-def _decoder(path: Path, slots: int = 4, slow: bool = False) -> SharedBufferDecoder:
+def _decoder(
+    path: Path,
+    slots: int = 4,
+    slow: bool = False,
+    kind: type[SharedBufferDecoder] | None = None,
+) -> SharedBufferDecoder:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     spec = DecoderSpec.from_session(session, max_length=64, prefill_chunk=4)
-    return (_SlowDecoder if slow else SharedBufferDecoder)(session, spec, num_slots=slots)
+    kind = kind or (_SlowDecoder if slow else SharedBufferDecoder)
+    return kind(session, spec, num_slots=slots)
 
 
 def _prefill(decoder: SharedBufferDecoder, ids: list[int]) -> tuple[KVSlot, np.ndarray]:
@@ -191,7 +197,9 @@ def test_a_prompt_a_running_sequence_shares_is_copied_not_run(graph, byte_tokeni
 class _RecordingDecoder(SharedBufferDecoder):
     """Records the graph calls the batcher makes: ("rows", batch) or ("one", tokens)."""
 
-    calls: list[tuple[str, int]]
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[str, int]] = []
 
     def forward(self, slot: KVSlot, count: int, *, arm: int | None = None) -> np.ndarray:
         self.calls.append(("one", count))
@@ -205,10 +213,8 @@ class _RecordingDecoder(SharedBufferDecoder):
 def test_waiting_prompts_share_the_step_budget_while_a_sequence_decodes(graph):
     """One step: the decode row, then the first prompt whole (3 of the budget's 4 tokens) and
     the second prompt's first token; its other tokens wait for the next step."""
-    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
-    spec = DecoderSpec.from_session(session, max_length=64, prefill_chunk=4)
-    inner = _RecordingDecoder(session, spec, num_slots=4)
-    inner.calls = []
+    inner = _decoder(graph, kind=_RecordingDecoder)
+    assert isinstance(inner, _RecordingDecoder)
     batched = BatchedDecoder(inner, prefill_while_decoding=4)
     running, _ = batched.pool.acquire(np.array([1, 2, 3], np.int64))
     running.tokens[:3] = [1, 2, 3]
