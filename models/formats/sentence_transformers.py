@@ -175,4 +175,5 @@ FORMAT: Final = SourceFormat(
     variants=_variants(),
     default_variants=("cpu",),
     loader="imagine_edge.models.embedding:load_embedder",
+    recipe_version=2,  # 2: uint8 matmul weights (the catalog MiniLM's recipe 5)
 )
