@@ -273,7 +273,8 @@ class LLMSamplingParams(_Request):
     seed: int | None = Field(
         None,
         description="imagine-edge extension: the sampling seed; the same seed and request give "
-        "the same output. Unset: a fresh seed per request, reported in usage.seed.",
+        "the same output, but for near-ties a step shared with other requests may round "
+        "differently (docs/batching.md). Unset: a fresh seed per request, reported in usage.seed.",
         json_schema_extra=schema_range(*SEED_RANGE),
     )
     logprobs: bool | None = Field(
