@@ -78,6 +78,12 @@ def _together(model: ChatModel, requests: list[CompletionRequest]) -> list[_Run]
     return [r for r in out if r is not None]
 
 
+def test_the_batching_model_serves_four_at_once(batched: ChatModel, alone: ChatModel) -> None:
+    assert batched.max_concurrent_requests == 4
+    assert alone.max_concurrent_requests == 1
+    assert batched.kv_slots().total == 4
+
+
 def _one_and_two_rows_agree(manifest: Manifest) -> bool:
     """Whether a decode step of one row gives bit for bit the logits of the same row in a step
     of two, on this CPU.
