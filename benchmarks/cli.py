@@ -28,6 +28,7 @@ from imagine_edge.benchmarks.machine import machine_info
 from imagine_edge.benchmarks.report import render_table, write_chart, write_json
 from imagine_edge.benchmarks.scenarios import SCENARIOS, BenchConfig, Point
 from imagine_edge.extras import require
+from imagine_edge.python_command import python_module
 from imagine_edge.sdk.paths import API_PREFIX
 from imagine_edge.sdk.types import ModelType
 
@@ -126,7 +127,7 @@ def _local_server() -> Iterator[str]:
 
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "imagine_edge", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        python_module("imagine_edge", "serve", "--host", "127.0.0.1", "--port", str(port)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

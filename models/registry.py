@@ -17,7 +17,6 @@ import functools
 import importlib
 import logging
 import subprocess
-import sys
 from collections.abc import Callable
 from typing import Final
 
@@ -25,6 +24,7 @@ from imagine_edge.models.base import LoadedModel, ModelCard
 from imagine_edge.models.catalog import CATALOG, CatalogEntry, lookup, prepared
 from imagine_edge.models.store import Manifest
 from imagine_edge.models.user_models import UserModel, list_models
+from imagine_edge.python_command import python_module
 from imagine_edge.sdk.errors import ImagineException, ModelRunError
 
 __all__ = [
@@ -64,7 +64,7 @@ def _loader(name: str) -> Callable[[Manifest], LoadedModel]:
 def _prepare_in_child(name: str) -> None:
     log.info("%s is not prepared yet: preparing it now (once)", name)
     done = subprocess.run(
-        [sys.executable, "-m", "imagine_edge", "models", "prepare", name],
+        python_module("imagine_edge", "models", "prepare", name),
         capture_output=True,
         text=True,
         check=False,

@@ -31,6 +31,7 @@ from typing import Final
 from imagine_edge.models.llm import DEFAULT_PARALLEL, MAX_PARALLEL, PARALLEL_ENV
 from imagine_edge.models.registry import model_cards
 from imagine_edge.models.user_models import list_models
+from imagine_edge.python_command import python_module
 from imagine_edge.sdk.client import API_KEY_ENV
 from imagine_edge.sdk.engine import Engine, ModelState, client_alias
 from imagine_edge.sdk.engine.batch_queue import (
@@ -245,7 +246,7 @@ def _model_names(values: Sequence[str] | None) -> list[str] | None:
             continue
         # The child's progress bar and errors go straight to our stderr.
         done = subprocess.run(
-            [sys.executable, "-m", "imagine_edge", "models", "add", str(path)],
+            python_module("imagine_edge", "models", "add", str(path)),
             stdout=subprocess.DEVNULL,
             check=False,
         )

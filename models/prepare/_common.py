@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from imagine_edge.models.store import (
     SpecialTokens,
     Variant,
 )
+from imagine_edge.python_command import python_module
 
 __all__ = ["build_cpu_graph", "graph_file", "hf_from_gguf", "steps"]
 
@@ -156,7 +156,7 @@ def build_cpu_graph(
         raise ValueError(f"cpu precision must be 'int4' or 'int8', got {precision!r}")
     with tempfile.TemporaryDirectory(prefix="builder-cache-") as cache:
         cmd = [
-            sys.executable, "-m", "imagine_edge.models.prepare.gguf_builder",
+            *python_module("imagine_edge.models.prepare.gguf_builder"),
             "-i", str(hf), "-o", str(out), "-p", precision, "-e", "cpu", "-c", cache,
             # The LM head on the last position only: a prompt chunk no longer computes (and
             # writes) 49,152 logits for every token, a fifth of a prefill's work.

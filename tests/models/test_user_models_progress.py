@@ -8,11 +8,11 @@ import io
 import logging
 import os
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 from imagine_edge.models.add_progress import PREFIX, StepProgress, quiet_libraries
+from imagine_edge.python_command import python_module
 
 from .formats.builders import build_cross_encoder
 
@@ -27,7 +27,7 @@ def test_a_small_add_prints_our_steps_and_no_foreign_lines(tmp_path: Path) -> No
         "IMAGINE_EDGE_CACHE": str(tmp_path / "cache"),  # a fresh store: a real preparation
     }
     done = subprocess.run(
-        [sys.executable, "-m", "imagine_edge", "models", "add", str(source)],
+        python_module("imagine_edge", "models", "add", str(source)),
         capture_output=True,
         text=True,
         env=env,

@@ -11,7 +11,6 @@ import importlib.util
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,8 @@ from pathlib import Path
 import httpx
 import imagine
 import pytest
+
+from imagine_edge.python_command import python_module
 
 pytestmark = pytest.mark.model
 NAME = "smollm2-135m-instruct.q4_1"  # the name `models add` derives from the file name
@@ -45,7 +46,7 @@ def _port() -> int:
 @contextmanager
 def _serve(data_dir: Path, *models: str) -> Iterator[str]:
     port = _port()
-    argv = [sys.executable, "-m", "imagine_edge", "serve", "--port", str(port)]
+    argv = python_module("imagine_edge", "serve", "--port", str(port))
     for model in models:
         argv += ["--model", model]
     env = {**os.environ, "IMAGINE_EDGE_DATA_DIR": str(data_dir)}
@@ -95,7 +96,7 @@ def test_serve_refuses_a_path_it_cannot_read_with_the_reason(tmp_path: Path) -> 
     notes.write_text("not a model", encoding="utf-8")
     env = {**os.environ, "IMAGINE_EDGE_DATA_DIR": str(tmp_path / "data")}
     done = subprocess.run(
-        [sys.executable, "-m", "imagine_edge", "serve", "--model", str(notes)],
+        python_module("imagine_edge", "serve", "--model", str(notes)),
         env=env,
         capture_output=True,
         text=True,

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from imagine_edge.models.formats.genai_folder import FORMAT, sampling_defaults
 from imagine_edge.models.llm import ChatModel
 from imagine_edge.models.registry import load_user_model
 from imagine_edge.models.store import Manifest
+from imagine_edge.python_command import python_module
 from imagine_edge.runtime.cache_dir import user_cache
 from imagine_edge.runtime.sampling import DEFAULT_MAX_TOKENS, GenerationPlan, SamplingDefaults
 from imagine_edge.sdk.errors import InvalidRequestError
@@ -48,7 +48,7 @@ def genai_folder(smollm2_manifest: Manifest) -> Path:
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=".tmp-") as tmp:
         out = Path(tmp) / "out"
         cmd = [
-            sys.executable, "-m", "onnxruntime_genai.models.builder",
+            *python_module("onnxruntime_genai.models.builder"),
             "-i", str(smollm2_manifest.float_weights), "-o", str(out),
             "-p", "int4", "-e", "cpu", "-c", str(Path(tmp) / "cache"),
         ]  # fmt: skip
