@@ -148,11 +148,13 @@ def _peer(
 
 
 def _llm_peers(scenario: dict[str, Any], config: BenchConfig, progress: Progress) -> PeerPoints:
-    from imagine_edge.models.catalog import lookup, prepared
+    from imagine_edge.benchmarks.bench_llm import gguf_file
+    from imagine_edge.models.catalog import prepared
 
     manifest = prepared(scenario["model"])
     cpu_dir = manifest.variant("cpu").dir
-    gguf = lookup(scenario["model"]).weights_file()
+    # The GGUF the model was prepared from (a chunked package's file is assembled in the store).
+    gguf = gguf_file(manifest)
 
     def measure(stream: Callable[[str], Iterator[object]]) -> PeerPoints:
         return _llm_peer_points(stream, config, progress)
@@ -309,6 +311,7 @@ def compare_multi_client(
     alternating (ours first at the first N, llama-server first at the next, ...), so background
     load falls on both alike; ``scenario["points"]`` are then those points.
     """
+    from imagine_edge.benchmarks.bench_llm import gguf_file
     from imagine_edge.benchmarks.llama_server import (
         NOT_FOUND,
         find_llama_server,
@@ -316,7 +319,7 @@ def compare_multi_client(
         server_environment,
     )
     from imagine_edge.benchmarks.multi_client import LLAMA_SERVER, client_point, warm_up
-    from imagine_edge.models.catalog import lookup
+    from imagine_edge.models.catalog import prepared
 
     binary = find_llama_server(llama_server_option)
     threads = _threads()
@@ -327,16 +330,17 @@ def compare_multi_client(
         if ours is not None:
             scenario["points"] = [ours(n).to_json() for n in config.llm_concurrency]
         return
-    gguf = lookup(scenario["model"]).weights_file()
-    wait = server_environment()["OMP_WAIT_POLICY"]
-    entry["note"] = (
-        f"{binary.name} -np N (one slot per client), {gguf.name}, {threads} threads, "
-        f"OMP_WAIT_POLICY {wait}"
-    )
     slot_tokens = config.llm_multi_prompt_tokens + config.llm_max_tokens
     mine: list[dict[str, Any]] = []
     model = scenario["model"]
     try:
+        # The GGUF the model was prepared from (a chunked package's is assembled in the store).
+        gguf = gguf_file(prepared(model, ["cpu"]))
+        wait = server_environment()["OMP_WAIT_POLICY"]
+        entry["note"] = (
+            f"{binary.name} -np N (one slot per client), {gguf.name}, {threads} threads, "
+            f"OMP_WAIT_POLICY {wait}"
+        )
         for i, clients in enumerate(config.llm_concurrency):
             with llama_server(binary, gguf, clients, slot_tokens, threads) as root:
                 warm_up(root, LLAMA_SERVER, model, config)
@@ -353,6 +357,11 @@ def compare_multi_client(
     except Exception as exc:
         entry["error"] = f"failed: {type(exc).__name__}: {exc}"
     if ours is not None:
+        # A peer that failed does not take our measurements with it: the client counts it did
+        # not reach are measured alone.
+        done = {p["params"]["concurrency"] for p in mine}
+        mine += [ours(n).to_json() for n in config.llm_concurrency if n not in done]
+        mine.sort(key=lambda p: config.llm_concurrency.index(p["params"]["concurrency"]))
         scenario["points"] = mine
     scenario["peers"] = [entry]
     scenario["ratios"] = ratios(scenario, MULTI_CLIENT_RATIOS)

@@ -120,6 +120,23 @@ def test_a_missing_llama_server_is_reported_with_how_to_get_it(tmp_path, monkeyp
     assert "docs/bench.md" in peer["error"]
 
 
+def test_a_failing_llama_server_leaves_our_points_measured(tmp_path, monkeypatch):
+    binary = tmp_path / "llama-server"
+    binary.write_text("#!/bin/sh\nexit 1\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv(ls.LLAMA_SERVER_ENV, str(binary))
+    scenario = {"model_type": "llm", "model": "no-such-model", "points": [], "peers": []}
+    config = BenchConfig(llm_concurrency=(1, 4, 2))
+
+    def ours(n):
+        return Point(f"{n} clients", {"concurrency": n}, {}, {"aggregate_tokens_per_s": 1.0})
+
+    compare_multi_client(scenario, config, _Count(), ours=ours)
+    (peer,) = scenario["peers"]
+    assert peer["error"].startswith("failed: ")
+    assert [p["params"]["concurrency"] for p in scenario["points"]] == [1, 4, 2]
+
+
 def test_progress_off_a_terminal_is_one_line_per_scenario():
     out = io.StringIO()  # not a terminal
     bar = _Bar(out)
