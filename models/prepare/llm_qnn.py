@@ -1,18 +1,20 @@
-"""QNN HTP graphs for a Llama-family model: the variant's recipe (export, calibrate, quantize).
+"""QNN HTP graphs of an LLM: the variant's recipe (export, calibrate, quantize).
 
-The graphs, their static shapes, the host protocol and the torch forward they are exported from
-are ``llm_qnn_graph.py``.
+The graphs, their static shapes, the host protocol and the Llama forward they are exported from
+are ``llm_qnn_graph.py`` (``GRAPH_MODULES`` maps a transformers ``model_type`` to its forward;
+other architectures are refused).
 
-Quantization: ``qnn_preprocess_model`` -> ``get_qnn_qdq_config`` (uint16 activations, uint8
-weights, per-channel where the EP allows) -> ``quantize``, calibrated on the float model's own
-traces: chat prompts prefilled in chunks and then decoded greedily, with real cache states.
+Quantization: ``qnn_preprocess_model`` -> ``get_qnn_qdq_config`` (uint16 activations, symmetric
+weights: MatMul weights int8 per output channel; computed MatMul operands int16) -> ``quantize``,
+calibrated on the float model's own traces: chat prompts in the manifest's template prefilled in
+chunks and then decoded greedily, with real cache states.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -34,16 +36,40 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CALIBRATION_PROMPTS",
+    "CPU_REFERENCE_CONFIG",
+    "GRAPH_MODULES",
     "MASK_VALUE",
+    "TRUNCATED_CONTEXT_LENGTH",
+    "TRUNCATED_LAYERS",
+    "TRUNCATED_PREFILL_LENGTH",
     "HostCache",
     "QnnGraphSpec",
     "build_qnn_variant",
+    "build_truncated_variant",
+    "graph_module",
 ]
 
 logger = logging.getLogger(__name__)
 
 # Calibration ranges are merged every (at most) this many samples, bounding the memory.
 CALIBRATION_STRIDE: Final = 8
+
+# Session config entries that run these QDQ graphs on the CPU EP as they are quantized (the HTP's
+# reference): by default the CPU EP fuses DequantizeLinear + MatMul into MatMulNBits at accuracy
+# level 4, int8 activations, which departs from the graph where rows have outliers (Gemma's normed
+# rows reach ~280: 0.94 of a 48-wide output range in a test MatMul). Level 1 computes in float.
+CPU_REFERENCE_CONFIG: Final = {"session.qdq_matmulnbits_accuracy_level": "1"}
+
+# The truncated graph set of every model: the first 2 layers (+ final norm and head), prefill 16,
+# context 128, because the HTP simulator takes seconds per decode step even for 2 layers.
+TRUNCATED_LAYERS: Final = 2
+TRUNCATED_PREFILL_LENGTH: Final = 16
+TRUNCATED_CONTEXT_LENGTH: Final = 128
+
+# The hand-written forward of each architecture (transformers' ``config.model_type``).
+GRAPH_MODULES: Final[dict[str, Callable[[Any, QnnGraphSpec], torch.nn.Module]]] = {
+    "llama": llama_module,
+}
 
 
 # Real chat turns for calibration: short and long (more than one prefill chunk), varied topics.
@@ -59,6 +85,16 @@ CALIBRATION_PROMPTS: Final[tuple[str, ...]] = (
     "def fibonacci(n):\n    # complete this Python function and explain how it works",
     "Summarise the plot of Romeo and Juliet in two sentences.",
 )
+
+
+def graph_module(hf_model: Any, spec: QnnGraphSpec) -> torch.nn.Module:
+    """The exported forward for ``hf_model``'s architecture (ValueError for one without)."""
+    kind = str(hf_model.config.model_type)
+    if kind not in GRAPH_MODULES:
+        raise ValueError(
+            f"no QNN graph forward for the {kind!r} architecture (only {sorted(GRAPH_MODULES)})"
+        )
+    return GRAPH_MODULES[kind](hf_model, spec)
 
 
 def iter_traces(
@@ -127,10 +163,31 @@ class _Reader:
         return next(self._feeds, None)
 
 
+def matmul_operands(path: Path) -> tuple[list[str], list[str]]:
+    """The second inputs of ``path``'s MatMuls: (weights, computed ones such as attention's keys
+    and values)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    weights = {t.name for t in model.graph.initializer}
+    second = [n.input[1] for n in model.graph.node if n.op_type == "MatMul"]
+    return [x for x in second if x in weights], [x for x in second if x not in weights]
+
+
 def quantize_graph(
     float_path: Path, out_path: Path, traces: Iterator[tuple[str, Feed]], kind: str, count: int
 ) -> None:
-    """QDQ-quantize ``float_path`` for the HTP: uint16 activations, uint8 weights."""
+    """QDQ-quantize ``float_path`` for the HTP: uint16 activations, symmetric weights.
+
+    Two HTP traps (docs/qnn.md, "Quantisation recipe"): a MatMul's asymmetric uint8 weight comes
+    out wrong on the HTP (Gemma's q_proj: 0.7% of its output range off the CPU run of the same
+    graph; symmetric, 0.02%), and where both MatMul inputs are uint16 activations the EP reduces
+    the second to uint8 (attention's keys and values: 1.2% of the scores' range). So MatMul
+    weights are int8, symmetric, per output channel (the tool's default for MatMul is one scale
+    per tensor: 8 bits across a whole 262,144-row head), a computed second operand is symmetric
+    int16, which the EP passes as it is, and the other weights (norm scales, the embedding and
+    RoPE tables) are symmetric too, at the cost of one of their 16 bits.
+    """
     from onnxruntime.quantization import QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import (
         get_qnn_qdq_config,
@@ -143,12 +200,22 @@ def quantize_graph(
         external_data_location=pre.name + ".data",
     )  # fmt: skip
     source = pre if changed else float_path
+    weights, computed = matmul_operands(source)
+    overrides: dict[str, list[dict[str, Any]]] = {
+        **{
+            name: [{"quant_type": QuantType.QInt8, "symmetric": True, "axis": 1}]
+            for name in weights
+        },
+        **{name: [{"quant_type": QuantType.QInt16, "symmetric": True}] for name in computed},
+    }
     config = get_qnn_qdq_config(
         source,
         _Reader(traces, kind, count),
         activation_type=QuantType.QUInt16,
         weight_type=QuantType.QUInt8,
+        weight_symmetric=True,
         per_channel=True,
+        init_overrides=overrides,
         stride=next(s for s in range(CALIBRATION_STRIDE, 0, -1) if count % s == 0),
     )
     config.use_external_data_format = True
@@ -187,11 +254,13 @@ def build_qnn_variant(
     with steps(f"building QNN graphs ({layers} layers)", 5) as bar:
         hf = AutoModelForCausalLM.from_pretrained(str(manifest.float_weights), dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(manifest.float_weights))
-        module = llama_module(cast(Any, hf).eval(), spec)
+        module = graph_module(cast(Any, hf).eval(), spec)
+        # The manifest's template (a GGUF may carry none: Gemma's turn format comes from the
+        # recipe), rendered as the server renders chat prompts.
         prompts = [
             list(tokenizer.apply_chat_template(
-                [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True,
-                return_dict=False,
+                [{"role": "user", "content": p}], chat_template=manifest.chat_template,
+                add_generation_prompt=True, tokenize=True, return_dict=False,
             ))
             for p in CALIBRATION_PROMPTS
         ]  # fmt: skip
@@ -235,4 +304,17 @@ def build_qnn_variant(
         )
         + "Host protocol in imagine_edge.models.prepare.llm_qnn: KV cache of context_length "
         "slots as inputs, only the new K/V as outputs, additive mask, host position ids.",
+    )
+
+
+def build_truncated_variant(manifest: Manifest, out: Path) -> Variant:
+    """The first ``TRUNCATED_LAYERS`` layers (+ final norm and head) through the same exporter,
+    for tests of NPU placement and CPU/NPU agreement on the simulator."""
+    return build_qnn_variant(
+        manifest,
+        out,
+        prefill_length=TRUNCATED_PREFILL_LENGTH,
+        context_length=TRUNCATED_CONTEXT_LENGTH,
+        num_layers=TRUNCATED_LAYERS,
+        decode_steps=8,
     )

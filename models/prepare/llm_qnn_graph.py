@@ -1,5 +1,7 @@
-"""The QNN HTP graphs of a Llama-family model: static shapes, host-owned KV cache (quantized to
-QDQ 16/8-bit by ``llm_qnn.py``).
+"""The QNN HTP graphs of an LLM: static shapes, host-owned KV cache (quantized to QDQ 16/8-bit
+by ``llm_qnn.py``). This module holds the graph signature, the host protocol, the pieces every
+forward shares (RoPE tables, attention over the host cache, the untied head) and the Llama
+forward.
 
 Two graphs per model, exported from a hand-written torch forward over the float weights (so the
 graph holds exactly the ops the HTP backend takes: no Range, Trilu, If or dynamic shapes):
@@ -51,9 +53,14 @@ __all__ = [
     "Feed",
     "HostCache",
     "QnnGraphSpec",
+    "attend",
     "export_graph",
+    "gather_rows",
     "llama_module",
+    "rope_tables",
+    "rotate",
     "run_torch",
+    "untied_head",
 ]
 
 # Additive mask of masked cache slots. docs/qnn.md suggests about -30 so that the mask does not
@@ -130,30 +137,90 @@ class HostCache:
         self.length = p0 + n
 
 
+def rope_tables(
+    theta: float, head_dim: int, context_length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of every position's RoPE angles (float32 [C, head_dim], both halves alike)."""
+    import torch
+
+    half = head_dim // 2
+    inv_freq = 1.0 / theta ** (torch.arange(half, dtype=torch.float64) / half)
+    angles = torch.arange(context_length, dtype=torch.float64)[:, None] * inv_freq[None]
+    return torch.cat([angles.cos()] * 2, -1).float(), torch.cat([angles.sin()] * 2, -1).float()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE on [1, heads, S, head_dim] with the rows of ``rope_tables`` at the positions."""
+    import torch
+
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    past: tuple[torch.Tensor, torch.Tensor],
+    attention_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Attention of the scaled, rotated q [1, heads, S, hd] over the cache slots and the S new
+    k, v [1, kv_heads, S, hd]; returns the context [1, S, heads * hd]."""
+    import torch
+
+    _, heads, s, hd = q.shape
+    kv_heads = k.shape[1]
+    group = heads // kv_heads
+    keys = torch.cat([past[0], k], dim=2)  # [1, kv, C+S, hd]
+    values = torch.cat([past[1], v], dim=2)
+    # Query heads g*j..g*j+g-1 share KV head j: fold the group into rows, keep 4-D.
+    qg = q.reshape(kv_heads, group * s, hd)
+    scores = torch.matmul(qg, keys[0].transpose(1, 2))  # [kv, group*S, C+S]
+    scores = scores.reshape(heads, s, -1) + attention_mask[0]
+    probs = torch.softmax(scores, dim=-1).reshape(kv_heads, group * s, -1)
+    ctx = torch.matmul(probs, values[0]).reshape(1, heads, s, hd)
+    return ctx.transpose(1, 2).reshape(1, s, heads * hd)
+
+
+def gather_rows(table: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    """Rows of a [C, hd] table at [1, S] positions, as [1, 1, S, hd] (a plain Gather: indexing
+    would export as GatherND)."""
+    import torch
+
+    return torch.nn.functional.embedding(position_ids, table)[:, None]
+
+
+def untied_head(hf_model: Any) -> torch.Tensor:
+    """The LM head's weight as a tensor of its own, even where it is tied to the embedding.
+
+    Shared with the embedding's Gather, the table is one uint16 initializer that the graph
+    transposes on every call, and the head's MatMul then has a computed second input, which the
+    EP reduces to uint8 on the HTP (``llm_qnn.quantize_graph``). Its own copy is folded into a
+    transposed weight: an 8-bit FullyConnected on the HTP, at the cost of a second table.
+    """
+    weight: torch.Tensor = hf_model.lm_head.weight
+    return weight.detach().clone()
+
+
 def llama_module(hf_model: Any, spec: QnnGraphSpec) -> torch.nn.Module:
     """A torch forward with the graph's exact signature over ``hf_model``'s weights."""
     import torch
     from torch import nn
 
     cfg = hf_model.config
-    theta = float(cfg.rope_parameters["rope_theta"])
-    half = spec.head_dim // 2
-    inv_freq = 1.0 / theta ** (torch.arange(half, dtype=torch.float64) / half)
-    angles = torch.arange(spec.context_length, dtype=torch.float64)[:, None] * inv_freq[None]
+    cos_sin = rope_tables(float(cfg.rope_parameters["rope_theta"]), spec.head_dim,
+                          spec.context_length)  # fmt: skip
     eps = float(cfg.rms_norm_eps)
     heads, kv_heads, hd = cfg.num_attention_heads, spec.num_kv_heads, spec.head_dim
-    group = heads // kv_heads
 
     def rms(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.rms_norm(x, (x.shape[-1],), weight, eps)
 
-    def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x1, x2 = x[..., :half], x[..., half:]
-        return x * cos + torch.cat([-x2, x1], dim=-1) * sin
-
     class QnnLlama(nn.Module):
         cos_table: torch.Tensor
         sin_table: torch.Tensor
+        head_weight: torch.Tensor
 
         def __init__(self) -> None:
             super().__init__()
@@ -162,10 +229,9 @@ def llama_module(hf_model: Any, spec: QnnGraphSpec) -> torch.nn.Module:
             self.embed: Any = inner.embed_tokens
             self.layers: Any = nn.ModuleList(inner.layers[: spec.num_layers])
             self.norm: Any = inner.norm
-            self.head: Any = hf_model.lm_head
-            both = torch.cat([angles.cos(), angles.cos()], -1), torch.cat([angles.sin()] * 2, -1)
-            self.register_buffer("cos_table", both[0].float(), persistent=False)
-            self.register_buffer("sin_table", both[1].float(), persistent=False)
+            self.register_buffer("head_weight", untied_head(hf_model), persistent=False)
+            self.register_buffer("cos_table", cos_sin[0], persistent=False)
+            self.register_buffer("sin_table", cos_sin[1], persistent=False)
 
         def forward(
             self,
@@ -176,9 +242,8 @@ def llama_module(hf_model: Any, spec: QnnGraphSpec) -> torch.nn.Module:
         ) -> tuple[torch.Tensor, ...]:
             s = input_ids.shape[1]
             x = self.embed(input_ids)
-            # F.embedding exports as a plain Gather (indexing would give GatherND).
-            cos = torch.nn.functional.embedding(position_ids, self.cos_table)[:, None]
-            sin = torch.nn.functional.embedding(position_ids, self.sin_table)[:, None]
+            cos = gather_rows(self.cos_table, position_ids)
+            sin = gather_rows(self.sin_table, position_ids)
             outputs: list[torch.Tensor] = []
             for i, layer in enumerate(self.layers):
                 att = layer.self_attn
@@ -186,23 +251,15 @@ def llama_module(hf_model: Any, spec: QnnGraphSpec) -> torch.nn.Module:
                 q = att.q_proj(h).view(1, s, heads, hd).transpose(1, 2)
                 k = att.k_proj(h).view(1, s, kv_heads, hd).transpose(1, 2)
                 v = att.v_proj(h).view(1, s, kv_heads, hd).transpose(1, 2)
-                q = rope(q, cos, sin) * (1.0 / math.sqrt(hd))
-                k = rope(k, cos, sin)
+                q = rotate(q, cos, sin) * (1.0 / math.sqrt(hd))
+                k = rotate(k, cos, sin)
                 outputs += [k, v]
-                keys = torch.cat([past[2 * i], k], dim=2)  # [1, kv, C+S, hd]
-                values = torch.cat([past[2 * i + 1], v], dim=2)
-                # Query heads 3j..3j+2 share KV head j: fold the group into rows, keep 4-D.
-                qg = q.reshape(kv_heads, group * s, hd)
-                scores = torch.matmul(qg, keys[0].transpose(1, 2))  # [kv, group*S, C+S]
-                scores = scores.reshape(heads, s, -1) + attention_mask[0]
-                probs = torch.softmax(scores, dim=-1).reshape(kv_heads, group * s, -1)
-                ctx = torch.matmul(probs, values[0]).reshape(1, heads, s, hd)
-                ctx = ctx.transpose(1, 2).reshape(1, s, heads * hd)
+                ctx = attend(q, k, v, (past[2 * i], past[2 * i + 1]), attention_mask)
                 x = x + att.o_proj(ctx)
                 h = rms(x, layer.post_attention_layernorm.weight)
                 gate = layer.mlp.gate_proj(h)
                 x = x + layer.mlp.down_proj(gate * torch.sigmoid(gate) * layer.mlp.up_proj(h))
-            logits = self.head(rms(x, self.norm.weight))
+            logits = torch.nn.functional.linear(rms(x, self.norm.weight), self.head_weight)
             return (logits, *outputs)
 
     return QnnLlama().eval()

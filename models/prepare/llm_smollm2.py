@@ -73,13 +73,10 @@ def prepare_cpu(manifest: Manifest, out: Path) -> Variant:
     return build_cpu_graph(manifest.float_weights, out, precision, manifest.architecture.num_layers)
 
 
-# QNN graph shapes. The full set serves real requests; the truncated one exists for tests
-# because the HTP simulator takes seconds per decode step even for 2 layers.
+# QNN graph shapes of the full set, which serves real requests (the truncated set, for tests, has
+# ``llm_qnn``'s shapes, shared with the other recipes).
 QNN_PREFILL_LENGTH: Final = 64
 QNN_CONTEXT_LENGTH: Final = 512
-TRUNCATED_LAYERS: Final = 2
-TRUNCATED_PREFILL_LENGTH: Final = 16
-TRUNCATED_CONTEXT_LENGTH: Final = 128
 
 
 def prepare_qnn(manifest: Manifest, out: Path) -> Variant:
@@ -93,13 +90,6 @@ def prepare_qnn(manifest: Manifest, out: Path) -> Variant:
 
 def prepare_qnn_truncated(manifest: Manifest, out: Path) -> Variant:
     """The first 2 layers (+ final norm and lm head) through the same exporter, for tests."""
-    from imagine_edge.models.prepare.llm_qnn import build_qnn_variant
+    from imagine_edge.models.prepare.llm_qnn import build_truncated_variant
 
-    return build_qnn_variant(
-        manifest,
-        out,
-        prefill_length=TRUNCATED_PREFILL_LENGTH,
-        context_length=TRUNCATED_CONTEXT_LENGTH,
-        num_layers=TRUNCATED_LAYERS,
-        decode_steps=8,
-    )
+    return build_truncated_variant(manifest, out)

@@ -14,7 +14,12 @@ import onnx
 import pytest
 from tokenizers import Tokenizer
 
-from imagine_edge.models.prepare.llm_qnn import MASK_VALUE, HostCache, QnnGraphSpec
+from imagine_edge.models.prepare.llm_qnn import (
+    CPU_REFERENCE_CONFIG,
+    MASK_VALUE,
+    HostCache,
+    QnnGraphSpec,
+)
 from imagine_edge.models.store import Manifest, OptionValue
 
 SPEC = QnnGraphSpec(
@@ -120,7 +125,8 @@ def test_truncated_graphs_are_static_and_quantized(smollm2_qnn_truncated: Manife
 @pytest.mark.qnn
 @pytest.mark.model
 def test_truncated_graphs_run_on_htp_and_agree_with_cpu(smollm2_qnn_truncated: Manifest) -> None:
-    """Every node on QNNExecutionProvider; greedy top-1 vs the CPU EP on the same QDQ graphs."""
+    """Every node on QNNExecutionProvider; greedy top-1 vs the CPU EP on the same QDQ graphs (run
+    as quantized: ``CPU_REFERENCE_CONFIG``)."""
     from imagine_edge.runtime.providers import QNN_EP
     from imagine_edge.runtime.session import SessionFactory
 
@@ -135,7 +141,9 @@ def test_truncated_graphs_run_on_htp_and_agree_with_cpu(smollm2_qnn_truncated: M
         assert npu.provider == QNN_EP
         assert set(npu.node_assignment) == {QNN_EP}
         sessions["qnn", role] = npu.session
-        sessions["cpu", role] = factory.create(path, "cpu").session
+        sessions["cpu", role] = factory.create(
+            path, "cpu", session_config=CPU_REFERENCE_CONFIG
+        ).session
     tok = Tokenizer.from_file(str(smollm2_qnn_truncated.tokenizer))
     prompt = tok.encode("The capital of France is").ids
     pad = int(opts["pad_token_id"])
