@@ -114,7 +114,10 @@ CATALOG: list[CatalogEntry] = [
         source_file=gguf_gemma3.CHUNKS[0][1],
         recipe_version=1,
         prepare_base=gguf_gemma3.prepare_base,
-        variants={"cpu": gguf_gemma3.prepare_cpu},
+        variants={
+            "cpu": gguf_gemma3.prepare_cpu,
+            "qnn-truncated": gguf_gemma3.prepare_qnn_truncated,
+        },
         default_variants=("cpu",),
         aliases=("gemma3", "gemma-3-270m", "gemma3-270m-q4-k-m"),
         # The other three chunks (not part of the content key; the assembled sha256 is checked).

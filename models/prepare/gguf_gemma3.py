@@ -10,6 +10,10 @@ Base: the assembled GGUF (kept: the CPU variant re-encodes from its blocks) and 
 dequantization by transformers (``hf/``, for the model builder and the perplexity reference).
 ``cpu``: the builder's Gemma 3 graph with every weight re-encoded from the GGUF's own blocks
 (``gguf_exact.reencode_from_gguf``).
+``qnn-truncated``: the QNN exporter's Gemma 3 forward (``llm_qnn_gemma.py``) cut to the first 2
+layers (+ final norm and the 262,144-row head), prefill 16, context 128, QDQ 16/8-bit calibrated
+on chat prompts in Gemma's turn format: for tests of HTP placement and CPU/NPU agreement on the
+simulator, not a usable language model (its manifest notes say so).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ __all__ = [
     "chunk_paths",
     "prepare_base",
     "prepare_cpu",
+    "prepare_qnn_truncated",
 ]
 
 GGUF_FILE: Final = "gemma-3-270m-q4_k_m.gguf"
@@ -134,3 +139,10 @@ def prepare_cpu(manifest: Manifest, out: Path) -> Variant:
     return build_cpu_graph(
         manifest.float_weights, out, "int4", manifest.architecture.num_layers, gguf=gguf
     )
+
+
+def prepare_qnn_truncated(manifest: Manifest, out: Path) -> Variant:
+    """The first 2 layers (+ final norm and head) as static QDQ graphs for the HTP, for tests."""
+    from imagine_edge.models.prepare.llm_qnn import build_truncated_variant
+
+    return build_truncated_variant(manifest, out)

@@ -1,8 +1,8 @@
 """QNN HTP graphs of an LLM: the variant's recipe (export, calibrate, quantize).
 
 The graphs, their static shapes, the host protocol and the Llama forward they are exported from
-are ``llm_qnn_graph.py`` (``GRAPH_MODULES`` maps a transformers ``model_type`` to its forward;
-other architectures are refused).
+are ``llm_qnn_graph.py``; the Gemma 3 forward is ``llm_qnn_gemma.py`` (``GRAPH_MODULES`` maps a
+transformers ``model_type`` to its forward; other architectures are refused).
 
 Quantization: ``qnn_preprocess_model`` -> ``get_qnn_qdq_config`` (uint16 activations, symmetric
 weights: MatMul weights int8 per output channel; computed MatMul operands int16) -> ``quantize``,
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
 
+from imagine_edge.models.prepare.llm_qnn_gemma import gemma3_module
 from imagine_edge.models.prepare.llm_qnn_graph import (
     MASK_VALUE,
     Feed,
@@ -66,9 +67,11 @@ TRUNCATED_LAYERS: Final = 2
 TRUNCATED_PREFILL_LENGTH: Final = 16
 TRUNCATED_CONTEXT_LENGTH: Final = 128
 
-# The hand-written forward of each architecture (transformers' ``config.model_type``).
+# The hand-written forward of each architecture (transformers' ``config.model_type``). Not
+# qwen2 (its q/k/v biases) nor qwen3 (QK-norm over a Llama layer): docs/gguf.md, "QNN".
 GRAPH_MODULES: Final[dict[str, Callable[[Any, QnnGraphSpec], torch.nn.Module]]] = {
     "llama": llama_module,
+    "gemma3_text": gemma3_module,
 }
 
 

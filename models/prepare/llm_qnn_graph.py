@@ -1,7 +1,7 @@
 """The QNN HTP graphs of an LLM: static shapes, host-owned KV cache (quantized to QDQ 16/8-bit
 by ``llm_qnn.py``). This module holds the graph signature, the host protocol, the pieces every
 forward shares (RoPE tables, attention over the host cache, the untied head) and the Llama
-forward.
+forward; the Gemma 3 forward is ``llm_qnn_gemma.py``.
 
 Two graphs per model, exported from a hand-written torch forward over the float weights (so the
 graph holds exactly the ops the HTP backend takes: no Range, Trilu, If or dynamic shapes):
