@@ -4,8 +4,8 @@ Found as ``--llama-server PATH``, else ``$IMAGINE_EDGE_LLAMA_SERVER``, else ``ll
 PATH; absent, the peer is reported with how to build it (docs/bench.md). It runs
 the GGUF file our catalog converts the model from (the weights package's own file), with
 ``-np N`` slots for N clients, each slot a context of ``prompt + max_tokens`` and some margin,
-as many threads as our sessions use, on a free loopback port, its OpenMP threads waiting
-passively (:func:`server_environment`).
+as many threads as our sessions use, on a free loopback port, its OpenMP threads waiting as
+``OMP_WAIT_POLICY`` says, else by the policy the caller measured faster (:data:`WAIT_POLICIES`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Final
 __all__ = [
     "LLAMA_SERVER_ENV",
     "NOT_FOUND",
+    "WAIT_POLICIES",
     "find_llama_server",
     "llama_server",
     "server_environment",
@@ -46,15 +47,18 @@ def find_llama_server(option: str | None = None) -> Path | None:
     return Path(found) if found else None
 
 
-def server_environment() -> dict[str, str]:
-    """Ours, with OpenMP's threads waiting passively unless ``OMP_WAIT_POLICY`` says otherwise.
+# llama.cpp's CPU backend syncs its threads through OpenMP, and neither way of waiting wins
+# everywhere. Spinning (OpenMP's default) collapses on cores other work shares: one client's
+# decode fell from 19 to 0.6 tokens/s at load average 6.5 on 2 cores. Sleeping collapses on idle
+# cores: SmolLM2's tg64 (llama-bench, 2 threads, load 1.5) was 74 tokens/s spinning and 23
+# sleeping. Ours chooses per step (runtime/thread_policy.py); the peer is measured both ways
+# before its points and runs the faster (benchmarks/peers.py).
+WAIT_POLICIES: Final = ("ACTIVE", "PASSIVE")
 
-    llama.cpp's CPU backend syncs its threads through OpenMP, which spins by default: on cores
-    other work shares, one client's decode fell from 19 to 0.6 tokens/s (load average 6.5 on
-    2 cores, side by side). Ours chooses spin or sleep per step (runtime/thread_policy.py); the
-    peer gets the setting that holds up on a shared machine.
-    """
-    return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+def server_environment(wait_policy: str = "PASSIVE") -> dict[str, str]:
+    """Ours, with ``OMP_WAIT_POLICY`` as set, else ``wait_policy``."""
+    return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", wait_policy)}
 
 
 def _free_port() -> int:
@@ -65,7 +69,12 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def llama_server(
-    binary: Path, gguf: Path, slots: int, slot_tokens: int, threads: int
+    binary: Path,
+    gguf: Path,
+    slots: int,
+    slot_tokens: int,
+    threads: int,
+    wait_policy: str = "PASSIVE",
 ) -> Iterator[str]:
     """Run ``binary`` on ``gguf`` with ``slots`` parallel slots; yield its root URL."""
     import httpx
@@ -78,7 +87,10 @@ def llama_server(
         *("--host", "127.0.0.1", "--port", str(port), "--no-webui"),
     ]
     proc = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server_environment()
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=server_environment(wait_policy),
     )
     root = f"http://127.0.0.1:{port}"
     try:

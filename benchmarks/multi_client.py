@@ -226,6 +226,14 @@ def warm_up(root: str, dialect: Dialect, model: str, config: BenchConfig) -> Non
         _one(http, root, dialect, model, prompt_of(16), short, time.perf_counter() + 120.0)
 
 
+def seconds_per_token(root: str, dialect: Dialect, model: str, tokens: int = 32) -> float:
+    """One client's decode time per token on a short prompt (a probe, outside every point)."""
+    with httpx.Client(timeout=120.0) as http:
+        probe = BenchConfig(llm_max_tokens=tokens)
+        sample = _one(http, root, dialect, model, prompt_of(16), probe, time.perf_counter() + 120.0)
+    return sample.get("tpot_s", float("inf"))
+
+
 def multi_client_points(
     root: str,
     dialect: Dialect,

@@ -29,6 +29,7 @@ import functools
 import importlib
 import itertools
 import os
+import statistics
 import time
 import types
 from collections.abc import Callable, Iterator, Sequence
@@ -312,12 +313,7 @@ def compare_multi_client(
     load falls on both alike; ``scenario["points"]`` are then those points.
     """
     from imagine_edge.benchmarks.bench_llm import gguf_file
-    from imagine_edge.benchmarks.llama_server import (
-        NOT_FOUND,
-        find_llama_server,
-        llama_server,
-        server_environment,
-    )
+    from imagine_edge.benchmarks.llama_server import NOT_FOUND, find_llama_server, llama_server
     from imagine_edge.benchmarks.multi_client import LLAMA_SERVER, client_point, warm_up
     from imagine_edge.models.catalog import prepared
 
@@ -336,13 +332,13 @@ def compare_multi_client(
     try:
         # The GGUF the model was prepared from (a chunked package's is assembled in the store).
         gguf = gguf_file(prepared(model, ["cpu"]))
-        wait = server_environment()["OMP_WAIT_POLICY"]
+        wait, how = _llama_wait_policy(binary, gguf, slot_tokens, threads, model)
         entry["note"] = (
             f"{binary.name} -np N (one slot per client), {gguf.name}, {threads} threads, "
-            f"OMP_WAIT_POLICY {wait}"
+            f"OMP_WAIT_POLICY {wait} ({how})"
         )
         for i, clients in enumerate(config.llm_concurrency):
-            with llama_server(binary, gguf, clients, slot_tokens, threads) as root:
+            with llama_server(binary, gguf, clients, slot_tokens, threads, wait) as root:
                 warm_up(root, LLAMA_SERVER, model, config)
 
                 def theirs(n: int, root: str = root) -> Point:
@@ -365,6 +361,28 @@ def compare_multi_client(
         scenario["points"] = mine
     scenario["peers"] = [entry]
     scenario["ratios"] = ratios(scenario, MULTI_CLIENT_RATIOS)
+
+
+def _llama_wait_policy(
+    binary: Path, gguf: Path, slot_tokens: int, threads: int, model: str
+) -> tuple[str, str]:
+    """llama-server's OpenMP wait policy for the points, and how it was chosen: the user's
+    ``OMP_WAIT_POLICY``, else the one whose single-client decode was faster (two alternating
+    probes each; see llama_server.WAIT_POLICIES for why neither wins everywhere)."""
+    from imagine_edge.benchmarks.llama_server import WAIT_POLICIES, llama_server
+    from imagine_edge.benchmarks.multi_client import LLAMA_SERVER, seconds_per_token, warm_up
+
+    if os.environ.get("OMP_WAIT_POLICY"):
+        return os.environ["OMP_WAIT_POLICY"], "as set"
+    measured: dict[str, list[float]] = {p: [] for p in WAIT_POLICIES}
+    for policy in [*WAIT_POLICIES, *reversed(WAIT_POLICIES)]:
+        with llama_server(binary, gguf, 1, slot_tokens, threads, policy) as root:
+            warm_up(root, LLAMA_SERVER, model, BenchConfig())
+            measured[policy].append(seconds_per_token(root, LLAMA_SERVER, model))
+    medians = {p: statistics.median(t) for p, t in measured.items()}
+    best = min(medians, key=medians.__getitem__)
+    probes = ", ".join(f"{p} {m * 1e3:.1f} ms" for p, m in medians.items())
+    return best, f"the faster per token of {probes}"
 
 
 def compare(scenario: dict[str, Any], config: BenchConfig, progress: Progress) -> None:
