@@ -48,17 +48,22 @@ def find_llama_server(option: str | None = None) -> Path | None:
 
 
 # llama.cpp's CPU backend syncs its threads through OpenMP, and neither way of waiting wins
-# everywhere. Spinning (OpenMP's default) collapses on cores other work shares: one client's
-# decode fell from 19 to 0.6 tokens/s at load average 6.5 on 2 cores. Sleeping collapses on idle
-# cores: SmolLM2's tg64 (llama-bench, 2 threads, load 1.5) was 74 tokens/s spinning and 23
-# sleeping. Ours chooses per step (runtime/thread_policy.py); the peer is measured both ways
-# before its points and runs the faster (benchmarks/peers.py).
-WAIT_POLICIES: Final = ("ACTIVE", "PASSIVE")
+# everywhere. Spinning (OpenMP's default: a while, then sleep) collapses on cores other work
+# shares: one client's decode fell from 19 to 0.6 tokens/s at load average 6.5 on 2 cores.
+# Sleeping (PASSIVE) collapses on idle cores: SmolLM2's tg64 (llama-bench, 2 threads, load 1.5)
+# was 74 tokens/s by default and 23 passive. Ours chooses per step (runtime/thread_policy.py);
+# the peer is measured both ways before its points and runs the faster (benchmarks/peers.py).
+# ACTIVE (spin forever) is not a candidate: an idle server would hold both cores.
+DEFAULT_WAIT: Final = "default"
+WAIT_POLICIES: Final = (DEFAULT_WAIT, "PASSIVE")
 
 
 def server_environment(wait_policy: str = "PASSIVE") -> dict[str, str]:
-    """Ours, with ``OMP_WAIT_POLICY`` as set, else ``wait_policy``."""
-    return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", wait_policy)}
+    """Ours, with ``OMP_WAIT_POLICY`` as set, else ``wait_policy`` (``default``: OpenMP's own)."""
+    env = dict(os.environ)
+    if "OMP_WAIT_POLICY" not in env and wait_policy != DEFAULT_WAIT:
+        env["OMP_WAIT_POLICY"] = wait_policy
+    return env
 
 
 def _free_port() -> int:

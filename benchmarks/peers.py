@@ -337,19 +337,21 @@ def compare_multi_client(
             f"{binary.name} -np N (one slot per client), {gguf.name}, {threads} threads, "
             f"OMP_WAIT_POLICY {wait} ({how})"
         )
-        for i, clients in enumerate(config.llm_concurrency):
-            with llama_server(binary, gguf, clients, slot_tokens, threads, wait) as root:
+
+        # llama-server runs only through its own points: idle, its OpenMP threads may still
+        # spin, which would take the cores from ours.
+        def theirs(n: int) -> Point:
+            with llama_server(binary, gguf, n, slot_tokens, threads, wait) as root:
                 warm_up(root, LLAMA_SERVER, model, config)
+                return client_point(
+                    root, LLAMA_SERVER, model, n, config.point_seconds, config, progress
+                )
 
-                def theirs(n: int, root: str = root) -> Point:
-                    return client_point(
-                        root, LLAMA_SERVER, model, n, config.point_seconds, config, progress
-                    )
-
-                order = [(mine, ours), (entry["points"], theirs)]
-                for into, measure in order if i % 2 == 0 else order[::-1]:
-                    if measure is not None:
-                        into.append(measure(clients).to_json())
+        for i, clients in enumerate(config.llm_concurrency):
+            order = [(mine, ours), (entry["points"], theirs)]
+            for into, measure in order if i % 2 == 0 else order[::-1]:
+                if measure is not None:
+                    into.append(measure(clients).to_json())
     except Exception as exc:
         entry["error"] = f"failed: {type(exc).__name__}: {exc}"
     if ours is not None:
@@ -372,7 +374,7 @@ def _llama_wait_policy(
     from imagine_edge.benchmarks.llama_server import WAIT_POLICIES, llama_server
     from imagine_edge.benchmarks.multi_client import LLAMA_SERVER, seconds_per_token, warm_up
 
-    if os.environ.get("OMP_WAIT_POLICY"):
+    if "OMP_WAIT_POLICY" in os.environ:
         return os.environ["OMP_WAIT_POLICY"], "as set"
     measured: dict[str, list[float]] = {p: [] for p in WAIT_POLICIES}
     for policy in [*WAIT_POLICIES, *reversed(WAIT_POLICIES)]:
