@@ -17,10 +17,11 @@ import pytest
 from onnx import numpy_helper
 from tokenizers import Tokenizer
 
-from imagine_edge.models.prepare.llm_qnn import CPU_REFERENCE_CONFIG, HostCache, QnnGraphSpec
+from imagine_edge.models.prepare.llm_qnn import HostCache, QnnGraphSpec
 from imagine_edge.models.store import Manifest, OptionValue
 
 from .perplexity import float_logits
+from .qnn_sessions import htp_and_cpu_sessions
 
 VOCAB, HEAD_DIM = 262144, 256
 # (prompt, continuation fed one token at a time to the decode graph): a chat turn in Gemma's
@@ -154,23 +155,10 @@ def test_truncated_gemma_graphs_run_on_htp_and_agree_with_cpu(
     max logit difference 1.6 on logits up to ~85. Before the recipe's MatMul fixes (docs/qnn.md,
     "Quantisation recipe") the HTP was 3.8-9.5 logits off the CPU on these prompts' rows.
     """
-    from imagine_edge.runtime.providers import QNN_EP
-    from imagine_edge.runtime.session import SessionFactory
-
     variant = gemma3_qnn_truncated.variant("qnn-truncated")
     opts = variant.options
     spec = _truncated_spec(opts)
-    factory = SessionFactory(2, shared_pool=False)
-    sessions = {}
-    for role in ("prefill", "decode"):
-        path = variant.graphs[role].path
-        npu = factory.create(path, "qnn")
-        assert npu.provider == QNN_EP
-        assert set(npu.node_assignment) == {QNN_EP}
-        sessions["qnn", role] = npu.session
-        sessions["cpu", role] = factory.create(
-            path, "cpu", session_config=CPU_REFERENCE_CONFIG
-        ).session
+    sessions = htp_and_cpu_sessions(variant)
     tok = Tokenizer.from_file(str(gemma3_qnn_truncated.tokenizer))
     pad = int(opts["pad_token_id"])
 

@@ -15,12 +15,13 @@ import pytest
 from tokenizers import Tokenizer
 
 from imagine_edge.models.prepare.llm_qnn import (
-    CPU_REFERENCE_CONFIG,
     MASK_VALUE,
     HostCache,
     QnnGraphSpec,
 )
 from imagine_edge.models.store import Manifest, OptionValue
+
+from .qnn_sessions import htp_and_cpu_sessions
 
 SPEC = QnnGraphSpec(
     num_layers=2, num_kv_heads=1, head_dim=4, vocab_size=10, context_length=8, prefill_length=4
@@ -127,23 +128,10 @@ def test_truncated_graphs_are_static_and_quantized(smollm2_qnn_truncated: Manife
 def test_truncated_graphs_run_on_htp_and_agree_with_cpu(smollm2_qnn_truncated: Manifest) -> None:
     """Every node on QNNExecutionProvider; greedy top-1 vs the CPU EP on the same QDQ graphs (run
     as quantized: ``CPU_REFERENCE_CONFIG``)."""
-    from imagine_edge.runtime.providers import QNN_EP
-    from imagine_edge.runtime.session import SessionFactory
-
     variant = smollm2_qnn_truncated.variant("qnn-truncated")
     opts = variant.options
     spec = _truncated_spec(opts)
-    factory = SessionFactory(2, shared_pool=False)
-    sessions = {}
-    for role in ("prefill", "decode"):
-        path = variant.graphs[role].path
-        npu = factory.create(path, "qnn")
-        assert npu.provider == QNN_EP
-        assert set(npu.node_assignment) == {QNN_EP}
-        sessions["qnn", role] = npu.session
-        sessions["cpu", role] = factory.create(
-            path, "cpu", session_config=CPU_REFERENCE_CONFIG
-        ).session
+    sessions = htp_and_cpu_sessions(variant)
     tok = Tokenizer.from_file(str(smollm2_qnn_truncated.tokenizer))
     prompt = tok.encode("The capital of France is").ids
     pad = int(opts["pad_token_id"])
