@@ -219,19 +219,21 @@ def client_point(
     return point
 
 
+def _short_request(root: str, dialect: Dialect, model: str, tokens: int) -> dict[str, float]:
+    """One request of ``tokens`` on a 16-token prompt, outside every point's window."""
+    with httpx.Client(timeout=120.0) as http:
+        short = BenchConfig(llm_max_tokens=tokens)
+        return _one(http, root, dialect, model, prompt_of(16), short, time.perf_counter() + 120.0)
+
+
 def warm_up(root: str, dialect: Dialect, model: str, config: BenchConfig) -> None:
     """One short request (loads the model): outside every point's window."""
-    with httpx.Client(timeout=120.0) as http:
-        short = BenchConfig(llm_max_tokens=4)
-        _one(http, root, dialect, model, prompt_of(16), short, time.perf_counter() + 120.0)
+    _short_request(root, dialect, model, 4)
 
 
 def seconds_per_token(root: str, dialect: Dialect, model: str, tokens: int = 32) -> float:
     """One client's decode time per token on a short prompt (a probe, outside every point)."""
-    with httpx.Client(timeout=120.0) as http:
-        probe = BenchConfig(llm_max_tokens=tokens)
-        sample = _one(http, root, dialect, model, prompt_of(16), probe, time.perf_counter() + 120.0)
-    return sample.get("tpot_s", float("inf"))
+    return _short_request(root, dialect, model, tokens).get("tpot_s", float("inf"))
 
 
 def multi_client_points(
